@@ -1,0 +1,36 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "onetun",
+    products: [
+        .library(name: "OneTunCore", targets: ["OneTunCore"]),
+        .library(name: "OneTunLoop", targets: ["OneTunLoop"]),
+        .executable(name: "onetun", targets: ["onetun"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        // The sans-I/O core: no sockets, no threads, no libuv, no clock reads.
+        .target(name: "OneTunCore", dependencies: ["CSodium"]),
+        // The libuv driver: owns every socket and the one timer.
+        .target(
+            name: "OneTunLoop",
+            dependencies: ["OneTunCore", "CUV", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "onetun",
+            dependencies: [
+                "OneTunCore", "OneTunLoop",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "OneTunCoreTests", dependencies: ["OneTunCore"]),
+        .testTarget(name: "OneTunTests", dependencies: ["OneTunCore", "OneTunLoop"]),
+    ]
+)

@@ -1,0 +1,4 @@
+@main
+struct OneTun {
+    static func main() {}
+}
