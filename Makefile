@@ -1,0 +1,48 @@
+# onetun in Swift. The two commands a fresh Debian machine needs (as root): `make demo` and `make test`.
+PREFIX ?= /usr/local
+APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 pkg-config python3 curl procps
+SWIFT ?= swift
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build release test demo fuzz fuzz-build bench install clean
+
+all: build
+
+# Installs what is missing (needs root); a no-op when everything is there.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+demo: release
+	bash scripts/demo.sh
+
+fuzz-build: deps
+	cd fuzz && $(SWIFT) build -c release --sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address
+
+# Runs every fuzz target for FUZZ_SECONDS each, from its seed corpus.
+fuzz: fuzz-build
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 .build/release/onetun $(DESTDIR)$(PREFIX)/bin/onetun
+	install -m 644 man/onetun.1 $(DESTDIR)$(PREFIX)/share/man/man1/onetun.1
+
+clean:
+	rm -rf .build fuzz/.build Benchmarks/.build

@@ -1,0 +1,76 @@
+import CSodium
+
+/// Where the core's randomness comes from (ephemeral keys, indices, jitter, cookie secrets). Injected so
+/// tests and simulations are deterministic.
+public protocol RandomSource: AnyObject {
+    func fill(_ buffer: UnsafeMutableRawBufferPointer)
+}
+
+extension RandomSource {
+    public func nextUInt64() -> UInt64 {
+        var value: UInt64 = 0
+        withUnsafeMutableBytes(of: &value) { fill($0) }
+        return value
+    }
+
+    public func nextUInt32() -> UInt32 { UInt32(truncatingIfNeeded: nextUInt64()) }
+
+    /// Uniform in `0..<bound` (Lemire's method without the rejection step's bias: rejection included).
+    public func uniform(below bound: UInt64) -> UInt64 {
+        precondition(bound > 0)
+        while true {
+            let x = nextUInt64()
+            let (high, low) = x.multipliedFullWidth(by: bound)
+            if low >= (0 &- bound) % bound { return high }
+        }
+    }
+}
+
+/// The operating system's CSPRNG through libsodium.
+public final class SystemRandom: RandomSource, @unchecked Sendable {
+    public init() { precondition(sodiumInitialised, "libsodium failed to initialise") }
+    public func fill(_ buffer: UnsafeMutableRawBufferPointer) {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+        randombytes_buf(base, buffer.count)
+    }
+}
+
+/// A deterministic generator (xoshiro256**, seeded through splitmix64) for tests and simulations only:
+/// never for keys that protect real traffic.
+public final class SeededRandom: RandomSource {
+    private var s: (UInt64, UInt64, UInt64, UInt64)
+
+    public init(seed: UInt64) {
+        var z = seed
+        func splitmix() -> UInt64 {
+            z &+= 0x9E37_79B9_7F4A_7C15
+            var x = z
+            x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+            return x ^ (x >> 31)
+        }
+        s = (splitmix(), splitmix(), splitmix(), splitmix())
+    }
+
+    func next() -> UInt64 {
+        let result = ((s.1 &* 5) << 7 | (s.1 &* 5) >> 57) &* 9
+        let t = s.1 << 17
+        s.2 ^= s.0
+        s.3 ^= s.1
+        s.1 ^= s.2
+        s.0 ^= s.3
+        s.2 ^= t
+        s.3 = s.3 << 45 | s.3 >> 19
+        return result
+    }
+
+    public func fill(_ buffer: UnsafeMutableRawBufferPointer) {
+        var i = 0
+        while i < buffer.count {
+            var word = next()
+            let take = min(8, buffer.count - i)
+            withUnsafeBytes(of: &word) { (buffer.baseAddress! + i).copyMemory(from: $0.baseAddress!, byteCount: take) }
+            i += take
+        }
+    }
+}
