@@ -1,4 +1,97 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OneTunCore
+import OneTunLoop
+
+/// The command line, compatible with onetun's: every option also comes from its ONETUN_* variable, and
+/// the command line wins.
+struct OneTunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "onetun",
+        abstract: "Access a port behind a WireGuard peer, without root and without a kernel interface."
+    )
+
+    @Argument(help: ArgumentHelp(
+        "Port forwards: [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP]; also ONETUN_PORT_FORWARD_1, _2, ….",
+        valueName: "port-forward"))
+    var portForwards: [String] = []
+
+    @Option(help: "Our private key, base64 (ONETUN_PRIVATE_KEY). Prefer --private-key-file.")
+    var privateKey: String?
+
+    @Option(help: "A file holding our private key (ONETUN_PRIVATE_KEY_FILE).")
+    var privateKeyFile: String?
+
+    @Option(help: "The WireGuard peer's public key, base64 (ONETUN_ENDPOINT_PUBLIC_KEY).")
+    var endpointPublicKey: String?
+
+    @Option(help: "The preshared key configured with the peer, base64 (ONETUN_PRESHARED_KEY).")
+    var presharedKey: String?
+
+    @Option(help: "The peer's address, host:port (ONETUN_ENDPOINT_ADDR). Example: 1.2.3.4:51820.")
+    var endpointAddr: String?
+
+    @Option(help: "Local address for the tunnel's UDP socket (ONETUN_ENDPOINT_BIND_ADDR). Default 0.0.0.0:0 or [::]:0.")
+    var endpointBindAddr: String?
+
+    @Option(help: "Our address inside the tunnel (ONETUN_SOURCE_PEER_IP). Example: 192.168.4.3.")
+    var sourcePeerIp: String?
+
+    @Option(help: "Persistent keepalive interval in seconds (ONETUN_KEEP_ALIVE).")
+    var keepAlive: String?
+
+    @Option(help: "The tunnel MTU (ONETUN_MTU), default 1420.")
+    var maxTransmissionUnit: String?
+
+    @Option(help: "Log level: error, warn, info, debug or trace (ONETUN_LOG), default info.")
+    var log: String?
+
+    @Option(help: "Check the tunnel: send ICMP echo requests to this address inside it and print the replies.")
+    var ping: String?
+
+    @Option(help: "How many echo requests --ping sends.")
+    var pingCount: Int = 3
+
+    func run() throws {}
+}
+
+/// A run-time failure: one line on stderr, exit status 1.
+struct RunError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A usage failure (bad value, missing option): one line on stderr, exit status 2.
+struct UsageError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 @main
-struct OneTun {
-    static func main() {}
+enum OneTun {
+    static func main() {
+        let command: OneTunCommand
+        do {
+            command = try OneTunCommand.parseAsRoot() as! OneTunCommand
+        } catch {
+            let code = OneTunCommand.exitCode(for: error)
+            if code == .success {
+                print(OneTunCommand.fullMessage(for: error))
+                exit(0)
+            }
+            FileHandle.standardError.write(Data("onetun: \(OneTunCommand.message(for: error).split(separator: "\n").first ?? "")\n".utf8))
+            exit(2)
+        }
+        do {
+            let settings = try Settings(command, environment: ProcessInfo.processInfo.environment)
+            exit(try Runner(settings).run())
+        } catch let error as UsageError {
+            FileHandle.standardError.write(Data("onetun: \(error)\n".utf8))
+            exit(2)
+        } catch {
+            FileHandle.standardError.write(Data("onetun: \(error)\n".utf8))
+            exit(1)
+        }
+    }
 }

@@ -1,0 +1,68 @@
+import Foundation
+import Logging
+import OneTunCore
+import OneTunLoop
+
+/// `--ping`: ICMP echo through the tunnel, to check that a peer is reachable end to end.
+final class PingPayload: TunnelPayload {
+    let source: HostAddress
+    let target: HostAddress
+    let count: Int
+    let logger: Logger
+    let identifier: UInt16
+    var nextSequence: UInt16 = 1
+    var sentAt: [UInt16: Instant] = [:]
+    var nextSend: Instant?
+    var finishAt: Instant?
+    private(set) var replies = 0
+    var onDone: (() -> Void)?
+
+    init(source: HostAddress, target: HostAddress, count: Int, identifier: UInt16, logger: Logger) {
+        self.source = source
+        self.target = target
+        self.count = count
+        self.identifier = identifier
+        self.logger = logger
+    }
+
+    func start(now: Instant) { nextSend = now }
+
+    func receive(packet: UnsafeRawBufferPointer, now: Instant) {
+        guard let reply = EchoPacket.parseReply(packet, identifier: identifier), let sent = sentAt.removeValue(forKey: reply.sequence)
+        else { return }
+        replies += 1
+        let ms = Double(now.since(sent)) / 1e6
+        print("\(reply.size) bytes from \(target): icmp_seq=\(reply.sequence) time=\(String(format: "%.2f", ms)) ms")
+        fflush(nil)
+        if replies == count { finish(now) }
+    }
+
+    func finish(_ now: Instant) {
+        nextSend = nil
+        finishAt = nil
+        onDone?()
+    }
+
+    func pollPacket(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
+        guard let due = nextSend, due <= now, Int(nextSequence) <= count else { return nil }
+        let sequence = nextSequence
+        nextSequence += 1
+        sentAt[sequence] = now
+        nextSend = Int(nextSequence) <= count ? now.adding(Nanos.second) : nil
+        if nextSend == nil { finishAt = now.adding(3 * Nanos.second) }
+        return EchoPacket.request(into: buffer, source: source, target: target, identifier: identifier, sequence: sequence)
+    }
+
+    func nextDeadline() -> Instant? {
+        switch (nextSend, finishAt) {
+        case (let a?, let b?): min(a, b)
+        case (let a?, nil): a
+        case (nil, let b?): b
+        case (nil, nil): nil
+        }
+    }
+
+    func handleTimeout(now: Instant) {
+        if let end = finishAt, end <= now { finish(now) }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Glibc
+import Logging
+import OneTunCore
+
+/// Validated settings: command line first, then ONETUN_* environment variables, then defaults.
+struct Settings {
+    var privateKey: Key32
+    var endpointPublicKey: Key32
+    var presharedKey: Key32 = .zero
+    var endpoint: sockaddr_storage
+    var endpointDescription: String
+    var bind: sockaddr_storage?
+    var sourcePeerIP: HostAddress
+    var keepAlive: UInt16 = 0
+    var mtu = 1420
+    var logLevel: Logger.Level = .info
+    var ping: HostAddress?
+    var pingCount = 3
+    var warnings: [String] = []
+
+    init(_ c: OneTunCommand, environment env: [String: String]) throws {
+        func value(_ flag: String?, _ variable: String) -> String? { flag ?? env[variable] }
+
+        // Private key: --private-key, --private-key-file, or their variables.
+        var keyText: String
+        if let file = value(c.privateKeyFile, "ONETUN_PRIVATE_KEY_FILE"), c.privateKey == nil {
+            var info = stat()
+            if stat(file, &info) == 0 {
+                if info.st_mode & S_IRGRP != 0 { warnings.append("private key file \(file) is readable by its group") }
+                if info.st_mode & S_IROTH != 0 { warnings.append("private key file \(file) is readable by others") }
+            }
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw RunError("cannot read the private key file \(file)")
+            }
+            keyText = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        } else if let key = value(c.privateKey, "ONETUN_PRIVATE_KEY") {
+            if c.privateKey != nil {
+                warnings.append("the private key was given on the command line, where other users can see it; use --private-key-file or ONETUN_PRIVATE_KEY")
+            }
+            keyText = key
+        } else {
+            throw UsageError("missing --private-key or --private-key-file")
+        }
+        privateKey = try Self.key(keyText, "--private-key")
+        guard let peer = value(c.endpointPublicKey, "ONETUN_ENDPOINT_PUBLIC_KEY") else {
+            throw UsageError("missing --endpoint-public-key")
+        }
+        endpointPublicKey = try Self.key(peer, "--endpoint-public-key")
+        if let psk = value(c.presharedKey, "ONETUN_PRESHARED_KEY") {
+            presharedKey = try Self.key(psk, "--preshared-key")
+        }
+        guard let endpointText = value(c.endpointAddr, "ONETUN_ENDPOINT_ADDR") else {
+            throw UsageError("missing --endpoint-addr")
+        }
+        endpoint = try SocketAddress.resolve(endpointText, option: "--endpoint-addr")
+        endpointDescription = endpointText
+        if let bindText = value(c.endpointBindAddr, "ONETUN_ENDPOINT_BIND_ADDR") {
+            let address = try SocketAddress.resolve(bindText, option: "--endpoint-bind-addr")
+            guard address.ss_family == endpoint.ss_family else {
+                throw UsageError("--endpoint-bind-addr \(bindText) and --endpoint-addr must be the same IP version")
+            }
+            bind = address
+        }
+        guard let sourceText = value(c.sourcePeerIp, "ONETUN_SOURCE_PEER_IP") else {
+            throw UsageError("missing --source-peer-ip")
+        }
+        guard let source = HostAddress(sourceText) else {
+            throw UsageError("--source-peer-ip: '\(sourceText)' is not an IP address")
+        }
+        sourcePeerIP = source
+        if let text = value(c.keepAlive, "ONETUN_KEEP_ALIVE") {
+            guard let seconds = UInt16(text) else {
+                throw UsageError("--keep-alive: '\(text)' is not a number of seconds between 0 and 65535")
+            }
+            keepAlive = seconds
+        }
+        if let text = value(c.maxTransmissionUnit, "ONETUN_MTU") {
+            guard let m = Int(text), m >= 576, m <= 65_535 - 32 else {
+                throw UsageError("--max-transmission-unit: '\(text)' is not an MTU between 576 and 65503")
+            }
+            mtu = m
+        }
+        if let text = value(c.log, "ONETUN_LOG") {
+            // onetun takes env_logger filters such as "onetun=debug"; the level is what follows the last '='.
+            let level = text.split(separator: ",").last.map { $0.split(separator: "=").last.map(String.init) ?? "" } ?? ""
+            guard let parsed = Logger.Level(rawValue: level.lowercased() == "warn" ? "warning" : level.lowercased()) else {
+                throw UsageError("--log: '\(text)' is not one of error, warn, info, debug, trace")
+            }
+            logLevel = parsed
+        }
+        if let target = c.ping {
+            guard let address = HostAddress(target) else { throw UsageError("--ping: '\(target)' is not an IP address") }
+            guard address.isV4 == source.isV4 else {
+                throw UsageError("--ping \(target) and --source-peer-ip \(sourceText) must be the same IP version")
+            }
+            ping = address
+            guard c.pingCount > 0 else { throw UsageError("--ping-count must be at least 1") }
+            pingCount = c.pingCount
+        }
+    }
+
+    static func key(_ text: String, _ option: String) throws -> Key32 {
+        guard let bytes = Base64.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw UsageError("\(option): not valid base64")
+        }
+        guard bytes.count == 32 else { throw UsageError("\(option): a key is 32 bytes, this one is \(bytes.count)") }
+        return Key32(bytes: bytes)
+    }
+}
+
+/// Socket address parsing and name resolution.
+enum SocketAddress {
+    /// Splits "host:port" or "[v6]:port".
+    static func split(_ text: String) -> (host: String, port: String)? {
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            let host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            return (host, String(rest.dropFirst()))
+        }
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        let host = String(text[..<colon])
+        guard !host.contains(":") else { return nil }
+        return (host, String(text[text.index(after: colon)...]))
+    }
+
+    static func resolve(_ text: String, option: String) throws -> sockaddr_storage {
+        guard let (host, port) = split(text), !host.isEmpty, let portNumber = UInt16(port) else {
+            throw UsageError("\(option): '\(text)' is not host:port")
+        }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(portNumber), &hints, &result)
+        guard rc == 0, let first = result else {
+            throw RunError("\(option): cannot resolve '\(host)': \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(result) }
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { s in
+            s.copyMemory(from: UnsafeRawBufferPointer(start: first.pointee.ai_addr, count: Int(first.pointee.ai_addrlen)))
+        }
+        return storage
+    }
+}
