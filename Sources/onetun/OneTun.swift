@@ -73,7 +73,7 @@ enum OneTun {
     static func main() {
         let command: OneTunCommand
         do {
-            command = try OneTunCommand.parseAsRoot() as! OneTunCommand
+            command = try OneTunCommand.parse()
         } catch {
             let code = OneTunCommand.exitCode(for: error)
             if code == .success {

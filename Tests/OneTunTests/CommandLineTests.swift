@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+
+/// Bad input on the command line: one clear line on stderr naming the culprit, exit status 2.
+@Suite struct CommandLineTests {
+    static let key = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+
+    func onetun(_ args: [String], environment: [String: String] = [:]) throws -> PeerNamespace.Outcome {
+        try PeerNamespace.execute([onetunExecutable] + args, environment: environment, timeout: 20)
+    }
+
+    @Test(arguments: [
+        (["--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--ping", "192.168.4.2"], "missing --private-key"),
+        (["--private-key", "not-base64!", "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3"], "--private-key: not valid base64"),
+        (["--private-key", "AAAA", "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3"], "--private-key: a key is 32 bytes, this one is 3"),
+        (["--private-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3"], "missing --endpoint-public-key"),
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1", "--source-peer-ip", "192.168.4.3"], "--endpoint-addr: '127.0.0.1' is not host:port"),
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4"], "--source-peer-ip: '192.168.4' is not an IP address"),
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--keep-alive", "70000"], "--keep-alive"),
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--ping", "fd00::1"], "same IP version"),
+        (["--bogus"], "--bogus"),
+    ])
+    func badInputIsAUsageError(args: [String], message: String) throws {
+        let outcome = try onetun(args)
+        #expect(outcome.status == 2, "\(outcome.stderr)")
+        let lines = outcome.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].contains(message), "\(outcome.stderr)")
+    }
+
+    @Test func unresolvableEndpointIsARunTimeError() throws {
+        let outcome = try onetun(["--private-key", Self.key, "--endpoint-public-key", Self.key,
+                                  "--endpoint-addr", "no-such-host.invalid:51820", "--source-peer-ip", "192.168.4.3"])
+        #expect(outcome.status == 1)
+        #expect(outcome.stderr.contains("cannot resolve 'no-such-host.invalid'"), "\(outcome.stderr)")
+    }
+
+    @Test func environmentVariablesAreRead() throws {
+        // Everything from the environment except a malformed key, which must then be reported.
+        let outcome = try onetun([], environment: [
+            "ONETUN_PRIVATE_KEY": Self.key, "ONETUN_ENDPOINT_PUBLIC_KEY": "bad", "ONETUN_ENDPOINT_ADDR": "127.0.0.1:1",
+            "ONETUN_SOURCE_PEER_IP": "192.168.4.3",
+        ])
+        #expect(outcome.status == 2)
+        #expect(outcome.stderr.contains("--endpoint-public-key: not valid base64"), "\(outcome.stderr)")
+    }
+
+    @Test func helpExitsZero() throws {
+        let outcome = try onetun(["--help"])
+        #expect(outcome.status == 0)
+        #expect(outcome.stdout.contains("--endpoint-public-key"))
+    }
+}

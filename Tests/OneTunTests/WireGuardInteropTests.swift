@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+
+/// The core and the libuv loop against a real wireguard-go peer in a namespace made by the test: the
+/// handshake runs over a real UDP socket, and ICMP echo through the tunnel must come back from the
+/// peer's kernel.
+@Suite(.serialized) struct WireGuardInteropTests {
+    static let skipReason: Comment = "needs root to create network namespaces"
+
+    func ping(_ peer: PeerNamespace, source: String, target: String, count: Int = 3,
+              extra: [String] = [], peerKey: String? = nil) throws -> PeerNamespace.Outcome {
+        try peer.execute([
+            onetunExecutable, "--private-key-file", peer.ourPrivateKeyFile.path,
+            "--endpoint-public-key", peerKey ?? peer.peerPublicKey, "--endpoint-addr", "127.0.0.1:\(peer.listenPort)",
+            "--source-peer-ip", source, "--ping", target, "--ping-count", String(count),
+        ] + extra, timeout: 30)
+    }
+
+    func replies(_ outcome: PeerNamespace.Outcome, from target: String) -> Int {
+        outcome.stdout.split(separator: "\n").filter { $0.contains("bytes from \(target): icmp_seq=") }.count
+    }
+
+    @Test(.enabled(if: PeerNamespace.canCreateNamespaces, skipReason))
+    func echoOverIPv4() throws {
+        let peer = try PeerNamespace()
+        defer { peer.close() }
+        let outcome = try ping(peer, source: "192.168.4.3", target: "192.168.4.2")
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        #expect(replies(outcome, from: "192.168.4.2") == 3, "\(outcome.stdout)")
+        let dump = try peer.peerDump()
+        #expect(Int(dump[4]) ?? 0 > 0, "wireguard-go saw no handshake: \(dump)")
+        #expect(Int(dump[5]) ?? 0 > 0 && Int(dump[6]) ?? 0 > 0, "no bytes moved: \(dump)")
+    }
+
+    @Test(.enabled(if: PeerNamespace.canCreateNamespaces, skipReason))
+    func echoOverIPv6() throws {
+        let peer = try PeerNamespace()
+        defer { peer.close() }
+        let outcome = try ping(peer, source: "fd00:4::3", target: "fd00:4::2")
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        #expect(replies(outcome, from: "fd00:4::2") == 3, "\(outcome.stdout)")
+    }
+
+    @Test(.enabled(if: PeerNamespace.canCreateNamespaces, skipReason))
+    func presharedKeyAndRepeatedSessions() throws {
+        let psk = try PeerNamespace.shell(["wg", "genpsk"]).trimmed
+        let peer = try PeerNamespace(presharedKey: psk)
+        defer { peer.close() }
+        // A second run makes a new handshake with a later TAI64N timestamp, which the peer must accept.
+        for _ in 0..<2 {
+            let outcome = try ping(peer, source: "192.168.4.3", target: "192.168.4.2", count: 2, extra: ["--preshared-key", psk])
+            #expect(outcome.status == 0, "\(outcome.stderr)")
+            #expect(replies(outcome, from: "192.168.4.2") == 2, "\(outcome.stdout)")
+        }
+    }
+
+    @Test(.enabled(if: PeerNamespace.canCreateNamespaces, skipReason))
+    func wrongKeysGetNoReply() throws {
+        let peer = try PeerNamespace()
+        defer { peer.close() }
+        // A preshared key the peer does not have: the handshake response cannot be authenticated.
+        let psk = try PeerNamespace.shell(["wg", "genpsk"]).trimmed
+        let outcome = try ping(peer, source: "192.168.4.3", target: "192.168.4.2", count: 1, extra: ["--preshared-key", psk])
+        #expect(outcome.status == 1)
+        #expect(replies(outcome, from: "192.168.4.2") == 0)
+        #expect(outcome.stdout.contains("1 packets transmitted, 0 received"))
+    }
+}
