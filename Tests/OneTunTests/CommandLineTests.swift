@@ -50,3 +50,17 @@ import Testing
         #expect(outcome.stdout.contains("--endpoint-public-key"))
     }
 }
+
+/// The manual page documents every option that `--help` lists.
+@Suite struct ManualPageTests {
+    @Test func everyHelpOptionIsInTheManualPage() throws {
+        let help = try PeerNamespace.execute([onetunExecutable, "--help"], timeout: 20).stdout
+        let page = try String(contentsOfFile: FileManager.default.currentDirectoryPath + "/man/onetun.1", encoding: .utf8)
+        let options = Set(help.split(whereSeparator: { " ,\n\t".contains($0) }).filter { $0.hasPrefix("--") && $0.count > 2 }
+            .map { String($0).trimmingCharacters(in: CharacterSet(charactersIn: ".,;:)")) })
+        #expect(options.count >= 10, "\(options)")
+        for option in options {
+            #expect(page.contains("Fl -\(option.dropFirst(2))"), "man/onetun.1 does not document \(option)")
+        }
+    }
+}
