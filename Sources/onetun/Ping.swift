@@ -5,8 +5,8 @@ import OneTunLoop
 
 /// `--ping`: ICMP echo through the tunnel, to check that a peer is reachable end to end.
 final class PingPayload: TunnelPayload {
-    let source: HostAddress
-    let target: HostAddress
+    let source: IPAddress
+    let target: IPAddress
     let count: Int
     let logger: Logger
     let identifier: UInt16
@@ -17,7 +17,7 @@ final class PingPayload: TunnelPayload {
     private(set) var replies = 0
     var onDone: (() -> Void)?
 
-    init(source: HostAddress, target: HostAddress, count: Int, identifier: UInt16, logger: Logger) {
+    init(source: IPAddress, target: IPAddress, count: Int, identifier: UInt16, logger: Logger) {
         self.source = source
         self.target = target
         self.count = count

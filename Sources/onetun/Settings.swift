@@ -11,11 +11,11 @@ struct Settings {
     var endpoint: sockaddr_storage
     var endpointDescription: String
     var bind: sockaddr_storage?
-    var sourcePeerIP: HostAddress
+    var sourcePeerIP: IPAddress
     var keepAlive: UInt16 = 0
     var mtu = 1420
     var logLevel: Logger.Level = .info
-    var ping: HostAddress?
+    var ping: IPAddress?
     var pingCount = 3
     var warnings: [String] = []
 
@@ -65,7 +65,7 @@ struct Settings {
         guard let sourceText = value(c.sourcePeerIp, "ONETUN_SOURCE_PEER_IP") else {
             throw UsageError("missing --source-peer-ip")
         }
-        guard let source = HostAddress(sourceText) else {
+        guard let source = IPAddress(sourceText) else {
             throw UsageError("--source-peer-ip: '\(sourceText)' is not an IP address")
         }
         sourcePeerIP = source
@@ -90,7 +90,7 @@ struct Settings {
             logLevel = parsed
         }
         if let target = c.ping {
-            guard let address = HostAddress(target) else { throw UsageError("--ping: '\(target)' is not an IP address") }
+            guard let address = IPAddress(target) else { throw UsageError("--ping: '\(target)' is not an IP address") }
             guard address.isV4 == source.isV4 else {
                 throw UsageError("--ping \(target) and --source-peer-ip \(sourceText) must be the same IP version")
             }
