@@ -6,6 +6,8 @@ import PackageDescription
 let fuzzers = [
     "FuzzWireGuardMessage",
     "FuzzResponder",
+    "FuzzPacketParser",
+    "FuzzAddressParser",
 ]
 
 let package = Package(

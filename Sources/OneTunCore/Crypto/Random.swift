@@ -15,7 +15,8 @@ extension RandomSource {
 
     public func nextUInt32() -> UInt32 { UInt32(truncatingIfNeeded: nextUInt64()) }
 
-    /// Uniform in `0..<bound` (Lemire's method without the rejection step's bias: rejection included).
+    /// Uniform in `0..<bound`, without modulo bias: Lemire's multiply-shift, rejecting the few low
+    /// products below 2^64 mod bound ("Fast Random Integer Generation in an Interval", 2019).
     public func uniform(below bound: UInt64) -> UInt64 {
         precondition(bound > 0)
         while true {
@@ -36,7 +37,8 @@ public final class SystemRandom: RandomSource, @unchecked Sendable {
 }
 
 /// A deterministic generator (xoshiro256**, seeded through splitmix64) for tests and simulations only:
-/// never for keys that protect real traffic.
+/// the same seed gives the same bytes on every run and platform, so a failing simulation replays from its
+/// printed seed. Never for keys that protect real traffic.
 public final class SeededRandom: RandomSource {
     private var s: (UInt64, UInt64, UInt64, UInt64)
 
@@ -67,7 +69,7 @@ public final class SeededRandom: RandomSource {
     public func fill(_ buffer: UnsafeMutableRawBufferPointer) {
         var i = 0
         while i < buffer.count {
-            var word = next()
+            var word = next().littleEndian
             let take = min(8, buffer.count - i)
             withUnsafeBytes(of: &word) { (buffer.baseAddress! + i).copyMemory(from: $0.baseAddress!, byteCount: take) }
             i += take
