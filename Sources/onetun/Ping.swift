@@ -3,8 +3,10 @@ import Logging
 import OneTunCore
 import OneTunLoop
 
-/// `--ping`: ICMP echo through the tunnel, to check that a peer is reachable end to end.
+/// `--ping`: ICMP echo through the tunnel, to check that a peer is reachable end to end. The network
+/// interface underneath also answers the peer's own echo requests to our address while it runs.
 final class PingPayload: TunnelPayload {
+    let interface: NetworkInterface
     let source: IPAddress
     let target: IPAddress
     let count: Int
@@ -17,7 +19,8 @@ final class PingPayload: TunnelPayload {
     private(set) var replies = 0
     var onDone: (() -> Void)?
 
-    init(source: IPAddress, target: IPAddress, count: Int, identifier: UInt16, logger: Logger) {
+    init(source: IPAddress, target: IPAddress, count: Int, identifier: UInt16, mtu: Int, logger: Logger) {
+        interface = NetworkInterface(addresses: [source], mtu: mtu)
         self.source = source
         self.target = target
         self.count = count
@@ -28,13 +31,19 @@ final class PingPayload: TunnelPayload {
     func start(now: Instant) { nextSend = now }
 
     func receive(packet: UnsafeRawBufferPointer, now: Instant) {
-        guard let reply = EchoPacket.parseReply(packet, identifier: identifier), let sent = sentAt.removeValue(forKey: reply.sequence)
-        else { return }
-        replies += 1
-        let ms = Double(now.since(sent)) / 1e6
-        print("\(reply.size) bytes from \(target): icmp_seq=\(reply.sequence) time=\(String(format: "%.2f", ms)) ms")
-        fflush(nil)
-        if replies == count { finish(now) }
+        switch interface.receive(packet: packet, now: now) {
+        case .echoReply(let from, let id, let sequence, let size) where id == identifier && from == target:
+            guard let sent = sentAt.removeValue(forKey: sequence) else { return }
+            replies += 1
+            let ms = Double(now.since(sent)) / 1e6
+            print("\(size) bytes from \(target): icmp_seq=\(sequence) time=\(String(format: "%.2f", ms)) ms")
+            fflush(nil)
+            if replies == count { finish(now) }
+        case .dropped(let reason):
+            logger.debug("dropped an inbound packet: \(reason)")
+        default:
+            break
+        }
     }
 
     func finish(_ now: Instant) {
@@ -44,6 +53,7 @@ final class PingPayload: TunnelPayload {
     }
 
     func pollPacket(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
+        if let n = interface.pollPacket(into: buffer, now: now) { return n }
         guard let due = nextSend, due <= now, Int(nextSequence) <= count else { return nil }
         let sequence = nextSequence
         nextSequence += 1

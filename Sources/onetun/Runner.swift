@@ -27,7 +27,7 @@ struct Runner {
         }
         let payload = PingPayload(
             source: settings.sourcePeerIP, target: target, count: settings.pingCount,
-            identifier: UInt16(truncatingIfNeeded: getpid()), logger: logger)
+            identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)
         let loop = TunnelLoop(tunnel: tunnel, payload: payload, logger: logger)
         payload.onDone = { loop.stop() }
         try loop.start(endpoint: settings.endpoint, bind: settings.bind)

@@ -65,4 +65,30 @@ import Testing
         #expect(replies(outcome, from: "192.168.4.2") == 0)
         #expect(outcome.stdout.contains("1 packets transmitted, 0 received"))
     }
+
+    @Test(.enabled(if: PeerNamespace.canCreateNamespaces, skipReason))
+    func peerPingsUsThroughTheTunnel() throws {
+        let peer = try PeerNamespace()
+        defer { peer.close() }
+        // onetun runs for about eight seconds (its own pings); meanwhile the peer's kernel pings our address.
+        let onetun = Process()
+        onetun.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        onetun.arguments = ["netns", "exec", peer.name, onetunExecutable, "--private-key-file", peer.ourPrivateKeyFile.path,
+                            "--endpoint-public-key", peer.peerPublicKey, "--endpoint-addr", "127.0.0.1:\(peer.listenPort)",
+                            "--source-peer-ip", "192.168.4.3", "--ping", "192.168.4.2", "--ping-count", "5"]
+        onetun.standardOutput = FileHandle.nullDevice
+        onetun.standardError = FileHandle.nullDevice
+        try onetun.run()
+        defer {
+            if onetun.isRunning { kill(onetun.processIdentifier, SIGKILL) }
+            onetun.waitUntilExit()
+        }
+        usleep(500_000)
+        let ping = try peer.execute(["ping", "-c", "3", "-i", "0.5", "-W", "2", "192.168.4.3"], timeout: 15)
+        #expect(ping.status == 0, "\(ping.stdout) \(ping.stderr)")
+        #expect(ping.stdout.contains("3 received"), "\(ping.stdout)")
+        let ping6 = try peer.execute(["ping", "-6", "-c", "2", "-i", "0.5", "-W", "2", "fd00:4::3"], timeout: 15)
+        // Our interface only has the IPv4 address in this run, so the IPv6 echo must go unanswered.
+        #expect(!ping6.stdout.contains(" 2 received"), "\(ping6.stdout)")
+    }
 }
