@@ -8,6 +8,7 @@ let fuzzers = [
     "FuzzResponder",
     "FuzzPacketParser",
     "FuzzAddressParser",
+    "FuzzInterface",
 ]
 
 let package = Package(
