@@ -8,11 +8,11 @@ ONETUN=${ONETUN:-.build/release/onetun}
 ns="onetun-demo-$$"
 ifname="wgdemo$((RANDOM % 10000))"
 work=$(mktemp -d)
-wg_pid=""
 
+# wg-peer.sh tracks wireguard-go's own PID (a `func … &` would only give the PID of a subshell, and
+# killing that leaves wireguard-go running) and tears everything down, also after a failed `up`.
 cleanup() {
-    [ -n "$wg_pid" ] && kill "$wg_pid" 2>/dev/null && wait "$wg_pid" 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
+    bash scripts/wg-peer.sh down "$ns" "$ifname" || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -20,19 +20,9 @@ trap cleanup EXIT
 in_ns() { ip netns exec "$ns" "$@"; }
 
 echo "== setting up a WireGuard peer (wireguard-go) in network namespace $ns"
-ip netns add "$ns"
-in_ns ip link set lo up
-in_ns wireguard-go -f "$ifname" >"$work/wireguard-go.log" 2>&1 &
-wg_pid=$!
-for _ in $(seq 50); do in_ns ip link show "$ifname" >/dev/null 2>&1 && break; sleep 0.1; done
-(umask 077; wg genkey >"$work/peer.key"; wg genkey >"$work/onetun.key")
-peer_public=$(wg pubkey <"$work/peer.key")
+(umask 077; wg genkey >"$work/onetun.key")
 onetun_public=$(wg pubkey <"$work/onetun.key")
-in_ns wg set "$ifname" private-key "$work/peer.key" listen-port 51820 \
-    peer "$onetun_public" allowed-ips 192.168.4.3/32,fd00:4::3/128
-in_ns ip addr add 192.168.4.2/24 dev "$ifname"
-in_ns ip addr add fd00:4::2/64 dev "$ifname"
-in_ns ip link set "$ifname" up
+peer_public=$(bash scripts/wg-peer.sh up "$ns" "$ifname" 51820 "$onetun_public")
 
 common=(--private-key-file "$work/onetun.key" --endpoint-public-key "$peer_public" --endpoint-addr 127.0.0.1:51820)
 

@@ -5,8 +5,8 @@ import Testing
 @Suite struct CommandLineTests {
     static let key = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
 
-    func onetun(_ args: [String], environment: [String: String] = [:]) throws -> PeerNamespace.Outcome {
-        try PeerNamespace.execute([onetunExecutable] + args, environment: environment, timeout: 20)
+    func onetun(_ args: [String], environment: [String: String] = [:]) throws -> Command.Outcome {
+        try Command.execute([onetunExecutable] + args, environment: environment, timeout: 20)
     }
 
     @Test(arguments: [
@@ -54,7 +54,7 @@ import Testing
 /// The manual page documents every option that `--help` lists.
 @Suite struct ManualPageTests {
     @Test func everyHelpOptionIsInTheManualPage() throws {
-        let help = try PeerNamespace.execute([onetunExecutable, "--help"], timeout: 20).stdout
+        let help = try Command.execute([onetunExecutable, "--help"], timeout: 20).stdout
         let page = try String(contentsOfFile: FileManager.default.currentDirectoryPath + "/man/onetun.1", encoding: .utf8)
         let options = Set(help.split(whereSeparator: { " ,\n\t".contains($0) }).filter { $0.hasPrefix("--") && $0.count > 2 }
             .map { String($0).trimmingCharacters(in: CharacterSet(charactersIn: ".,;:)")) })

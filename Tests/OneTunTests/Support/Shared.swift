@@ -1,0 +1,59 @@
+import Foundation
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension String {
+    var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }
+}
+
+/// The onetun executable built next to the test bundle (`swift build --build-tests` builds it).
+var onetunExecutable: String {
+    let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let candidates = [
+        bundleDir.appendingPathComponent("onetun").path,
+        FileManager.default.currentDirectoryPath + "/.build/debug/onetun",
+    ]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+}
+
+/// A wireguard-go peer in a fresh namespace plus a key pair for the onetun side, whose private key is in
+/// a 0600 file; onetun runs inside the same namespace and reaches the peer on 127.0.0.1.
+final class OneTunPeer {
+    let namespace: TestNamespace
+    let peer: WireGuardGoPeer
+    let privateKeyFile: URL
+
+    init(presharedKey: String? = nil) throws {
+        let ourPrivate = try Command.run(["wg", "genkey"]).trimmed
+        let ourPublic = try Command.run(["wg", "pubkey"], input: ourPrivate + "\n").trimmed
+        namespace = try TestNamespace()
+        do {
+            peer = try WireGuardGoPeer(in: namespace, ourPublicKey: ourPublic, presharedKey: presharedKey)
+            privateKeyFile = namespace.directory.appendingPathComponent("onetun.key")
+            try (ourPrivate + "\n").write(to: privateKeyFile, atomically: true, encoding: .utf8)
+            chmod(privateKeyFile.path, 0o600)
+        } catch {
+            namespace.close()
+            throw error
+        }
+    }
+
+    func close() {
+        peer.close()
+        namespace.close()
+    }
+
+    /// onetun's arguments to reach this peer.
+    var tunnelArguments: [String] {
+        ["--private-key-file", privateKeyFile.path, "--endpoint-public-key", peer.publicKey,
+         "--endpoint-addr", "127.0.0.1:\(peer.listenPort)"]
+    }
+
+    /// Runs a command inside the namespace, bounded by `timeout`.
+    func execute(_ args: [String], timeout: Double = 30) throws -> Command.Outcome {
+        try Command.execute(["ip", "netns", "exec", namespace.name] + args, timeout: timeout)
+    }
+}
