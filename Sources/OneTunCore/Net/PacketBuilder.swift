@@ -121,3 +121,47 @@ public struct PacketBuilder: Hashable, Sendable, BitwiseCopyable {
         return emit(into: buffer, at: offset, payloadLength: payload.count)
     }
 }
+
+extension PacketBuilder {
+    /// Parses an IP packet down to its transport header: the builder that would rebuild it and its payload
+    /// (a view into `bytes`). nil when a layer refuses it or the transport is one the builder cannot
+    /// rebuild (an unknown protocol, ICMP other than echo). Checksums are not verified here.
+    public static func parse(_ bytes: UnsafeRawBufferPointer) -> (builder: PacketBuilder, payload: UnsafeRawBufferPointer)? {
+        guard let ip = try? IPPacket(validating: bytes) else { return nil }
+        let upper = ip.upperLayerPayload
+        let transport: TransportRepr
+        let payload: UnsafeRawBufferPointer
+        switch (ip, ip.upperLayerProtocol) {
+        case (_, .tcp):
+            guard let segment = try? TCPSegment(validating: upper) else { return nil }
+            transport = .tcp(TCPRepr.parse(segment))
+            payload = segment.payload
+        case (_, .udp):
+            guard let datagram = try? UDPDatagram(validating: upper) else { return nil }
+            transport = .udp(UDPRepr.parse(datagram))
+            payload = datagram.payload
+        case (.v4, .icmp):
+            guard let message = try? ICMPv4Message(validating: upper), let repr = ICMPRepr.parse(message) else { return nil }
+            transport = .icmp(repr)
+            payload = message.payload
+        case (.v6, .icmpv6):
+            guard let message = try? ICMPv6Message(validating: upper), let repr = ICMPRepr.parse(message) else { return nil }
+            transport = .icmp(repr)
+            payload = message.payload
+        default:
+            return nil
+        }
+        var builder = PacketBuilder(source: ip.source, destination: ip.destination, transport: transport)
+        builder.hopLimit = ip.hopLimit
+        switch ip {
+        case .v4(let p):
+            builder.trafficClass = p.typeOfService
+            builder.identification = p.identification
+            builder.dontFragment = p.dontFragment
+        case .v6(let p):
+            builder.trafficClass = p.trafficClass
+            builder.flowLabel = p.flowLabel
+        }
+        return (builder, payload)
+    }
+}

@@ -101,44 +101,9 @@ struct NetDecoded: Equatable {
     var payload: [UInt8]
 }
 
-/// Parses an IP packet down to its transport header. nil when a layer refuses it or the transport is one
-/// the builder cannot rebuild (unknown protocol, non-echo ICMP).
+/// Parses an IP packet down to its transport header (see `PacketBuilder.parse`), copying the payload.
 func netDecode(_ bytes: UnsafeRawBufferPointer) -> NetDecoded? {
-    guard let ip = try? IPPacket(validating: bytes) else { return nil }
-    let upper = ip.upperLayerPayload
-    let transport: TransportRepr
-    let payload: UnsafeRawBufferPointer
-    switch (ip, ip.upperLayerProtocol) {
-    case (_, .tcp):
-        guard let seg = try? TCPSegment(validating: upper) else { return nil }
-        transport = .tcp(TCPRepr.parse(seg))
-        payload = seg.payload
-    case (_, .udp):
-        guard let dgram = try? UDPDatagram(validating: upper) else { return nil }
-        transport = .udp(UDPRepr.parse(dgram))
-        payload = dgram.payload
-    case (.v4, .icmp):
-        guard let msg = try? ICMPv4Message(validating: upper), let repr = ICMPRepr.parse(msg) else { return nil }
-        transport = .icmp(repr)
-        payload = msg.payload
-    case (.v6, .icmpv6):
-        guard let msg = try? ICMPv6Message(validating: upper), let repr = ICMPRepr.parse(msg) else { return nil }
-        transport = .icmp(repr)
-        payload = msg.payload
-    default:
-        return nil
-    }
-    var builder = PacketBuilder(source: ip.source, destination: ip.destination, transport: transport)
-    builder.hopLimit = ip.hopLimit
-    switch ip {
-    case .v4(let p):
-        builder.trafficClass = p.typeOfService
-        builder.identification = p.identification
-        builder.dontFragment = p.dontFragment
-    case .v6(let p):
-        builder.trafficClass = p.trafficClass
-        builder.flowLabel = p.flowLabel
-    }
+    guard let (builder, payload) = PacketBuilder.parse(bytes) else { return nil }
     return NetDecoded(builder: builder, payload: Array(payload))
 }
 

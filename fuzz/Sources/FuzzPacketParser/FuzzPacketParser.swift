@@ -12,49 +12,19 @@ struct Decoded: Equatable {
     }
 }
 
+/// Parses through every layer, touching the checksum verifiers and ICMP error quoting on the way.
 func decode(_ bytes: UnsafeRawBufferPointer) -> Decoded? {
-    guard let ip = try? IPPacket(validating: bytes) else { return nil }
-    let upper = ip.upperLayerPayload
-    let transport: TransportRepr
-    let payload: UnsafeRawBufferPointer
-    switch (ip, ip.upperLayerProtocol) {
-    case (_, .tcp):
-        guard let segment = try? TCPSegment(validating: upper) else { return nil }
-        _ = segment.verifyChecksum(src: ip.source, dst: ip.destination)
-        transport = .tcp(TCPRepr.parse(segment))
-        payload = segment.payload
-    case (_, .udp):
-        guard let datagram = try? UDPDatagram(validating: upper) else { return nil }
-        _ = datagram.verifyChecksum(src: ip.source, dst: ip.destination)
-        transport = .udp(UDPRepr.parse(datagram))
-        payload = datagram.payload
-    case (.v4, .icmp):
-        guard let message = try? ICMPv4Message(validating: upper) else { return nil }
-        _ = message.verifyChecksum()
-        _ = message.originalPacket
-        guard let repr = ICMPRepr.parse(message) else { return nil }
-        transport = .icmp(repr)
-        payload = message.payload
-    case (.v6, .icmpv6):
-        guard let message = try? ICMPv6Message(validating: upper) else { return nil }
-        _ = message.originalPacket
-        guard let repr = ICMPRepr.parse(message) else { return nil }
-        transport = .icmp(repr)
-        payload = message.payload
-    default:
-        return nil
+    if let ip = try? IPPacket(validating: bytes) {
+        let upper = ip.upperLayerPayload
+        switch (ip, ip.upperLayerProtocol) {
+        case (_, .tcp): _ = (try? TCPSegment(validating: upper))?.verifyChecksum(src: ip.source, dst: ip.destination)
+        case (_, .udp): _ = (try? UDPDatagram(validating: upper))?.verifyChecksum(src: ip.source, dst: ip.destination)
+        case (.v4, .icmp): _ = (try? ICMPv4Message(validating: upper)).map { ($0.verifyChecksum(), $0.originalPacket) }
+        case (.v6, .icmpv6): _ = (try? ICMPv6Message(validating: upper))?.originalPacket
+        default: break
+        }
     }
-    var builder = PacketBuilder(source: ip.source, destination: ip.destination, transport: transport)
-    builder.hopLimit = ip.hopLimit
-    switch ip {
-    case .v4(let p):
-        builder.trafficClass = p.typeOfService
-        builder.identification = p.identification
-        builder.dontFragment = p.dontFragment
-    case .v6(let p):
-        builder.trafficClass = p.trafficClass
-        builder.flowLabel = p.flowLabel
-    }
+    guard let (builder, payload) = PacketBuilder.parse(bytes) else { return nil }
     return Decoded(builder: builder, payload: payload)
 }
 
