@@ -1,5 +1,6 @@
 import Glibc
 @testable import OneTunCore
+import OneTunLoop
 
 /// The smallest real driver of the sans-I/O `WireGuardTunnel`: one UDP socket (made inside the peer's
 /// namespace and connected to the peer's 127.0.0.1:port there), the monotonic clock, and poll(2).
@@ -121,6 +122,55 @@ final class BlockingDriver {
                 return false
             }
             if ready > 0, receiveAll(until: until) { return true }
+        }
+        return false
+    }
+
+    /// Runs the tunnel with `payload` riding inside it (the loop's `TunnelPayload` contract): inner packets
+    /// go to `payload.receive`, its packets are sealed and sent after every input, and its deadline joins
+    /// the tunnel's. Returns when `done()` holds (true) or after `timeout` seconds (false).
+    @discardableResult
+    func run(payload: TunnelPayload, timeout: Double, until done: () -> Bool) -> Bool {
+        let end = now().adding(UInt64(timeout * 1e9))
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+        defer { out.deallocate() }
+        func pump() {
+            let t = now()
+            let inner = UnsafeMutableRawBufferPointer(rebasing: out[WireGuardTunnel.headroom..<(out.count - WireGuardTunnel.tailroom)])
+            var budget = 10_000
+            while budget > 0, let n = payload.pollPacket(into: inner, now: t) {
+                budget -= 1
+                if case .send(let length) = tunnel.encapsulate(out, packetLength: n, now: t) {
+                    if Glibc.send(socket, out.baseAddress, length, 0) >= 0 { datagramsSent += 1 }
+                }
+            }
+            flush()
+        }
+        for _ in 0..<10_000_000 {
+            pump()
+            if done() { return true }
+            let t = now()
+            if t >= end { return false }
+            var deadline = end
+            if let d = tunnel.nextDeadline() { deadline = min(deadline, d) }
+            if let d = payload.nextDeadline() { deadline = min(deadline, d) }
+            if deadline <= t {
+                tunnel.handleTimeout(now: t)
+                payload.handleTimeout(now: t)
+                continue
+            }
+            let milliseconds = Int32(min((deadline.since(t) + 999_999) / 1_000_000, 60_000))
+            var pfd = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, milliseconds) > 0 else { continue }
+            for _ in 0..<256 {
+                let n = recv(socket, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
+                if n < 0 { break }
+                datagramsReceived += 1
+                let t = now()
+                if case .packet(let range) = tunnel.decapsulate(buffer, datagramLength: n, from: EndpointAddress(), now: t) {
+                    payload.receive(packet: UnsafeRawBufferPointer(rebasing: buffer[range]), now: t)
+                }
+            }
         }
         return false
     }
