@@ -33,6 +33,18 @@ public struct TCPConfig: Sendable {
     }
 }
 
+/// Counters of one connection, for logs and tests.
+public struct TCPStats: Equatable, Sendable {
+    public var segmentsSent = 0
+    public var segmentsReceived = 0
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    public var timeouts = 0
+    public var fastRetransmits = 0
+    public var outOfOrderSegments = 0
+    public init() {}
+}
+
 /// The connection states of RFC 9293 §3.3.2.
 public enum TCPState: Equatable, Sendable {
     case closed, listen, synSent, synReceived, established, finWait1, finWait2, closeWait, closing, lastAck, timeWait
@@ -60,6 +72,7 @@ public final class TCPConnection {
     public let remotePort: UInt16
     public private(set) var state: TCPState
     public private(set) var error: TCPError?
+    public private(set) var stats = TCPStats()
 
     // Send sequence space (RFC 9293 §3.3.1).
     let iss: SeqNumber
@@ -78,6 +91,8 @@ public final class TCPConnection {
     var sendShift: UInt8 = 0
     var receiveShift: UInt8 = 0
     var windowScaling = false
+    /// Both SYNs carried SACK-permitted (RFC 2018 §2): our ACKs then report out-of-order data.
+    var sackEnabled = false
 
     // Receive sequence space.
     var irs = SeqNumber(0)
@@ -219,6 +234,7 @@ public final class TCPConnection {
             windowScaling = false
             receiveShift = 0
         }
+        sackEnabled = syn.sackPermitted
         sndWnd = Int(syn.window)  // never scaled in a SYN
         sndWl1 = irs
     }
@@ -232,6 +248,7 @@ public final class TCPConnection {
         let seq = SeqNumber(seg.sequenceNumber)
         let ack = SeqNumber(seg.acknowledgmentNumber)
         let flags = seg.flags
+        stats.segmentsReceived += 1
         switch state {
         case .closed, .listen:
             return
@@ -376,6 +393,7 @@ public final class TCPConnection {
                 inFastRecovery = true
                 retransmitOne = true
                 timedSeq = nil
+                stats.fastRetransmits += 1
             } else if inFastRecovery {
                 cwnd += effectiveMSS
             }
@@ -468,6 +486,8 @@ public final class TCPConnection {
                 rcvNxt += ready
             }
         }
+        stats.bytesReceived += kept
+        if offset > 0 { stats.outOfOrderSegments += 1 }
         if offset > 0 || !assembler.isEmpty {
             // Out of order, or filling a hole: ACK at once so the sender learns fast (RFC 5681 §4.2).
             ackNow = true
@@ -523,6 +543,7 @@ public final class TCPConnection {
             var repr = header(seq: iss, flags: state == .synSent ? .syn : [.syn, .ack])
             repr.maxSegmentSize = UInt16(clamping: config.mss)
             if state == .synSent || windowScaling { repr.windowScale = receiveShift }
+            repr.sackPermitted = state == .synSent || sackEnabled
             repr.window = UInt16(clamping: receiveWindow)
             return (repr, 0)
         default:
@@ -615,6 +636,7 @@ public final class TCPConnection {
     /// Every segment but a SYN carries the current ACK and window; sending one clears pending ACKs.
     func header(seq: SeqNumber, flags: TCPFlags) -> TCPRepr {
         var flags = flags
+        stats.segmentsSent += 1
         if state != .synSent { flags.insert(.ack) }
         ackNow = false
         ackDeadline = nil
@@ -622,10 +644,15 @@ public final class TCPConnection {
         let window = min(receiveWindow >> Int(receiveShift), 65_535)
         let edge = rcvNxt + (window << Int(receiveShift))
         if edge > advertisedEdge { advertisedEdge = edge }
-        return TCPRepr(
+        var repr = TCPRepr(
             sourcePort: localPort, destinationPort: remotePort, sequenceNumber: seq.rawValue,
             acknowledgmentNumber: flags.contains(.ack) ? rcvNxt.rawValue : 0, flags: flags,
             window: UInt16(window))
+        // RFC 2018 §4: report the islands above RCV.NXT, the most recently changed first.
+        if sackEnabled && !assembler.isEmpty && !flags.contains(.syn) {
+            repr.sackBlocks = assembler.sackBlocks(relativeTo: rcvNxt)
+        }
+        return repr
     }
 
     // MARK: Time
@@ -650,6 +677,7 @@ public final class TCPConnection {
         if let d = rtoDeadline, d <= now {
             rtoDeadline = nil
             retransmissions += 1
+            stats.timeouts += 1
             guard retransmissions <= config.maximumRetransmissions else {
                 enterClosed(error: .timedOut)
                 return
