@@ -31,7 +31,9 @@ final class TCPClientPayload: TunnelPayload {
 
     func application() {
         while written < total {
-            let n = min(chunk.count, total - written)
+            // Only generate what the connection can take now: this runs after every inbound segment.
+            let n = min(chunk.count, total - written, connection.writableBytes)
+            if n == 0 { break }
             for i in 0..<n { chunk[i] = tcpInteropByte(written + i) }
             let accepted = chunk.withUnsafeBytes { connection.send(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
             written += accepted
@@ -121,7 +123,7 @@ func tcpInteropByte(_ i: Int) -> UInt8 { UInt8(truncatingIfNeeded: (i &* 2_654_4
         let server = try namespace.spawn(["python3", script.path, remote, "5001"], logName: "echo.log")
         defer { _ = server.terminate() }
         for _ in 0..<100 where !server.output.contains("ready") { usleep(20_000) }
-        let size = 4 << 20
+        let size = 32 << 20
         let client = TCPClientPayload(local: IPAddress(local)!, remote: IPAddress(remote)!, port: 5001, total: size, now: driver.now())
         let start = driver.now()
         let done = driver.run(payload: client, timeout: 90) { client.received.count == size && client.connection.isReadClosed }
@@ -135,6 +137,42 @@ func tcpInteropByte(_ i: Int) -> UInt8 { UInt8(truncatingIfNeeded: (i &* 2_654_4
         }
         #expect(mismatch == -1, "first differing byte at \(mismatch)")
         print("TCP echo through wireguard-go, \(local) → \(remote): \(size >> 20) MiB each way in \(String(format: "%.2f", seconds)) s; \(client.connection.stats); tunnel drops \(driver.drops.count), datagrams in \(driver.datagramsReceived) out \(driver.datagramsSent)")
+    }
+
+    static let resetServer = """
+        import socket, struct, sys
+        s = socket.socket(socket.AF_INET)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+        print("ready", flush=True)
+        c, _ = s.accept()
+        got = 0
+        while got < 65536:
+            d = c.recv(65536)
+            if not d: break
+            got += len(d)
+        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        """
+
+    @Test(.enabled(if: TestNamespace.canCreateNamespaces, TestNamespace.skipReason))
+    func serverResetMidTransferEndsPromptly() throws {
+        let (namespace, peer, driver) = try session()
+        defer {
+            driver.close()
+            peer.close()
+            namespace.close()
+        }
+        let script = namespace.directory.appendingPathComponent("reset.py")
+        try Self.resetServer.write(to: script, atomically: true, encoding: .utf8)
+        let server = try namespace.spawn(["python3", script.path, "192.168.4.1", "5003"], logName: "reset.log")
+        defer { _ = server.terminate() }
+        for _ in 0..<100 where !server.output.contains("ready") { usleep(20_000) }
+        let client = TCPClientPayload(local: IPAddress("192.168.4.3")!, remote: IPAddress("192.168.4.1")!, port: 5003, total: 8 << 20, now: driver.now())
+        let ended = driver.run(payload: client, timeout: 10) { client.connection.state == .closed }
+        #expect(ended, "state \(client.connection.state), written \(client.written)")
+        #expect(client.connection.error == .reset)
     }
 
     @Test(.enabled(if: TestNamespace.canCreateNamespaces, TestNamespace.skipReason))

@@ -554,6 +554,7 @@ public final class TCPConnection {
         if retransmitOne {
             retransmitOne = false
             let n = fill(payload, from: sndUna, max: mss)
+            stats.bytesSent += n
             if n > 0 || finSeq == sndUna {
                 let fin = finSeq.map { sndUna + n == $0 } ?? false
                 armRTO(now)
@@ -579,6 +580,7 @@ public final class TCPConnection {
                 if n > 0 {
                     let seq = sndNxt
                     sndNxt += n
+                    stats.bytesSent += n
                     var flags: TCPFlags = .ack
                     if let fin = finSeq, sndNxt == fin {
                         flags.insert(.fin)

@@ -152,7 +152,8 @@ final class TCPStreamApp {
 
     func step(_ conn: TCPConnection, readLimit: Int = .max) {
         while written < total {
-            let n = min(chunk.count, total - written)
+            let n = min(chunk.count, total - written, conn.writableBytes)
+            if n == 0 { break }
             for i in 0..<n { chunk[i] = tcpStreamByte(written + i, tag: tag) }
             let accepted = chunk.withUnsafeBytes { conn.send(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
             written += accepted
