@@ -148,6 +148,7 @@ import Testing
         let (start, bytes) = mark!
         let seconds = Double(pair.now.since(start)) / 1e9
         let rate = Double((size - bytes) * 8) / seconds / 1e6
+        print("simulated 100 Mbit/s, 50 ms RTT, no loss: \(Int(rate)) Mbit/s after slow start")
         #expect(rate >= 90, "after slow start: \(rate) Mbit/s")
     }
 }
