@@ -2,12 +2,13 @@
 
 // Shared helpers for the TCP buffer tests; prefixed `tcpBuf` to stay clear of other suites' helpers.
 
-/// xorshift64: a tiny seeded generator, so every failure replays from the printed seed.
+/// One step of the shared xorshift64 (see `XorShift64`) on a bare state.
 func tcpBufNext(_ state: inout UInt64) -> UInt64 {
-    state ^= state << 13
-    state ^= state >> 7
-    state ^= state << 17
-    return state
+    var generator = XorShift64(seed: 0)
+    generator.state = state
+    let value = generator.next()
+    state = generator.state
+    return value
 }
 
 /// Uniform-enough integer in `0 ..< n` (n > 0).

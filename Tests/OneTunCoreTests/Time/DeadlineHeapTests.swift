@@ -1,18 +1,6 @@
 import Testing
 @testable import OneTunCore
 
-/// xorshift64 (Marsaglia): deterministic, no Foundation.
-private struct XorShift64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
-    mutating func next() -> UInt64 {
-        state ^= state << 13
-        state ^= state >> 7
-        state ^= state << 17
-        return state
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
 
 private func at(_ ns: UInt64) -> Instant { Instant(nanoseconds: ns) }
 
