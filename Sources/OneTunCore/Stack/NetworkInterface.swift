@@ -49,7 +49,10 @@ public final class NetworkInterface {
     public let addresses: [IPAddress]
     public let mtu: Int
     public private(set) var stats = Stats()
-    /// When true, TCP segments are passed up (`.transport(.tcp)`) instead of being answered with RST.
+    /// When set, TCP segments go to this stack; those it does not take are answered with RST.
+    public var tcp: TCPStack?
+    /// When true (and no `tcp` stack is set), TCP segments are passed up (`.transport(.tcp)`) instead of
+    /// being answered with RST.
     public var hasTCP = false
     /// When true, UDP datagrams are passed up instead of being dropped.
     public var hasUDP = false
@@ -99,7 +102,11 @@ public final class NetworkInterface {
         case (_, .tcp):
             guard let segment = try? TCPSegment(validating: upper) else { return malformed() }
             guard segment.verifyChecksum(src: ip.source, dst: ip.destination) else { return badChecksum() }
-            if hasTCP { return .transport(.tcp) }
+            if let tcp {
+                if tcp.receive(ip, segment, now: now) { return .consumed }
+            } else if hasTCP {
+                return .transport(.tcp)
+            }
             return reset(segment, ip)
         case (_, .udp):
             guard let datagram = try? UDPDatagram(validating: upper) else { return malformed() }
@@ -178,7 +185,7 @@ public final class NetworkInterface {
 
     /// Writes the next packet to send at the start of `buffer` (at least `mtu` bytes); nil when none.
     public func pollPacket(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
-        guard replyHead < replies.count else { return nil }
+        guard replyHead < replies.count else { return tcp?.pollPacket(into: buffer, now: now) }
         let reply = replies[replyHead]
         replyHead += 1
         if replyHead == replies.count {
@@ -193,4 +200,8 @@ public final class NetworkInterface {
             return builder.emit(into: buffer, at: 0, payloadLength: 0)
         }
     }
+
+    public func nextDeadline() -> Instant? { tcp?.nextDeadline() }
+
+    public func handleTimeout(now: Instant) { tcp?.handleTimeout(now: now) }
 }

@@ -1,0 +1,196 @@
+/// Every TCP connection of one interface: demultiplexing by four-tuple, listening ports, RFC 6528
+/// initial sequence numbers, one deadline over all connections (an indexed heap, O(log n) per update, no
+/// scan of every connection per tick), and a queue of the connections that may have something to send.
+public final class TCPStack {
+    struct FourTuple: Hashable {
+        var local: IPAddress
+        var localPort: UInt16
+        var remote: IPAddress
+        var remotePort: UInt16
+    }
+
+    struct Slot {
+        var tuple: FourTuple
+        var connection: TCPConnection
+    }
+
+    public let config: TCPConfig
+    let random: RandomSource
+    /// The secret of RFC 6528's F(); fixed for the stack's life.
+    let isnSecret: Key32
+    var slots: [Slot?] = []
+    var freeSlots: [Int] = []
+    var byTuple: [FourTuple: Int] = [:]
+    var deadlines = DeadlineHeap()
+    /// Connections to poll for output, each at most once (`queued`).
+    var ready: [Int] = []
+    var readyHead = 0
+    var queued: [Bool] = []
+    var listening: Set<UInt16> = []
+    var acceptQueue: [Int] = []
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
+
+    public init(config: TCPConfig = TCPConfig(), random: RandomSource) {
+        self.config = config
+        self.random = random
+        var secret = Key32.zero
+        secret.withUnsafeMutableBytes { random.fill($0) }
+        isnSecret = secret
+    }
+
+    deinit { scratch.deallocate() }
+
+    public var count: Int { byTuple.count }
+
+    public func connection(_ id: Int) -> TCPConnection { slots[id]!.connection }
+
+    // MARK: Opening
+
+    /// RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 µs clock.
+    func initialSequenceNumber(_ tuple: FourTuple, now: Instant) -> UInt32 {
+        var state = isnSecret.withUnsafeBytes { Blake2s(outputLength: 4, key: $0) }
+        func add(_ address: IPAddress) {
+            switch address {
+            case .v4(let a): withUnsafeBytes(of: a.rawValue) { state.update($0) }
+            case .v6(let a): withUnsafeBytes(of: (a.high, a.low)) { state.update($0) }
+            }
+        }
+        add(tuple.local)
+        withUnsafeBytes(of: tuple.localPort) { state.update($0) }
+        add(tuple.remote)
+        withUnsafeBytes(of: tuple.remotePort) { state.update($0) }
+        var f: UInt32 = 0
+        withUnsafeMutableBytes(of: &f) { state.finalize(into: $0) }
+        return UInt32(truncatingIfNeeded: now.nanoseconds / 4_000) &+ f
+    }
+
+    func insert(_ connection: TCPConnection, _ tuple: FourTuple) -> Int {
+        let id: Int
+        if let reuse = freeSlots.popLast() {
+            id = reuse
+            slots[id] = Slot(tuple: tuple, connection: connection)
+        } else {
+            id = slots.count
+            slots.append(Slot(tuple: tuple, connection: connection))
+            queued.append(false)
+        }
+        byTuple[tuple] = id
+        markReady(id)
+        return id
+    }
+
+    /// Active open to `remote`:`port` from an ephemeral port of `local`; nil when no port is free.
+    public func connect(from local: IPAddress, to remote: IPAddress, port: UInt16, now: Instant) -> Int? {
+        for _ in 0..<64 {
+            let localPort = UInt16(49_152 + random.uniform(below: 16_384))
+            let tuple = FourTuple(local: local, localPort: localPort, remote: remote, remotePort: port)
+            guard byTuple[tuple] == nil else { continue }
+            let connection = TCPConnection(
+                localPort: localPort, remotePort: port, iss: initialSequenceNumber(tuple, now: now), config: config, now: now)
+            return insert(connection, tuple)
+        }
+        return nil
+    }
+
+    /// Accepts connections to `port` on any of the interface's addresses.
+    public func listen(port: UInt16) { listening.insert(port) }
+
+    /// The next connection a listener accepted, if any.
+    public func accept() -> Int? {
+        guard !acceptQueue.isEmpty else { return nil }
+        return acceptQueue.removeFirst()
+    }
+
+    /// Forgets a connection the application is done with (closing or aborting it first if needed).
+    public func release(_ id: Int) {
+        guard let slot = slots[id] else { return }
+        if slot.connection.state != .closed && slot.connection.state != .timeWait { slot.connection.abort() }
+        // A connection still owing a RST or in TIME-WAIT stays until its timers are done.
+        if slot.connection.isClosed {
+            remove(id)
+        } else {
+            releasedEarly.insert(id)
+            markReady(id)
+        }
+    }
+
+    var releasedEarly: Set<Int> = []
+
+    func remove(_ id: Int) {
+        guard let slot = slots[id] else { return }
+        byTuple[slot.tuple] = nil
+        slots[id] = nil
+        deadlines.set(id, nil)
+        releasedEarly.remove(id)
+        freeSlots.append(id)
+    }
+
+    // MARK: Input
+
+    /// Hands a segment to its connection, or to a listener for a SYN. False when nothing takes it: the
+    /// caller answers with RST (RFC 9293 §3.10.7.1).
+    public func receive(_ ip: IPPacket, _ segment: TCPSegment, now: Instant) -> Bool {
+        let tuple = FourTuple(local: ip.destination, localPort: segment.destinationPort, remote: ip.source, remotePort: segment.sourcePort)
+        let repr = TCPRepr.parse(segment)
+        if let id = byTuple[tuple] {
+            slots[id]!.connection.handleSegment(repr, payload: segment.payload, now: now)
+            markReady(id)
+            return true
+        }
+        guard listening.contains(segment.destinationPort), repr.flags.contains(.syn), !repr.flags.contains(.ack) else {
+            return false
+        }
+        guard let connection = TCPConnection(accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config, now: now)
+        else { return false }
+        let id = insert(connection, tuple)
+        acceptQueue.append(id)
+        return true
+    }
+
+    /// The application touched connection `id` (wrote, read, closed): it may have output now.
+    public func markReady(_ id: Int) {
+        guard !queued[id] else { return }
+        queued[id] = true
+        ready.append(id)
+    }
+
+    // MARK: Output
+
+    /// Writes the next IP packet to send at the start of `buffer`; nil when no connection has output.
+    public func pollPacket(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
+        while readyHead < ready.count {
+            let id = ready[readyHead]
+            guard let slot = slots[id] else {
+                readyHead += 1
+                continue
+            }
+            if let (repr, n) = slot.connection.pollSegment(payload: scratch, now: now) {
+                let builder = PacketBuilder(source: slot.tuple.local, destination: slot.tuple.remote, transport: .tcp(repr))
+                return builder.emit(into: buffer, at: 0, copying: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+            }
+            // Nothing more from this one: re-file its deadline, then move on.
+            readyHead += 1
+            queued[id] = false
+            deadlines.set(id, slot.connection.nextDeadline())
+            if slot.connection.isClosed && releasedEarly.contains(id) { remove(id) }
+            if readyHead == ready.count {
+                ready.removeAll(keepingCapacity: true)
+                readyHead = 0
+            }
+        }
+        return nil
+    }
+
+    // MARK: Time
+
+    public func nextDeadline() -> Instant? { deadlines.next?.deadline }
+
+    public func handleTimeout(now: Instant) {
+        var budget = slots.count + 1
+        while budget > 0, let id = deadlines.popExpired(now: now) {
+            budget -= 1
+            slots[id]?.connection.handleTimeout(now: now)
+            markReady(id)
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import Testing
+@testable import OneTunCore
+
+/// Two interfaces with TCP stacks joined by a simulated IP link with a fake clock.
+final class StackPair {
+    var now = Instant(nanoseconds: 5_000 * Nanos.second)
+    let client = NetworkInterface(addresses: [IPAddress("192.168.4.3")!])
+    let server = NetworkInterface(addresses: [IPAddress("192.168.4.1")!])
+    let clientTCP: TCPStack
+    let serverTCP: TCPStack
+    var latency: UInt64 = 2 * Nanos.millisecond
+    var inFlight: [(at: UInt64, toServer: Bool, packet: [UInt8])] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    var packets = 0
+
+    init(seed: UInt64) {
+        clientTCP = TCPStack(random: SeededRandom(seed: seed))
+        serverTCP = TCPStack(random: SeededRandom(seed: seed &+ 1))
+        client.tcp = clientTCP
+        server.tcp = serverTCP
+    }
+
+    func drain() {
+        for (interface, toServer) in [(client, true), (server, false)] {
+            var guardCount = 0
+            while guardCount < 1_000_000, let n = buffer.withUnsafeMutableBytes({ interface.pollPacket(into: $0, now: now) }) {
+                guardCount += 1
+                packets += 1
+                inFlight.append((now.nanoseconds + latency, toServer, Array(buffer[0..<n])))
+            }
+        }
+    }
+
+    func run(seconds: Double, app: () -> Void, until done: () -> Bool) -> Bool {
+        let limit = now.adding(UInt64(seconds * 1e9))
+        for _ in 0..<2_000_000 {
+            drain()
+            let due = inFlight.filter { $0.at <= now.nanoseconds }
+            inFlight.removeAll { $0.at <= now.nanoseconds }
+            for p in due {
+                let target = p.toServer ? server : client
+                _ = p.packet.withUnsafeBytes { target.receive(packet: $0, now: now) }
+            }
+            for interface in [client, server] {
+                if let d = interface.nextDeadline(), d <= now { interface.handleTimeout(now: now) }
+            }
+            app()
+            drain()
+            if done() { return true }
+            if now >= limit { return false }
+            var next = limit.nanoseconds
+            if let first = inFlight.map(\.at).min() { next = min(next, first) }
+            for interface in [client, server] { if let d = interface.nextDeadline() { next = min(next, d.nanoseconds) } }
+            now = Instant(nanoseconds: max(now.nanoseconds + 1, min(next, now.nanoseconds + Nanos.millisecond)))
+        }
+        return done()
+    }
+}
+
+/// Per-connection application: writes `total` bytes of a stream tagged by the connection, echoes or reads.
+final class StackApp {
+    let total: Int
+    var written = 0
+    var received: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 16_384)
+    let tag: Int
+
+    init(total: Int, tag: Int) {
+        self.total = total
+        self.tag = tag
+    }
+
+    /// The stream starts with the tag (4 bytes, big-endian), so a receiver can tell whose it is.
+    static func byte(_ i: Int, tag: Int) -> UInt8 {
+        i < 4 ? UInt8(truncatingIfNeeded: tag >> (8 * (3 - i))) : tcpStreamByte(i, tag: tag)
+    }
+
+    static func tag(of stream: [UInt8]) -> Int {
+        stream.prefix(4).reduce(0) { $0 << 8 | Int($1) }
+    }
+
+    func receivedIsStream(tag: Int) -> Bool {
+        received.indices.allSatisfy { received[$0] == Self.byte($0, tag: tag) }
+    }
+
+    func step(_ conn: TCPConnection) -> Bool {
+        var touched = false
+        while written < total {
+            let n = min(chunk.count, total - written, conn.writableBytes)
+            if n == 0 { break }
+            for i in 0..<n { chunk[i] = Self.byte(written + i, tag: tag) }
+            written += chunk.withUnsafeBytes { conn.send(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            touched = true
+        }
+        if written == total && conn.writableBytes > 0 {
+            conn.close()
+            touched = true
+        }
+        while !conn.readable().isEmpty {
+            received.append(contentsOf: conn.readable())
+            conn.consume(conn.readable().count)
+            touched = true
+        }
+        return touched
+    }
+}
+
+@Suite struct TCPStackTests {
+    @Test func connectTransferAndClose() throws {
+        let pair = StackPair(seed: 1)
+        pair.serverTCP.listen(port: 80)
+        let id = try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: pair.now))
+        let clientApp = StackApp(total: 1 << 20, tag: 1)
+        let serverApp = StackApp(total: 1 << 20, tag: 2)
+        var serverID: Int?
+        let done = pair.run(seconds: 60, app: {
+            if clientApp.step(pair.clientTCP.connection(id)) { pair.clientTCP.markReady(id) }
+            if serverID == nil { serverID = pair.serverTCP.accept() }
+            if let s = serverID, serverApp.step(pair.serverTCP.connection(s)) { pair.serverTCP.markReady(s) }
+        }, until: { clientApp.received.count == 1 << 20 && serverApp.received.count == 1 << 20 })
+        #expect(done)
+        #expect(clientApp.receivedIsStream(tag: 2))
+        #expect(serverApp.receivedIsStream(tag: 1))
+        // Both sides closed their direction: the connections wind down and can be released.
+        _ = pair.run(seconds: 10, app: {}, until: { pair.clientTCP.connection(id).state == .closed || pair.clientTCP.connection(id).state == .timeWait })
+        pair.clientTCP.release(id)
+        pair.serverTCP.release(serverID!)
+        _ = pair.run(seconds: 10, app: {}, until: { pair.clientTCP.count == 0 && pair.serverTCP.count == 0 })
+        #expect(pair.clientTCP.count == 0 && pair.serverTCP.count == 0)
+    }
+
+    @Test func aThousandConcurrentConnections() throws {
+        let pair = StackPair(seed: 2)
+        pair.serverTCP.listen(port: 443)
+        let n = 1000
+        let size = 8 << 10
+        var clients: [(Int, StackApp)] = []
+        for i in 0..<n {
+            let id = try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 443, now: pair.now))
+            clients.append((id, StackApp(total: size, tag: i)))
+        }
+        #expect(Set(clients.map { pair.clientTCP.connection($0.0).localPort }).count == n)
+        var servers: [(Int, StackApp)] = []
+        let done = pair.run(seconds: 120, app: {
+            for (id, app) in clients where app.step(pair.clientTCP.connection(id)) { pair.clientTCP.markReady(id) }
+            while let s = pair.serverTCP.accept() {
+                servers.append((s, StackApp(total: size, tag: 100_000 + servers.count)))
+            }
+            for (id, app) in servers where app.step(pair.serverTCP.connection(id)) { pair.serverTCP.markReady(id) }
+        }, until: { clients.allSatisfy { $0.1.received.count == size } && servers.count == n && servers.allSatisfy { $0.1.received.count == size } })
+        #expect(done, "clients done \(clients.filter { $0.1.received.count == size }.count), servers \(servers.count)")
+        #expect(pair.serverTCP.count == n)
+        // Each server connection received exactly one client's stream.
+        var tags = Set<Int>()
+        for (_, app) in servers {
+            let tag = StackApp.tag(of: app.received)
+            if app.receivedIsStream(tag: tag) { tags.insert(tag) }
+        }
+        #expect(tags == Set(0..<n))
+        // And every client got back the stream its own server connection wrote.
+        #expect(clients.allSatisfy { $0.1.receivedIsStream(tag: StackApp.tag(of: $0.1.received)) })
+    }
+
+    @Test func closedPortIsRefused() throws {
+        let pair = StackPair(seed: 3)
+        let id = try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 81, now: pair.now))
+        let ended = pair.run(seconds: 5, app: {}, until: { pair.clientTCP.connection(id).state == .closed })
+        #expect(ended && pair.clientTCP.connection(id).error == .refused)
+        #expect(pair.server.stats.resetsSent == 1)
+    }
+
+    @Test func initialSequenceNumbersFollowRFC6528() {
+        let stack = TCPStack(random: SeededRandom(seed: 4))
+        let a = TCPStack.FourTuple(local: IPAddress("192.168.4.3")!, localPort: 50000, remote: IPAddress("192.168.4.1")!, remotePort: 80)
+        var b = a
+        b.localPort = 50001
+        let t = Instant(nanoseconds: 1_000_000_000)
+        #expect(stack.initialSequenceNumber(a, now: t) == stack.initialSequenceNumber(a, now: t))
+        #expect(stack.initialSequenceNumber(a, now: t) != stack.initialSequenceNumber(b, now: t))
+        // M advances one per 4 µs.
+        #expect(stack.initialSequenceNumber(a, now: t.adding(4_000)) == stack.initialSequenceNumber(a, now: t) &+ 1)
+        // Another secret, another F.
+        #expect(TCPStack(random: SeededRandom(seed: 5)).initialSequenceNumber(a, now: t) != stack.initialSequenceNumber(a, now: t))
+    }
+}
