@@ -27,11 +27,16 @@ public final class TCPStack {
     var readyHead = 0
     var queued: [Bool] = []
     var listening: Set<UInt16> = []
+    /// Connections a listener made that the application has not accepted yet, at most (Linux's
+    /// somaxconn is 4096; a driver accepts after every batch of input, so this only bounds a flood).
+    public let acceptBacklog: Int
+    public private(set) var synsDropped = 0
     var acceptQueue: [Int] = []
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
 
-    public init(config: TCPConfig = TCPConfig(), random: RandomSource) {
+    public init(config: TCPConfig = TCPConfig(), acceptBacklog: Int = 1024, random: RandomSource) {
         self.config = config
+        self.acceptBacklog = acceptBacklog
         self.random = random
         var secret = Key32.zero
         secret.withUnsafeMutableBytes { random.fill($0) }
@@ -139,6 +144,12 @@ public final class TCPStack {
         }
         guard listening.contains(segment.destinationPort), repr.flags.contains(.syn), !repr.flags.contains(.ack) else {
             return false
+        }
+        guard acceptQueue.count < acceptBacklog else {
+            // A full backlog drops the SYN, as Linux does: the client retries after its RTO, and a SYN
+            // flood cannot grow memory.
+            synsDropped += 1
+            return true
         }
         guard let connection = TCPConnection(accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config, now: now)
         else { return false }

@@ -183,3 +183,25 @@ final class StackApp {
         #expect(TCPStack(random: SeededRandom(seed: 5)).initialSequenceNumber(a, now: t) != stack.initialSequenceNumber(a, now: t))
     }
 }
+
+@Suite struct TCPStackBacklogTests {
+    @Test func aFullBacklogDropsSYNsAndClientsRetry() throws {
+        let pair = StackPair(seed: 9)
+        let server = TCPStack(acceptBacklog: 4, random: SeededRandom(seed: 10))
+        pair.server.tcp = server
+        server.listen(port: 80)
+        var ids: [Int] = []
+        for _ in 0..<10 {
+            ids.append(try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: pair.now)))
+        }
+        // Nobody accepts for a while: the stack holds at most the backlog, and drops the other SYNs.
+        _ = pair.run(seconds: 0.5, app: {}, until: { false })
+        #expect(server.count == 4)
+        #expect(server.synsDropped >= 6)
+        // Accepting frees the backlog; the dropped SYNs are retried and every client gets through.
+        var accepted = 0
+        let done = pair.run(seconds: 30, app: { while server.accept() != nil { accepted += 1 } },
+                            until: { ids.allSatisfy { pair.clientTCP.connection($0).state == .established } })
+        #expect(done && accepted == 10)
+    }
+}

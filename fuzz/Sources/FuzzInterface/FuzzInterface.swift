@@ -3,13 +3,19 @@ import OneTunCore
 /// The network interface ingesting arbitrary packets (the input is cut into packets by a leading length
 /// byte each; its low bit asks for the packet to be addressed to us with every checksum made valid, so
 /// the input reaches the echo and reset paths): nothing crashes, every packet is delivered, consumed or dropped with a reason, the reply
-/// queue stays bounded, and every reply it sends is a well-formed packet from one of our addresses.
+/// queue stays bounded, the TCP stack behind it (a listener and one open connection) never grows past its
+/// backlog, and every packet it sends is well formed and from one of our addresses.
 let ours = [IPAddress("192.168.4.3")!, IPAddress("fd00:4::3")!]
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzInterface(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let input = UnsafeRawBufferPointer(start: data, count: size)
     let interface = NetworkInterface(addresses: ours, mtu: 1420)
+    // A TCP stack with a listener and one open connection, so segments reach real connection state.
+    let tcp = TCPStack(acceptBacklog: 16, random: SeededRandom(seed: 7))
+    interface.tcp = tcp
+    tcp.listen(port: 80)
+    _ = tcp.connect(from: ours[0], to: IPAddress("192.168.4.1")!, port: 8080, now: .zero)
     let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 1500, alignment: 16)
     defer { out.deallocate() }
     var offset = 0
@@ -28,10 +34,12 @@ public func fuzzInterface(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     var sent = 0
     while let n = interface.pollPacket(into: out, now: .zero) {
         sent += 1
-        precondition(sent <= 64, "reply queue not bounded")
+        precondition(sent <= 64 + 2 * 256 + 16, "output not bounded")
         guard let ip = try? IPPacket(validating: UnsafeRawBufferPointer(rebasing: out[0..<n])) else { fatalError("a reply does not parse") }
         precondition(ours.contains(ip.source), "a reply from an address that is not ours")
     }
+    precondition(tcp.count <= 1 + tcp.acceptBacklog, "connections grew without bound")
+    interface.handleTimeout(now: Instant(nanoseconds: 10_000_000_000))
     return 0
 }
 
