@@ -529,9 +529,9 @@ public final class TCPConnection {
         }
         switch state {
         case .closed, .listen, .timeWait:
-            return takeAck(now)
+            return takeAck()
         case .synSent, .synReceived:
-            guard synPending else { return takeAck(now) }
+            guard synPending else { return takeAck() }
             synPending = false
             sndNxt = iss + 1
             if sndMax < sndNxt { sndMax = sndNxt }
@@ -595,7 +595,7 @@ public final class TCPConnection {
                         sndMax = sndNxt
                     }
                     if rtoDeadline == nil { armRTO(now) }
-                    if flags.contains(.psh) == false && unsent == n { flags.insert(.psh) }
+                    if unsent == n { flags.insert(.psh) }
                     return (header(seq: seq, flags: flags), n)
                 }
             }
@@ -608,7 +608,7 @@ public final class TCPConnection {
             armRTO(now)
             return (header(seq: fin, flags: [.ack, .fin]), 0)
         }
-        return takeAck(now)
+        return takeAck()
     }
 
     func finSent() {
@@ -619,7 +619,7 @@ public final class TCPConnection {
         }
     }
 
-    func takeAck(_ now: Instant) -> (TCPRepr, Int)? {
+    func takeAck() -> (TCPRepr, Int)? {
         guard ackNow, state != .closed else { return nil }
         // SND.MAX, not SND.NXT: after a timeout rewinds SND.NXT, an ACK numbered below the peer's RCV.NXT
         // would be unacceptable to it (RFC 9293 §3.10.7.4) and its acknowledgment ignored.
@@ -659,11 +659,11 @@ public final class TCPConnection {
 
     // MARK: Time
 
+    /// The earliest of the three timers; no collection is built, as the stack asks after every poll.
     public func nextDeadline() -> Instant? {
-        var earliest: Instant?
-        for d in [rtoDeadline, ackDeadline, timeWaitDeadline] {
-            if let d, earliest == nil || d < earliest! { earliest = d }
-        }
+        var earliest = rtoDeadline
+        if let d = ackDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
+        if let d = timeWaitDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         return earliest
     }
 

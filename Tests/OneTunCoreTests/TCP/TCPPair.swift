@@ -81,9 +81,7 @@ final class TCPPair {
             for flight in due {
                 if toServerSide {
                     if server == nil {
-                        var syn = flight.repr
-                        syn.sequenceNumber = flight.repr.sequenceNumber
-                        server = TCPConnection(accepting: syn, iss: 0x7FFF_FF00, config: serverConfig, now: now)
+                        server = TCPConnection(accepting: flight.repr, iss: 0x7FFF_FF00, config: serverConfig, now: now)
                         continue
                     }
                     flight.payload.withUnsafeBytes { server!.handleSegment(flight.repr, payload: $0, now: now) }
