@@ -1,0 +1,836 @@
+#!/usr/bin/env python3
+"""Network benchmark: onetun against wireguard-go + kernel TCP, with loopback as the limit.
+
+    python3 scripts/bench.py [--onetun PATH] [--seconds N] [--rows loopback,kernel,onetun] [--json FILE]
+
+Needs root, iperf3, wireguard-go, wg and ip. Python standard library only. Three rows, each in network
+namespaces of its own that are torn down before the next row starts:
+
+  loopback   iperf3 and the echo server on 127.0.0.1 in one namespace: what the machine can do at most.
+  kernel     the reference. Namespaces A and B joined by a veth pair (10.77.0.1/30 -- 10.77.0.2/30), a
+             wireguard-go interface in each (A 192.168.4.3, B 192.168.4.1/24); clients in A talk to
+             192.168.4.1 through the tunnel with the kernel's TCP on both ends.
+  onetun     B as above, its peer being onetun's key; onetun runs in A with the endpoint 10.77.0.2:51820
+             and forwards 127.0.0.1:15201 -> 192.168.4.1:5201 (iperf3) and 127.0.0.1:17007 ->
+             192.168.4.1:7007 (echo); clients in A talk to 127.0.0.1.
+
+Per row: TCP throughput (iperf3 -J, upload and download = -R, 1 and 4 streams; the receiver's
+end.sum_received.bits_per_second), connections per second (connect, send 1 byte, receive it back, close),
+request/response round-trip time (one connection, 64-byte ping-pong) p50 and p99, and for kernel and onetun
+the client side's process (wireguard-go in A, or onetun): peak RSS (VmHWM), CPU seconds (utime + stime)
+over the row, and the peak VmRSS sampled every 50 ms during the 4-stream upload (the target: <= 64 MiB).
+Ratios are against the kernel row.
+
+Every wait is bounded; every process is ours, started here and stopped by its PID; everything is torn
+down in a finally block, also after Ctrl-C or SIGTERM. Traffic goes only to loopback and to addresses in
+the namespaces made here.
+"""
+
+import argparse
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+IPERF_PORT = 5201
+ECHO_PORT = 7007
+WG_PORT = 51820
+FWD_IPERF_PORT = 15201
+FWD_ECHO_PORT = 17007
+VETH_A, VETH_B = "10.77.0.1", "10.77.0.2"
+TUN_A, TUN_B = "192.168.4.3", "192.168.4.1"
+RTT_ROUNDS = 5000
+RTT_SIZE = 64
+CPS_SECONDS = 3.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ALL_ROWS = ("loopback", "kernel", "onetun")
+TITLES = {"loopback": "loopback", "kernel": "wireguard-go + kernel TCP", "onetun": "onetun"}
+
+
+class BenchError(Exception):
+    """A row cannot go on; the message says why, in one line or a few."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, handled like Ctrl-C: unwind through the finally blocks."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers that run inside a namespace: `ip netns exec NS python3 bench.py _echo|_cps|_rtt ...`.
+# --------------------------------------------------------------------------------------------------
+
+def helper_echo(host, port):
+    """Echo server: one thread, epoll, echoes whatever arrives, closes when the client does."""
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((host, port))
+    lst.listen(1024)
+    lst.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(lst, selectors.EVENT_READ, None)
+    pending = {}  # socket -> bytes not yet written back
+
+    def close(s):
+        sel.unregister(s)
+        pending.pop(s, None)
+        s.close()
+
+    while True:
+        for key, events in sel.select():
+            s = key.fileobj
+            if s is lst:
+                for _ in range(64):
+                    try:
+                        c, _ = lst.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    c.setblocking(False)
+                    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    sel.register(c, selectors.EVENT_READ, None)
+                continue
+            if events & selectors.EVENT_WRITE:
+                try:
+                    n = s.send(pending[s])
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    close(s)
+                    continue
+                rest = pending[s][n:]
+                if rest:
+                    pending[s] = rest
+                else:
+                    del pending[s]
+                    sel.modify(s, selectors.EVENT_READ, None)
+                continue
+            try:
+                data = s.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                close(s)
+                continue
+            if not data:
+                close(s)
+                continue
+            try:
+                n = s.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                close(s)
+                continue
+            if n < len(data):
+                pending[s] = data[n:]
+                sel.modify(s, selectors.EVENT_WRITE, None)
+
+
+def recv_exactly(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by the server after %d of %d bytes" % (len(buf), n))
+        buf += chunk
+    return bytes(buf)
+
+
+def helper_cps(host, port, seconds):
+    """Connections per second, one at a time; prints JSON. Stops at the first failure."""
+    count = 0
+    error = None
+    start = time.monotonic()
+    deadline = start + seconds
+    while time.monotonic() < deadline:
+        try:
+            s = socket.create_connection((host, port), timeout=3.0)
+            try:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                s.sendall(b"x")
+                if recv_exactly(s, 1) != b"x":
+                    raise ConnectionError("wrong byte echoed")
+            finally:
+                s.close()
+        except OSError as e:
+            error = "connection %d: %s" % (count + 1, e)
+            break
+        count += 1
+    elapsed = time.monotonic() - start
+    print(json.dumps({"connections": count, "seconds": elapsed, "error": error}))
+
+
+def helper_rtt(host, port, rounds, size):
+    """Round-trip times of `size`-byte ping-pongs on one connection; prints JSON with p50/p99 in µs."""
+    samples = []
+    error = None
+    payload = bytes(range(256)) * (size // 256 + 1)
+    payload = payload[:size]
+    try:
+        s = socket.create_connection((host, port), timeout=3.0)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        give_up = time.monotonic() + 60.0
+        for i in range(rounds + 200):  # the first 200 warm up and are not counted
+            t0 = time.perf_counter_ns()
+            s.sendall(payload)
+            if recv_exactly(s, size) != payload:
+                raise ConnectionError("wrong bytes echoed")
+            t1 = time.perf_counter_ns()
+            if i >= 200:
+                samples.append((t1 - t0) / 1000.0)
+            if time.monotonic() > give_up:
+                error = "gave up after 60 s, %d round trips" % len(samples)
+                break
+        s.close()
+    except OSError as e:
+        error = "after %d round trips: %s" % (len(samples), e)
+    result = {"rounds": len(samples), "error": error}
+    if samples:
+        samples.sort()
+        result["p50_us"] = samples[len(samples) // 2]
+        result["p99_us"] = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+        result["mean_us"] = statistics.fmean(samples)
+    print(json.dumps(result))
+
+
+def run_helper(argv):
+    kind = argv[0]
+    if kind == "_echo":
+        helper_echo(argv[1], int(argv[2]))
+    elif kind == "_cps":
+        helper_cps(argv[1], int(argv[2]), float(argv[3]))
+    elif kind == "_rtt":
+        helper_rtt(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
+    else:
+        sys.exit("unknown helper " + kind)
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes, namespaces and wireguard-go, all torn down by Teardown.
+# --------------------------------------------------------------------------------------------------
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(cmd, timeout=10, check=True, **kw):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise BenchError("timed out after %d s: %s" % (timeout, " ".join(cmd)))
+    if check and p.returncode != 0:
+        raise BenchError("failed (%d): %s: %s" % (p.returncode, " ".join(cmd), p.stderr.strip()))
+    return p
+
+
+def stop_process(proc, name, grace=3.0):
+    """SIGTERM, then SIGKILL after `grace` seconds; by PID, only a process we started (a Popen)."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log("  %s (pid %d) ignored SIGTERM; killing it" % (name, proc.pid))
+        proc.kill()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log("  %s (pid %d) did not die" % (name, proc.pid))
+    except ProcessLookupError:
+        pass
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).rstrip()
+    except OSError:
+        return ""
+
+
+class Teardown:
+    """What a row made, undone in reverse order."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = []       # (Popen, name)
+        self.namespaces = []  # names
+        self.wg_sockets = []  # /var/run/wireguard/IF.sock paths
+
+    def popen(self, cmd, name, logname=None, env=None):
+        out = open(os.path.join(self.workdir, logname), "w") if logname else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        self.procs.append((proc, name))
+        return proc
+
+    def netns(self, name):
+        run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        run(["ip", "-n", name, "link", "set", "lo", "up"])
+        return name
+
+    def close(self):
+        for proc, name in reversed(self.procs):
+            try:
+                stop_process(proc, name)
+            except Exception as e:  # keep tearing down
+                log("  stopping %s: %s" % (name, e))
+        self.procs.clear()
+        for path in self.wg_sockets:
+            # Only after its wireguard-go is gone: one killed hard cannot remove its socket itself.
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log("  removing %s: %s" % (path, e))
+        self.wg_sockets.clear()
+        for ns in reversed(self.namespaces):
+            try:
+                run(["ip", "netns", "del", ns], check=False)
+            except BenchError as e:
+                log("  " + str(e))
+        self.namespaces.clear()
+
+
+def wait_until(predicate, seconds, step=0.05):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def listening(pid, port):
+    """Is there a TCP socket in LISTEN state on `port` in the namespace of process `pid`?"""
+    want = ":%04X" % port
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, name)) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[1].endswith(want) and fields[3] == "0A":
+                        return True
+        except (OSError, StopIteration):
+            pass
+    return False
+
+
+def start_server(td, ns, cmd, name, port, logname):
+    """Start a server in `ns`; return its Popen once it listens (`ip netns exec` execs, so the PID is its)."""
+    proc = td.popen(["ip", "netns", "exec", ns] + cmd, name, logname)
+    if not wait_until(lambda: listening(proc.pid, port) or proc.poll() is not None, 10):
+        raise BenchError("%s is not listening on port %d after 10 s" % (name, port))
+    if proc.poll() is not None:
+        raise BenchError("%s exited (%s): %s" % (name, proc.returncode, tail(os.path.join(td.workdir, logname))))
+    return proc
+
+
+def genkey(workdir, name):
+    path = os.path.join(workdir, name + ".key")
+    private = run(["wg", "genkey"]).stdout.strip()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(private + "\n")
+    public = run(["wg", "pubkey"], input=private + "\n").stdout.strip()
+    return path, private, public
+
+
+def start_wireguard_go(td, ns, ifname):
+    """wireguard-go in the foreground (-f) in `ns`, so its PID is the Popen's."""
+    if len(ifname) > 15:
+        raise BenchError("interface name too long: " + ifname)
+    sock = "/var/run/wireguard/%s.sock" % ifname
+    if os.path.exists(sock):
+        raise BenchError("%s exists: another wireguard-go serves %s" % (sock, ifname))
+    proc = td.popen(["ip", "netns", "exec", ns, "wireguard-go", "-f", ifname],
+                    "wireguard-go " + ifname, ifname + ".log")
+    td.wg_sockets.append(sock)
+
+    def up():
+        if proc.poll() is not None or not os.path.exists(sock):
+            return False
+        return run(["ip", "-n", ns, "link", "show", ifname], check=False).returncode == 0
+
+    if not wait_until(up, 10, 0.1):
+        raise BenchError("wireguard-go %s did not come up: %s" % (ifname, tail(os.path.join(td.workdir, ifname + ".log"))))
+    return proc
+
+
+def make_pair(td, tag):
+    """Namespaces A and B joined by a veth pair; returns (nsA, nsB)."""
+    pid = os.getpid()
+    ns_a = td.netns("onetun-bench-%d-%s-a" % (pid, tag))
+    ns_b = td.netns("onetun-bench-%d-%s-b" % (pid, tag))
+    va, vb = "ob%sva%d" % (tag[0], pid), "ob%svb%d" % (tag[0], pid)
+    run(["ip", "-n", ns_a, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", ns_b])
+    run(["ip", "-n", ns_a, "addr", "add", VETH_A + "/30", "dev", va])
+    run(["ip", "-n", ns_b, "addr", "add", VETH_B + "/30", "dev", vb])
+    run(["ip", "-n", ns_a, "link", "set", va, "up"])
+    run(["ip", "-n", ns_b, "link", "set", vb, "up"])
+    # The client side opens tens of thousands of short connections: more ports, reuse TIME_WAIT ones.
+    run(["ip", "netns", "exec", ns_a, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000"], check=False)
+    run(["ip", "netns", "exec", ns_a, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"], check=False)
+    return ns_a, ns_b
+
+
+def wg_peer_b(td, ns_b, tag, peer_public):
+    """wireguard-go in B: 192.168.4.1/24, listening on WG_PORT, accepting `peer_public` as 192.168.4.3."""
+    ifname = "ob%swb%d" % (tag[0], os.getpid())
+    proc = start_wireguard_go(td, ns_b, ifname)
+    key, _, public = genkey(td.workdir, ifname)
+    run(["ip", "netns", "exec", ns_b, "wg", "set", ifname, "private-key", key, "listen-port", str(WG_PORT),
+         "peer", peer_public, "allowed-ips", TUN_A + "/32"])
+    run(["ip", "-n", ns_b, "addr", "add", TUN_B + "/24", "dev", ifname])
+    run(["ip", "-n", ns_b, "link", "set", ifname, "up"])
+    return ifname, proc, public
+
+
+def latest_handshake(ns, ifname):
+    p = run(["ip", "netns", "exec", ns, "wg", "show", ifname, "latest-handshakes"], check=False)
+    try:
+        return int(p.stdout.split()[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurements.
+# --------------------------------------------------------------------------------------------------
+
+class Sampler(threading.Thread):
+    """Samples a process every 50 ms: VmRSS, VmHWM and utime + stime. A window (start_window/end_window)
+    records the peak VmRSS inside it."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.hwm_kib = 0
+        self.cpu_s = 0.0
+        self.window = None  # peak VmRSS (KiB) while a window is open
+        self.window_peak = {}
+
+    def sample(self):
+        try:
+            with open("/proc/%d/status" % self.pid) as f:
+                status = f.read()
+            with open("/proc/%d/stat" % self.pid) as f:
+                stat = f.read()
+        except OSError:
+            return
+        rss = hwm = 0
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; field 3 (state) is fields[0]
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15
+        with self.lock:
+            self.hwm_kib = max(self.hwm_kib, hwm, rss)
+            self.cpu_s = cpu
+            if self.window is not None:
+                self.window = max(self.window, rss)
+
+    def run(self):
+        while not self.stop_event.is_set():
+            self.sample()
+            self.stop_event.wait(0.05)
+
+    def start_window(self):
+        with self.lock:
+            self.window = 0
+        self.sample()
+
+    def end_window(self, name):
+        self.sample()
+        with self.lock:
+            self.window_peak[name] = self.window
+            self.window = None
+
+    def finish(self):
+        self.sample()
+        self.stop_event.set()
+        self.join(timeout=2)
+
+
+def iperf(ns, host, port, seconds, streams, reverse):
+    cmd = ["ip", "netns", "exec", ns, "iperf3", "-c", host, "-p", str(port), "-J", "-t", str(seconds),
+           "-P", str(streams), "--connect-timeout", "3000"]
+    if reverse:
+        cmd.append("-R")
+    timeout = seconds + 20
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError("iperf3 did not finish within %d s" % timeout)
+    try:
+        result = json.loads(p.stdout)
+    except ValueError:
+        raise BenchError("iperf3 exit %d, no JSON: %s" % (p.returncode, (p.stderr or p.stdout).strip()[:300]))
+    if result.get("error"):
+        raise BenchError("iperf3: " + result["error"])
+    try:
+        return result["end"]["sum_received"]["bits_per_second"] / 1e6
+    except (KeyError, TypeError):
+        raise BenchError("iperf3 JSON without end.sum_received.bits_per_second")
+
+
+def helper(ns, args, timeout):
+    cmd = ["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__)] + [str(a) for a in args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError("%s did not finish within %d s" % (args[0], timeout))
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        raise BenchError("%s exit %d: %s" % (args[0], p.returncode, p.stderr.strip()[-300:]))
+
+
+def probe_echo(ns, host, port, seconds):
+    """One round trip through the echo service, retried until `seconds` pass; None when it works, else why."""
+    deadline = time.monotonic() + seconds
+    why = "no attempt"
+    while time.monotonic() < deadline:
+        r = helper(ns, ["_rtt", host, port, 1, RTT_SIZE], timeout=70)
+        if r.get("rounds") and not r.get("error"):
+            return None
+        why = r.get("error") or "no round trip"
+        time.sleep(0.5)
+    return why
+
+
+def measure(row, ns, iperf_host, iperf_port, echo_host, echo_port, seconds, sampler, alive):
+    """Runs every measurement; one failing does not stop the others unless `alive()` says the process
+    under test has gone (then the rest are recorded as skipped)."""
+    m = row["results"]
+    errors = row["errors"]
+    tests = [("up1", 1, False), ("down1", 1, True), ("up4", 4, False), ("down4", 4, True)]
+    for name, streams, reverse in tests:
+        why = alive()
+        if why:
+            errors[name] = why
+            continue
+        log("  iperf3 %s, %d stream%s, %d s" % ("download" if reverse else "upload", streams,
+                                               "s" if streams > 1 else "", seconds))
+        if sampler and name == "up4":
+            sampler.start_window()
+        try:
+            m[name + "_mbps"] = iperf(ns, iperf_host, iperf_port, seconds, streams, reverse)
+        except BenchError as e:
+            errors[name] = str(e)
+            log("    " + str(e))
+            row["restart_iperf"]()
+        finally:
+            if sampler and name == "up4":
+                sampler.end_window("up4")
+        time.sleep(0.5)
+    for name in ("cps", "rtt"):
+        why = alive()
+        if why:
+            errors[name] = why
+            continue
+        try:
+            if name == "cps":
+                log("  connections per second, %.0f s" % CPS_SECONDS)
+                r = helper(ns, ["_cps", echo_host, echo_port, CPS_SECONDS], timeout=CPS_SECONDS + 30)
+                if r["connections"]:
+                    m["cps"] = r["connections"] / r["seconds"]
+            else:
+                log("  round trips, %d x %d bytes" % (RTT_ROUNDS, RTT_SIZE))
+                r = helper(ns, ["_rtt", echo_host, echo_port, RTT_ROUNDS, RTT_SIZE], timeout=90)
+                if "p50_us" in r:
+                    m["rtt_p50_us"], m["rtt_p99_us"] = r["p50_us"], r["p99_us"]
+            if r.get("error"):
+                errors[name] = r["error"]
+                log("    " + r["error"])
+        except BenchError as e:
+            errors[name] = str(e)
+            log("    " + str(e))
+
+
+def new_row(name):
+    return {"name": name, "title": TITLES[name], "results": {}, "errors": {}, "skipped": None,
+            "restart_iperf": lambda: None}
+
+
+def servers(td, ns, bind):
+    """iperf3 and the echo server in `ns`; returns a function that restarts iperf3 (after a failed run
+    iperf3 -s can stay busy with the broken test)."""
+    state = {}
+
+    def start_iperf():
+        state["iperf"] = start_server(td, ns, ["iperf3", "-s", "-p", str(IPERF_PORT)], "iperf3 -s",
+                                      IPERF_PORT, "iperf3-%s.log" % ns)
+
+    def restart_iperf():
+        try:
+            stop_process(state["iperf"], "iperf3 -s")
+            start_iperf()
+        except BenchError as e:
+            log("    restarting iperf3 -s: %s" % e)
+
+    start_iperf()
+    start_server(td, ns, [sys.executable, os.path.abspath(__file__), "_echo", bind, str(ECHO_PORT)],
+                 "echo server", ECHO_PORT, "echo-%s.log" % ns)
+    return restart_iperf
+
+
+def row_loopback(td, seconds):
+    row = new_row("loopback")
+    ns = td.netns("onetun-bench-%d-lo" % os.getpid())
+    run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000"], check=False)
+    row["restart_iperf"] = servers(td, ns, "127.0.0.1")
+    measure(row, ns, "127.0.0.1", IPERF_PORT, "127.0.0.1", ECHO_PORT, seconds, None, lambda: None)
+    return row
+
+
+def row_kernel(td, seconds):
+    row = new_row("kernel")
+    ns_a, ns_b = make_pair(td, "kernel")
+    # A's key first: B needs it as its peer.
+    if_a = "obkwa%d" % os.getpid()
+    wg_a = start_wireguard_go(td, ns_a, if_a)
+    key_a, _, pub_a = genkey(td.workdir, if_a)
+    if_b, _, pub_b = wg_peer_b(td, ns_b, "kernel", pub_a)
+    run(["ip", "netns", "exec", ns_a, "wg", "set", if_a, "private-key", key_a, "listen-port", str(WG_PORT),
+         "peer", pub_b, "allowed-ips", TUN_B + "/32", "endpoint", "%s:%d" % (VETH_B, WG_PORT),
+         "persistent-keepalive", "10"])
+    run(["ip", "-n", ns_a, "addr", "add", TUN_A + "/24", "dev", if_a])
+    run(["ip", "-n", ns_a, "link", "set", if_a, "up"])
+    row["restart_iperf"] = servers(td, ns_b, "0.0.0.0")
+    sampler = Sampler(wg_a.pid)
+    sampler.start()
+    why = probe_echo(ns_a, TUN_B, ECHO_PORT, 15)
+    if why:
+        raise BenchError("no echo through the wireguard-go tunnel within 15 s (%s); handshake: %s"
+                         % (why, "yes" if latest_handshake(ns_b, if_b) else "none"))
+
+    def alive():
+        if wg_a.poll() is not None:
+            return "wireguard-go in A exited (%s)" % wg_a.returncode
+        return None
+
+    measure(row, ns_a, TUN_B, IPERF_PORT, TUN_B, ECHO_PORT, seconds, sampler, alive)
+    sampler.finish()
+    row["results"]["peak_rss_mib"] = sampler.hwm_kib / 1024
+    row["results"]["cpu_s"] = sampler.cpu_s
+    if sampler.window_peak.get("up4"):
+        row["results"]["up4_peak_rss_mib"] = sampler.window_peak["up4"] / 1024
+    row["process"] = "wireguard-go " + if_a
+    return row
+
+
+def row_onetun(td, seconds, onetun, onetun_log):
+    row = new_row("onetun")
+    ns_a, ns_b = make_pair(td, "onetun")
+    _, private, public = genkey(td.workdir, "onetun")
+    if_b, _, pub_b = wg_peer_b(td, ns_b, "onetun", public)
+    row["restart_iperf"] = servers(td, ns_b, "0.0.0.0")
+    # The private key through the environment, which both onetuns read and other users cannot see.
+    env = dict(os.environ, ONETUN_PRIVATE_KEY=private)
+    cmd = ["ip", "netns", "exec", ns_a, onetun,
+           "127.0.0.1:%d:%s:%d" % (FWD_IPERF_PORT, TUN_B, IPERF_PORT),
+           "127.0.0.1:%d:%s:%d" % (FWD_ECHO_PORT, TUN_B, ECHO_PORT),
+           "--endpoint-addr", "%s:%d" % (VETH_B, WG_PORT), "--endpoint-public-key", pub_b,
+           "--source-peer-ip", TUN_A, "--keep-alive", "10", "--log", onetun_log]
+    log("  " + " ".join(cmd[4:]))
+    proc = td.popen(cmd, "onetun", "onetun.log", env=env)
+    logpath = os.path.join(td.workdir, "onetun.log")
+    row["process"] = "onetun"
+    sampler = Sampler(proc.pid)
+    sampler.start()
+
+    def alive():
+        if proc.poll() is not None:
+            return "onetun exited (%s): %s" % (proc.returncode, tail(logpath, 5))
+        return None
+
+    ok = wait_until(lambda: proc.poll() is not None or
+                    (listening(proc.pid, FWD_IPERF_PORT) and listening(proc.pid, FWD_ECHO_PORT)), 10)
+    if proc.poll() is not None:
+        raise BenchError("onetun exited (%s) at start:\n%s" % (proc.returncode, tail(logpath)))
+    if not ok:
+        raise BenchError("onetun is not listening on 127.0.0.1:%d and :%d after 10 s:\n%s"
+                         % (FWD_IPERF_PORT, FWD_ECHO_PORT, tail(logpath)))
+    log("  onetun (pid %d) listens; checking the tunnel with one echo" % proc.pid)
+    why = probe_echo(ns_a, "127.0.0.1", FWD_ECHO_PORT, 15)
+    if why:
+        hs = latest_handshake(ns_b, if_b)
+        raise BenchError("onetun listens but no echo came back through it within 15 s (%s); WireGuard "
+                         "handshake with the peer: %s%s\nonetun's log:\n%s"
+                         % (why, "done" if hs else "none",
+                            "" if proc.poll() is None else "; onetun exited (%s)" % proc.returncode,
+                            tail(logpath)))
+    measure(row, ns_a, "127.0.0.1", FWD_IPERF_PORT, "127.0.0.1", FWD_ECHO_PORT, seconds, sampler, alive)
+    sampler.finish()
+    row["results"]["peak_rss_mib"] = sampler.hwm_kib / 1024
+    row["results"]["cpu_s"] = sampler.cpu_s
+    if sampler.window_peak.get("up4"):
+        row["results"]["up4_peak_rss_mib"] = sampler.window_peak["up4"] / 1024
+    if proc.poll() is not None:
+        row["errors"]["process"] = "onetun exited (%s) during the row" % proc.returncode
+    return row
+
+
+# --------------------------------------------------------------------------------------------------
+# The table.
+# --------------------------------------------------------------------------------------------------
+
+COLUMNS = [  # key, heading, format
+    ("up1_mbps", "up 1", "%.1f"),
+    ("up4_mbps", "up 4", "%.1f"),
+    ("down1_mbps", "down 1", "%.1f"),
+    ("down4_mbps", "down 4", "%.1f"),
+    ("cps", "conn/s", "%.0f"),
+    ("rtt_p50_us", "RTT p50", "%.0f"),
+    ("rtt_p99_us", "RTT p99", "%.0f"),
+    ("peak_rss_mib", "peak RSS", "%.1f"),
+    ("up4_peak_rss_mib", "RSS up 4", "%.1f"),
+    ("cpu_s", "CPU s", "%.2f"),
+]
+
+
+def print_table(rows, seconds):
+    ref = next((r for r in rows if r["name"] == "kernel" and not r["skipped"]), None)
+    width = max(len(r["title"]) for r in rows) + 2
+    head = "".join("%10s" % h for _, h, _ in COLUMNS)
+    print()
+    print("Throughput in Mbit/s (iperf3, %d s, 1 or 4 streams); RTT in µs (%d-byte ping-pong); RSS in MiB;"
+          % (seconds, RTT_SIZE))
+    print("CPU s = utime + stime of the client side's process over its row; ratios against the kernel row.")
+    print("%-*s%s" % (width, "", head))
+    for r in rows:
+        if r["skipped"]:
+            print("%-*s%s" % (width, r["title"], "skipped: " + r["skipped"].splitlines()[0]))
+            continue
+        cells = []
+        ratios = []
+        for key, _, fmt in COLUMNS:
+            v = r["results"].get(key)
+            cells.append("%10s" % (fmt % v if v is not None else "-"))
+            rv = ref["results"].get(key) if ref else None
+            if v is not None and rv:
+                ratios.append("%10s" % ("%.2fx" % (v / rv)))
+            else:
+                ratios.append("%10s" % "")
+        print("%-*s%s" % (width, r["title"], "".join(cells)))
+        if ref and r is not ref:
+            print("%-*s%s" % (width, "", "".join(ratios)))
+    for r in rows:
+        for name, why in r["errors"].items():
+            print("%s: %s: %s" % (r["title"], name, why.splitlines()[0] if why else why))
+    onetun = next((r for r in rows if r["name"] == "onetun" and not r["skipped"]), None)
+    if onetun and onetun["results"].get("up4_peak_rss_mib") is not None:
+        peak = onetun["results"]["up4_peak_rss_mib"]
+        print("onetun peak RSS during the 4-stream upload: %.1f MiB (target <= 64 MiB: %s)"
+              % (peak, "met" if peak <= 64 else "NOT met"))
+
+
+# --------------------------------------------------------------------------------------------------
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        run_helper(sys.argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(description="Benchmark onetun against wireguard-go + kernel TCP.")
+    ap.add_argument("--onetun", default=".build/release/onetun", help="the onetun binary (row onetun)")
+    ap.add_argument("--seconds", type=int, default=5, help="seconds per iperf3 run (default 5)")
+    ap.add_argument("--rows", default=",".join(ALL_ROWS), help="comma-separated: loopback,kernel,onetun")
+    ap.add_argument("--json", help="also write the results as JSON to this file")
+    ap.add_argument("--onetun-log", default="warn", help="onetun's --log level (default warn)")
+    args = ap.parse_args()
+    rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    for r in rows_wanted:
+        if r not in ALL_ROWS:
+            ap.error("unknown row %r; rows are %s" % (r, ",".join(ALL_ROWS)))
+    if not 1 <= args.seconds <= 600:
+        ap.error("--seconds must be between 1 and 600")
+    if os.geteuid() != 0:
+        sys.exit("bench.py needs root (network namespaces)")
+    need = ["ip", "iperf3"] + (["wireguard-go", "wg"] if set(rows_wanted) & {"kernel", "onetun"} else [])
+    missing = [t for t in need if not shutil.which(t)]
+    if missing:
+        sys.exit("missing tools: " + " ".join(missing))
+
+    def on_term(signum, frame):
+        raise Terminated()
+    signal.signal(signal.SIGTERM, on_term)
+    # Also when started with SIGINT ignored (a background job of a script): Ctrl-C must tear down.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    workdir = tempfile.mkdtemp(prefix="onetun-bench-")
+    rows = []
+    try:
+        for name in ALL_ROWS:
+            if name not in rows_wanted:
+                continue
+            log("== %s" % TITLES[name])
+            if name == "onetun":
+                onetun = os.path.abspath(args.onetun)
+                if not (os.path.isfile(onetun) and os.access(onetun, os.X_OK)):
+                    row = new_row(name)
+                    row["skipped"] = "%s is missing or not executable (swift build -c release)" % args.onetun
+                    log("  " + row["skipped"])
+                    rows.append(row)
+                    continue
+            td = Teardown(workdir)
+            try:
+                if name == "loopback":
+                    row = row_loopback(td, args.seconds)
+                elif name == "kernel":
+                    row = row_kernel(td, args.seconds)
+                else:
+                    row = row_onetun(td, args.seconds, onetun, args.onetun_log)
+            except BenchError as e:
+                row = new_row(name)
+                row["skipped"] = "failed: " + str(e)
+                log("  " + row["skipped"])
+            finally:
+                # A second Ctrl-C must not cut the teardown short.
+                old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    td.close()
+                finally:
+                    signal.signal(signal.SIGINT, old)
+            rows.append(row)
+    except (KeyboardInterrupt, Terminated):
+        log("interrupted; torn down")
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print_table(rows, args.seconds)
+    if args.json:
+        out = {"seconds": args.seconds, "rtt_rounds": RTT_ROUNDS, "rtt_size": RTT_SIZE,
+               "cps_seconds": CPS_SECONDS, "cpus": os.cpu_count(), "rows": []}
+        for r in rows:
+            out["rows"].append({k: r.get(k) for k in ("name", "title", "results", "errors", "skipped", "process")})
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+            f.write("\n")
+    failed = any(r["skipped"] and r["skipped"].startswith("failed") for r in rows)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
