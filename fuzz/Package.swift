@@ -9,6 +9,7 @@ let fuzzers = [
     "FuzzPacketParser",
     "FuzzAddressParser",
     "FuzzInterface",
+    "FuzzPortForwardSpec",
 ]
 
 let package = Package(
