@@ -79,6 +79,33 @@ struct SackScoreboard {
         return false
     }
 
+    /// The end of the SACKed range holding `seq`, or nil when `seq` is not SACKed. A go-back-N resend after a
+    /// timeout skips such ranges.
+    func sackedRangeEnd(containing seq: UInt32) -> UInt32? {
+        let q = offset(seq)
+        var i = 0
+        while i < blockCount {
+            if q < offset(starts[i]) { return nil }
+            if q < offset(ends[i]) { return ends[i] }
+            i += 1
+        }
+        return nil
+    }
+
+    /// SACKed octets below `seq`.
+    func sackedBytes(below seq: UInt32) -> Int {
+        let q = offset(seq)
+        var total = 0
+        var i = 0
+        while i < blockCount {
+            let s = offset(starts[i])
+            if s >= q { break }
+            total += min(offset(ends[i]), q) - s
+            i += 1
+        }
+        return total
+    }
+
     // MARK: - Updates (RFC 6675 §4 Update())
 
     /// A cumulative ACK moved SND.UNA to `newUna`: every range below it is dropped and a range straddling it

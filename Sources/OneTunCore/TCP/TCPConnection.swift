@@ -14,12 +14,17 @@ public struct TCPConfig: Sendable {
     public var maximumRTO: UInt64
     /// Retransmissions of one segment before the connection is given up.
     public var maximumRetransmissions: Int
+    public var congestionControl: CongestionAlgorithm
+    /// The receive window a connection starts with; it grows towards `receiveBufferLimit` as the
+    /// application reads faster (receive-buffer autotuning: twice what was read per round trip).
+    public var initialReceiveWindow: Int
 
     public init(
         mss: Int = 1380, receiveBufferLimit: Int = 4 << 20, sendBufferLimit: Int = 4 << 20,
         timeWait: UInt64 = 2 * Nanos.second, delayedAck: UInt64 = 40 * Nanos.millisecond,
         initialRTO: UInt64 = Nanos.second, minimumRTO: UInt64 = 200 * Nanos.millisecond,
-        maximumRTO: UInt64 = 60 * Nanos.second, maximumRetransmissions: Int = 12
+        maximumRTO: UInt64 = 60 * Nanos.second, maximumRetransmissions: Int = 12,
+        congestionControl: CongestionAlgorithm = .bbr, initialReceiveWindow: Int = 128 << 10
     ) {
         self.mss = mss
         self.receiveBufferLimit = receiveBufferLimit
@@ -30,6 +35,8 @@ public struct TCPConfig: Sendable {
         self.minimumRTO = minimumRTO
         self.maximumRTO = maximumRTO
         self.maximumRetransmissions = maximumRetransmissions
+        self.congestionControl = congestionControl
+        self.initialReceiveWindow = initialReceiveWindow
     }
 }
 
@@ -41,6 +48,10 @@ public struct TCPStats: Equatable, Sendable {
     public var bytesReceived = 0
     public var timeouts = 0
     public var fastRetransmits = 0
+    /// Segments sent again: fast retransmits, SACK recovery and go-back-N after a timeout.
+    public var retransmittedSegments = 0
+    /// Retransmissions found lost again (SACKs for data sent after them arrived first).
+    public var lostRetransmissions = 0
     public var outOfOrderSegments = 0
     public init() {}
 }
@@ -64,8 +75,10 @@ public enum TCPError: Error, Equatable, Sendable {
 /// application's bytes in and out through bounded buffers, one deadline (`nextDeadline`).
 ///
 /// RFC 9293 for the state machine, RFC 7323 window scaling, RFC 6298 RTO with Karn's rule and backoff,
-/// RFC 5681 slow start and congestion avoidance with RFC 6582 NewReno fast recovery, RFC 6928 initial
-/// window, delayed ACKs at most every second full segment. No Nagle delay: a forwarder must not add latency.
+/// SACK (RFC 2018) both ways with RFC 6675 loss recovery (NewReno, RFC 6582, when the peer has no SACK),
+/// lost retransmissions detected from later SACKs, a BBR-style model or NewReno for the congestion window
+/// (`CongestionControl`), RFC 6928 initial window, delayed ACKs at most every second full segment, and a
+/// receive window that grows with what the application reads. No Nagle delay: a forwarder must not add latency.
 public final class TCPConnection {
     public let config: TCPConfig
     public let localPort: UInt16
@@ -115,14 +128,39 @@ public final class TCPConnection {
     var timedAt = Instant.zero
     var retransmissions = 0
 
-    // Congestion control.
-    var cwnd: Int
-    var ssthresh = Int.max
+    // Congestion control and loss recovery (RFC 6675 §5).
+    var cc: CongestionControl
+    var cwnd: Int { cc.cwnd }
     var dupAcks = 0
-    var recover: SeqNumber
-    var inFastRecovery = false
+    var scoreboard: SackScoreboard
+    var inRecovery = false
+    /// RFC 6675 RecoveryPoint (one past HighData when recovery began); also RFC 6582's `recover`, which
+    /// keeps duplicate ACKs for data sent before a timeout from starting a fast retransmit.
+    var recoveryPoint: SeqNumber
+    /// One past RFC 6675 HighRxt, and RescueRxt.
+    var highRxt: SeqNumber
+    var rescueRxt: SeqNumber?
+    /// When the segment at SND.UNA was last retransmitted, and how many octets were newly SACKed since a
+    /// reordering window after it: more than DupThresh segments' worth means that copy was lost too (the
+    /// idea of RFC 8985 RACK, for the one segment that blocks the cumulative ACK).
+    var unaRetransmittedAt: Instant?
+    var sackedSinceUnaRetransmit = 0
     var retransmitOne = false
-    var bytesAckedInCA = 0
+    /// Recovery entered by a retransmission timeout: everything unSACKed below RecoveryPoint is taken as
+    /// lost and resent in order from SND.UNA (SND.NXT rewinds), skipping SACKed ranges.
+    var recoveryAfterTimeout = false
+
+    // Delivery-rate rounds for the model: a round ends when data sent after its start is delivered.
+    var delivered = 0
+    var roundStart = Instant.zero
+    var roundDelivered = 0
+    var roundEnd: SeqNumber
+    var roundAppLimited = false
+
+    // Receive-window autotuning.
+    var receiveSpace: Int
+    var receiveSpaceStamp = Instant.zero
+    var bytesReadSinceStamp = 0
 
     // Pending control output.
     var ackNow = false
@@ -140,11 +178,16 @@ public final class TCPConnection {
         sndNxt = SeqNumber(iss)
         sndMax = SeqNumber(iss)
         sendBase = SeqNumber(iss) + 1
-        recover = SeqNumber(iss)
+        recoveryPoint = SeqNumber(iss)
+        highRxt = SeqNumber(iss)
+        roundEnd = SeqNumber(iss)
+        scoreboard = SackScoreboard(una: iss)
         sendBuffer = ByteRing(limit: config.sendBufferLimit)
         receiveBuffer = ByteRing(limit: config.receiveBufferLimit)
         rto = config.initialRTO
-        cwnd = 10 * config.mss
+        cc = CongestionControl(algorithm: config.congestionControl, mss: config.mss)
+        receiveSpace = max(min(config.initialReceiveWindow, config.receiveBufferLimit), 0)
+        receiveSpaceStamp = now
         state = .synSent
         synPending = true
         while config.receiveBufferLimit >> Int(receiveShift) > 65_535 && receiveShift < 14 { receiveShift += 1 }
@@ -184,6 +227,7 @@ public final class TCPConnection {
     public func consume(_ n: Int) {
         let before = receiveWindow
         receiveBuffer.consume(n)
+        bytesReadSinceStamp += n
         // Tell the peer when the window opens substantially (RFC 9293 §3.8.6.2.2, receiver's SWS avoidance).
         if before < config.mss && receiveWindow >= min(config.mss * 2, config.receiveBufferLimit / 2) { ackNow = true }
     }
@@ -217,7 +261,8 @@ public final class TCPConnection {
 
     // MARK: Windows
 
-    var receiveWindow: Int { receiveBuffer.free }
+    /// What the peer may send beyond RCV.NXT: the autotuned space less what the application has not read.
+    var receiveWindow: Int { max(0, min(receiveBuffer.free, receiveSpace - receiveBuffer.count)) }
 
     var flightSize: Int { sndMax - sndUna }
 
@@ -237,6 +282,7 @@ public final class TCPConnection {
         sackEnabled = syn.sackPermitted
         sndWnd = Int(syn.window)  // never scaled in a SYN
         sndWl1 = irs
+        cc = CongestionControl(algorithm: config.congestionControl, mss: effectiveMSS)
     }
 
     var effectiveMSS: Int { min(config.mss, peerMSS) }
@@ -367,8 +413,12 @@ public final class TCPConnection {
             return
         }
         let window = Int(seg.window) << Int(sendShift)
+        let mss = effectiveMSS
+        let oldUna = sndUna
+        let sackedBefore = scoreboard.sackedBytes
+        var acked = 0
         if ack > sndUna {
-            let acked = ack - sndUna
+            acked = ack - sndUna
             let dataAcked = min(max(0, ack - sendBase), sendBuffer.count)
             if dataAcked > 0 {
                 sendBuffer.consume(dataAcked)
@@ -376,28 +426,104 @@ public final class TCPConnection {
             }
             sndUna = ack
             if sndNxt < sndUna { sndNxt = sndUna }
+            scoreboard.ackAdvanced(to: ack.rawValue)
             takeRTTSample(ack, now)
+            if retransmissions > 0 && hasRTTSample {
+                // Forward progress ends the backoff (as Linux does): without it a lossy path whose
+                // retransmissions are never timed (Karn) would keep the backed-off RTO for good.
+                retransmissions = 0
+                rto = computedRTO
+            }
             retransmissions = 0
             // RFC 6298 §5.3: restart the timer when new data is acknowledged; stop it when all is.
             rtoDeadline = sndUna == sndMax ? nil : now.adding(rto)
-            growWindow(acked: acked, ack: ack)
-            dupAcks = 0
-        } else if ack == sndUna, payloadLength == 0, window == sndWnd, flightSize > 0, !seg.flags.contains(.fin) {
-            // RFC 5681 §2: a duplicate ACK.
-            dupAcks += 1
-            if dupAcks == 3 && !inFastRecovery {
-                // RFC 6582 §3.2 step 2: enter fast recovery and retransmit the first unacknowledged segment.
-                ssthresh = max(flightSize / 2, 2 * effectiveMSS)
-                cwnd = ssthresh + 3 * effectiveMSS
-                recover = sndMax
-                inFastRecovery = true
-                retransmitOne = true
-                timedSeq = nil
-                stats.fastRetransmits += 1
-            } else if inFastRecovery {
-                cwnd += effectiveMSS
+        }
+        // RFC 6675 §4 Update(): record the SACK blocks; a SACK can also time the segment we measure.
+        var newlySacked = 0
+        if sackEnabled && !seg.sackBlocks.isEmpty {
+            for block in seg.sackBlocks {
+                newlySacked += scoreboard.addSack(start: block.left, end: block.right, nxt: sndMax.rawValue)
+            }
+            if newlySacked > 0, let timed = timedSeq, scoreboard.isSacked(timed.rawValue) { takeRTTSample(nil, now) }
+        }
+        // Bytes newly delivered: cumulatively acknowledged, less what was SACKed before, plus what is newly SACKed.
+        let newlyDelivered = acked + scoreboard.sackedBytes - sackedBefore
+        delivered += max(newlyDelivered, 0)
+
+        // RFC 5681 §2 duplicate ACK, or RFC 6675 §2: an ACK at SND.UNA carrying newly SACKed data.
+        let duplicate = ack == oldUna && flightSize > 0
+            && (newlySacked > 0 || (payloadLength == 0 && window == sndWnd && !seg.flags.contains(.fin)))
+        if acked > 0 { dupAcks = 0 } else if duplicate { dupAcks += 1 }
+
+        if inRecovery {
+            if ack >= recoveryPoint {
+                inRecovery = false
+                recoveryAfterTimeout = false
+                unaRetransmittedAt = nil
+                cc.recoveryEnded(flightSize: flightSize)
+            } else if acked > 0 {
+                if sackEnabled || recoveryAfterTimeout {
+                    // A new SND.UNA hole already resent in this recovery: watch that copy from now on.
+                    let resent = recoveryAfterTimeout ? sndUna < sndNxt : sndUna < highRxt
+                    unaRetransmittedAt = resent ? now : nil
+                    sackedSinceUnaRetransmit = 0
+                } else {
+                    // RFC 6582 §3.2 step 3, partial acknowledgment: retransmit the next hole.
+                    retransmitOne = true
+                    cc.deflate(acked: acked)
+                }
+            } else if duplicate && !sackEnabled {
+                cc.inflate()
             }
         }
+        if !inRecovery, flightSize > 0, ack >= recoveryPoint,
+            dupAcks >= SackScoreboard.defaultDupThresh || (sackEnabled && scoreboard.isLost(sndUna.rawValue, mss: mss))
+        {
+            // RFC 6675 §5 step 4 / RFC 6582 §3.2 step 2: enter recovery, retransmit the first lost segment.
+            inRecovery = true
+            recoveryPoint = sndMax
+            highRxt = sndUna
+            rescueRxt = nil
+            unaRetransmittedAt = nil
+            cc.lossDetected(flightSize: flightSize)
+            if !sackEnabled { for _ in 0..<SackScoreboard.defaultDupThresh { cc.inflate() } }
+            retransmitOne = true
+            stats.fastRetransmits += 1
+        }
+        // Was the copy of SND.UNA's segment lost as well? SACKs arriving a reordering window (a quarter of
+        // the minimum RTT) after one round trip cover data sent after it.
+        if inRecovery, newlySacked > 0, let at = unaRetransmittedAt, !scoreboard.isSacked(sndUna.rawValue) {
+            let minRTT = cc.minRTT > 0 ? cc.minRTT : srtt
+            if now.since(at) >= minRTT + minRTT / 4 {
+                sackedSinceUnaRetransmit += newlySacked
+                if sackedSinceUnaRetransmit > (SackScoreboard.defaultDupThresh - 1) * mss {
+                    unaRetransmittedAt = nil
+                    retransmitOne = true
+                    stats.lostRetransmissions += 1
+                }
+            }
+        }
+        if recoveryAfterTimeout { roundAppLimited = true }
+
+        // Delivery-rate rounds for the model.
+        if newlyDelivered > 0 {
+            let deliveredEdge = scoreboard.highestSackedEnd.map { max(SeqNumber($0), sndUna) } ?? sndUna
+            if roundStart == .zero {
+                startRound(now)
+            } else if deliveredEdge >= roundEnd {
+                // A round lasts at least the minimum RTT; a shorter one means a burst of old SACKed data
+                // was counted again (after the scoreboard forgot it), not a faster path.
+                let interval = max(now.since(roundStart), cc.minRTT)
+                if interval > 0 {
+                    let rate = Int(Double(delivered - roundDelivered) * 1e9 / Double(interval))
+                    cc.roundEnded(rate: rate, appLimited: roundAppLimited, inFlight: flightSize, now: now)
+                }
+                startRound(now)
+            }
+            cc.delivered(newlyDelivered, inRecovery: inRecovery)
+        }
+        if cc.probingRTT { cc.updateProbeRTT(inFlight: flightSize, now: now) }
+
         // A peer answering our probes of its closed window is alive: probing continues indefinitely.
         if ack == sndUna && window == 0 { retransmissions = 0 }
         // Window update (§3.10.7.4, SND.WL1/SND.WL2 rule).
@@ -422,38 +548,20 @@ public final class TCPConnection {
         }
     }
 
-    func growWindow(acked: Int, ack: SeqNumber) {
-        let mss = effectiveMSS
-        if inFastRecovery {
-            if ack > recover {
-                // RFC 6582 §3.2 step 3, full acknowledgment: deflate the window.
-                cwnd = min(ssthresh, max(flightSize, mss) + mss)
-                inFastRecovery = false
-            } else {
-                // Partial acknowledgment: retransmit the next hole, deflate by what was acked.
-                retransmitOne = true
-                cwnd = max(cwnd - acked + mss, mss)
-            }
-            return
-        }
-        if cwnd < ssthresh {
-            // RFC 5681 §3.1 slow start with appropriate byte counting (RFC 3465, L = 2 SMSS).
-            cwnd += min(acked, 2 * mss)
-        } else {
-            bytesAckedInCA += acked
-            if bytesAckedInCA >= cwnd {
-                bytesAckedInCA -= cwnd
-                cwnd += mss
-            }
-        }
-        cwnd = min(cwnd, 1 << 30)
+    func startRound(_ now: Instant) {
+        roundStart = now
+        roundDelivered = delivered
+        roundEnd = sndMax
+        roundAppLimited = false
     }
 
     /// RFC 6298 §2 with Karn's rule: only segments never retransmitted are timed.
-    func takeRTTSample(_ ack: SeqNumber, _ now: Instant) {
-        guard let timed = timedSeq, ack > timed else { return }
+    /// `ack` nil: the timed segment was SACKed.
+    func takeRTTSample(_ ack: SeqNumber?, _ now: Instant) {
+        guard let timed = timedSeq, ack.map({ $0 > timed }) ?? true else { return }
         timedSeq = nil
         let r = max(now.since(timedAt), 1)
+        cc.rttSample(r, now: now)
         if !hasRTTSample {
             srtt = r
             rttvar = r / 2
@@ -463,7 +571,12 @@ public final class TCPConnection {
             rttvar = (3 * rttvar + delta) / 4
             srtt = (7 * srtt + r) / 8
         }
-        rto = min(max(srtt + max(Nanos.millisecond, 4 * rttvar), config.minimumRTO), config.maximumRTO)
+        rto = computedRTO
+    }
+
+    /// RFC 6298 §2.3: RTO = SRTT + max(G, 4·RTTVAR), clamped to the configured bounds.
+    var computedRTO: UInt64 {
+        min(max(srtt + max(Nanos.millisecond, 4 * rttvar), config.minimumRTO), config.maximumRTO)
     }
 
     func receiveData(seq: SeqNumber, payload: UnsafeRawBufferPointer, now: Instant) {
@@ -488,6 +601,7 @@ public final class TCPConnection {
         }
         stats.bytesReceived += kept
         if offset > 0 { stats.outOfOrderSegments += 1 }
+        autotuneReceiveSpace(now)
         if offset > 0 || !assembler.isEmpty {
             // Out of order, or filling a hole: ACK at once so the sender learns fast (RFC 5681 §4.2).
             ackNow = true
@@ -499,6 +613,22 @@ public final class TCPConnection {
                 ackDeadline = now.adding(config.delayedAck)
             }
         }
+    }
+
+    /// Receive-buffer autotuning (after Linux's tcp_rcv_space_adjust): once per round trip, offer twice
+    /// what the application read during it, up to `receiveBufferLimit`. A fast reader lets the sender's
+    /// window double every round trip; a slow one keeps the buffer, and memory, small.
+    func autotuneReceiveSpace(_ now: Instant) {
+        guard receiveSpace < config.receiveBufferLimit else { return }
+        let rtt = hasRTTSample ? max(srtt, Nanos.millisecond) : 100 * Nanos.millisecond
+        let elapsed = now.since(receiveSpaceStamp)
+        guard elapsed >= rtt else { return }
+        let perRTT = Int(Double(bytesReadSinceStamp) * Double(rtt) / Double(elapsed))
+        if 2 * perRTT > receiveSpace {
+            receiveSpace = min(config.receiveBufferLimit, 2 * perRTT)
+        }
+        receiveSpaceStamp = now
+        bytesReadSinceStamp = 0
     }
 
     func enterTimeWait(_ now: Instant) {
@@ -550,23 +680,67 @@ public final class TCPConnection {
             break
         }
         let mss = effectiveMSS
-        // A retransmission of the first unacknowledged segment (fast retransmit / NewReno partial ack).
+        // A retransmission of the first unacknowledged segment (fast retransmit, NewReno partial ACK, or a
+        // retransmission found lost).
         if retransmitOne {
             retransmitOne = false
-            let n = fill(payload, from: sndUna, max: mss)
-            stats.bytesSent += n
-            if n > 0 || finSeq == sndUna {
-                let fin = finSeq.map { sndUna + n == $0 } ?? false
-                armRTO(now)
-                return (header(seq: sndUna, flags: fin ? [.ack, .fin] : .ack), n)
+            if let out = retransmit(from: sndUna, length: mss, payload: payload, now: now) {
+                highRxt = max(highRxt, sndUna + max(out.1, 1))
+                unaRetransmittedAt = now
+                sackedSinceUnaRetransmit = 0
+                return out
             }
         }
-        // New data (or a go-back-N resend after a timeout), within min(send window, cwnd).
-        let window = min(sndWnd, cwnd)
-        let inFlight = sndNxt - sndUna
+        // What the window lets out: outside recovery min(SND.WND, cwnd) less the octets in flight; in SACK
+        // recovery cwnd less RFC 6675's pipe, with NextSeg choosing what to send.
+        var allowance = min(sndWnd, cwnd) - (sndNxt - sndUna)
+        if recoveryAfterTimeout {
+            // In flight: what was resent since the timeout and not SACKed since.
+            allowance = min(sndWnd, cwnd) - max(0, (sndNxt - sndUna) - scoreboard.sackedBytes(below: sndNxt.rawValue))
+        } else if inRecovery && sackEnabled {
+            let pipe = scoreboard.pipe(highRxt: highRxt.rawValue, nxt: sndMax.rawValue, mss: mss)
+            allowance = cwnd - pipe
+            guard allowance > 0 else { return takeAck() }
+            let unsent = sendBase + sendBuffer.count - sndMax
+            let receiverRoom = sndWnd - (sndMax - sndUna)
+            let next = scoreboard.nextSegment(
+                highRxt: highRxt.rawValue, nxt: sndMax.rawValue, newDataAvailable: max(0, min(unsent, receiverRoom)),
+                mss: mss, rescueAllowed: rescueRxt.map { sndUna > $0 } ?? true)
+            switch next?.rule {
+            case .lost:
+                let start = SeqNumber(next!.start)
+                if let out = retransmit(from: start, length: next!.length, payload: payload, now: now) {
+                    highRxt = max(highRxt, SeqNumber(next!.end))
+                    if start == sndUna {
+                        unaRetransmittedAt = now
+                        sackedSinceUnaRetransmit = 0
+                    }
+                    return out
+                }
+            case .unsackedBelowHighestSack:
+                // Rule (3) is a SHOULD; under reordering or a closed receive window it resends segments
+                // that are merely late, so we wait for them to be lost (or for the timer).
+                allowance = 0
+            case .rescue:
+                if let out = retransmit(from: SeqNumber(next!.start), length: next!.length, payload: payload, now: now) {
+                    rescueRxt = recoveryPoint
+                    return out
+                }
+            case .newData:
+                // Rule (2): new data, within what the receiver allows.
+                allowance = min(allowance, receiverRoom)
+            case nil:
+                allowance = 0
+            }
+        }
+        // After a timeout SND.NXT went back to SND.UNA: the resend skips what the receiver SACKed.
+        while sndNxt < sndMax, let end = scoreboard.sackedRangeEnd(containing: sndNxt.rawValue) {
+            sndNxt = min(SeqNumber(end), sndMax)
+        }
+        // New data (or a go-back-N resend after a timeout).
         let unsent = sendBase + sendBuffer.count - sndNxt
         if unsent > 0 {
-            var allowed = window - inFlight
+            var allowed = allowance
             if probeOne {
                 // Zero-window probe: one byte beyond the window (RFC 9293 §3.8.6.1).
                 probeOne = false
@@ -576,11 +750,19 @@ public final class TCPConnection {
                 armRTO(now)
             }
             if allowed > 0 {
-                let n = fill(payload, from: sndNxt, max: min(mss, allowed))
+                let resend = sndNxt < sndMax
+                let n = fill(payload, from: sndNxt, max: min(mss, allowed, resend ? sndMax - sndNxt : .max))
                 if n > 0 {
                     let seq = sndNxt
                     sndNxt += n
                     stats.bytesSent += n
+                    if resend {
+                        stats.retransmittedSegments += 1
+                        if seq == sndUna {
+                            unaRetransmittedAt = now
+                            sackedSinceUnaRetransmit = 0
+                        }
+                    }
                     var flags: TCPFlags = .ack
                     if let fin = finSeq, sndNxt == fin {
                         flags.insert(.fin)
@@ -598,7 +780,13 @@ public final class TCPConnection {
                     if unsent == n { flags.insert(.psh) }
                     return (header(seq: seq, flags: flags), n)
                 }
+            } else if sndWnd < cwnd {
+                // Held back by the receiver's window, not the path: the round says nothing about bandwidth.
+                roundAppLimited = true
             }
+        } else if allowance >= mss {
+            // Nothing to send though the window has room: the application limits this round.
+            roundAppLimited = true
         }
         // A bare FIN once all data is out.
         if let fin = finSeq, sndNxt == fin {
@@ -627,6 +815,19 @@ public final class TCPConnection {
     }
 
     func armRTO(_ now: Instant) { rtoDeadline = now.adding(rto) }
+
+    /// Sends again up to `length` octets from `seq` (with the FIN if they reach it and it was sent before).
+    func retransmit(from seq: SeqNumber, length: Int, payload: UnsafeMutableRawBufferPointer, now: Instant) -> (TCPRepr, Int)? {
+        let n = fill(payload, from: seq, max: min(length, effectiveMSS))
+        let fin = finSeq.map { seq + n == $0 && sndMax > $0 } ?? false
+        guard n > 0 || fin else { return nil }
+        // Karn's rule: a retransmitted segment is never timed.
+        if let timed = timedSeq, timed >= seq, timed - seq <= n { timedSeq = nil }
+        stats.bytesSent += n
+        stats.retransmittedSegments += 1
+        if rtoDeadline == nil { armRTO(now) }
+        return (header(seq: seq, flags: fin ? [.ack, .fin] : .ack), n)
+    }
 
     func fill(_ payload: UnsafeMutableRawBufferPointer, from seq: SeqNumber, max: Int) -> Int {
         let offset = seq - sendBase
@@ -696,10 +897,17 @@ public final class TCPConnection {
                 sndNxt = sndUna
                 probeOne = true
             } else if flightSize > 0 {
-                ssthresh = max(flightSize / 2, 2 * effectiveMSS)
-                cwnd = effectiveMSS
-                inFastRecovery = false
+                cc.timedOut(flightSize: flightSize)
                 dupAcks = 0
+                // Recovery from the timeout: RecoveryPoint doubles as RFC 6582 §3.2 step 1's `recover`, so
+                // duplicate ACKs for data sent before the timeout start no fast retransmit.
+                inRecovery = true
+                recoveryAfterTimeout = true
+                recoveryPoint = sndMax
+                highRxt = sndUna
+                unaRetransmittedAt = nil
+                // RFC 2018 §8: a receiver may renege. A third timeout in a row forgets the SACKs.
+                if retransmissions >= 3 { scoreboard.reset(una: sndUna.rawValue) }
                 // Go back to SND.UNA; data and FIN go out again.
                 sndNxt = sndUna
             }
@@ -708,4 +916,15 @@ public final class TCPConnection {
     }
 
     var probeOne = false
+}
+
+extension TCPConnection: CustomDebugStringConvertible {
+    public var debugDescription: String {
+        "\(state) una=\(sndUna.rawValue &- iss.rawValue) nxt=\(sndNxt.rawValue &- iss.rawValue) max=\(sndMax.rawValue &- iss.rawValue) "
+            + "wnd=\(sndWnd) cwnd=\(cwnd) recovery=\(inRecovery) point=\(recoveryPoint.rawValue &- iss.rawValue) "
+            + "highRxt=\(highRxt.rawValue &- iss.rawValue) sacked=\(scoreboard.sackedBytes)/\(scoreboard.blockCount) "
+            + "rto=\(rto / Nanos.millisecond)ms retx=\(retransmissions) rcvNxt=\(rcvNxt.rawValue &- irs.rawValue) "
+            + "rtoAt=\(String(describing: rtoDeadline)) ackAt=\(String(describing: ackDeadline)) probe=\(probeOne) "
+            + "rwin=\(receiveWindow) space=\(receiveSpace) buffered=\(receiveBuffer.count) bw=\(cc.bottleneckBandwidth) minRTT=\(cc.minRTT / 1000)us"
+    }
 }

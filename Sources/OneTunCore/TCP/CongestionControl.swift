@@ -1,0 +1,204 @@
+/// Which congestion controller a connection uses.
+public enum CongestionAlgorithm: Sendable, Equatable {
+    /// A model-based controller after BBR v1 (draft-cardwell-iccrg-bbr-congestion-control-00): the window is
+    /// twice the measured bandwidth-delay product, and random loss does not shrink it. It keeps a lossy
+    /// long path full where a loss-based controller collapses (at 1 % loss and 50 ms RTT, Reno's
+    /// MSS/RTT·1.22/√p bound is about 3 Mbit/s). There is no pacing: the window alone bounds what is in flight.
+    case bbr
+    /// RFC 5681 slow start and congestion avoidance, halving on loss (RFC 6582 / RFC 6675 recovery).
+    case newReno
+}
+
+/// The congestion window and the path model behind it. The connection reports events (bytes delivered,
+/// RTT samples, round ends, loss episodes, timeouts); `cwnd` is the answer.
+struct CongestionControl {
+    let algorithm: CongestionAlgorithm
+    let mss: Int
+    private(set) var cwnd: Int
+    var ssthresh = Int.max
+    /// Reno's congestion-avoidance byte counter (RFC 5681 §3.1, appropriate byte counting).
+    private var bytesAckedInCA = 0
+
+    // BBR's model.
+    /// Windowed maximum of the per-round delivery rate, bytes per second, over the last `bandwidthRounds`.
+    private var rateSamples = InlineArray<10, Int>(repeating: 0)
+    private var rateIndex = 0
+    private(set) var bottleneckBandwidth = 0
+    /// Windowed minimum RTT (`minRTTWindow`), nanoseconds; 0 until the first sample.
+    private(set) var minRTT: UInt64 = 0
+    private var minRTTStamp = Instant.zero
+    /// Startup ends when three rounds in a row fail to grow the bandwidth by a quarter (BBR "filled pipe").
+    private(set) var filledPipe = false
+    private var fullBandwidth = 0
+    private var fullBandwidthRounds = 0
+    /// While probing RTT the window drops to four segments for `probeRTTDuration`, so queues drain and
+    /// the minimum RTT is measured afresh.
+    private(set) var probingRTT = false
+    private var probeRTTDone: Instant?
+    private var priorCwnd = 0
+
+    static let bandwidthRounds = 10
+    static let minRTTWindow: UInt64 = 10 * Nanos.second
+    static let probeRTTDuration: UInt64 = 200 * Nanos.millisecond
+    /// 2/ln 2: startup doubles the delivery rate every round.
+    static let startupGain = 2.885
+    static let cwndGain = 2.0
+
+    init(algorithm: CongestionAlgorithm, mss: Int) {
+        self.algorithm = algorithm
+        self.mss = mss
+        // RFC 6928: an initial window of ten segments.
+        cwnd = 10 * mss
+    }
+
+    var minimumWindow: Int { 4 * mss }
+
+    /// The bandwidth-delay product, or nil before the model has both halves.
+    var bdp: Int? {
+        guard bottleneckBandwidth > 0, minRTT > 0 else { return nil }
+        return Int(Double(bottleneckBandwidth) * Double(minRTT) / 1e9)
+    }
+
+    // MARK: Events
+
+    /// Newly delivered bytes (cumulatively acknowledged or newly SACKed), outside of Reno's recovery.
+    mutating func delivered(_ bytes: Int, inRecovery: Bool) {
+        guard bytes > 0 else { return }
+        switch algorithm {
+        case .newReno:
+            guard !inRecovery else { return }
+            if cwnd < ssthresh {
+                // RFC 5681 §3.1 slow start with appropriate byte counting (RFC 3465, L = 2 SMSS).
+                cwnd += min(bytes, 2 * mss)
+            } else {
+                bytesAckedInCA += bytes
+                if bytesAckedInCA >= cwnd {
+                    bytesAckedInCA -= cwnd
+                    cwnd += mss
+                }
+            }
+        case .bbr:
+            if probingRTT { return }
+            // BBR: the window grows by what was delivered, up to the model's target once the pipe is full.
+            if let target = targetWindow {
+                cwnd = filledPipe ? min(cwnd + bytes, target) : min(cwnd + bytes, max(cwnd, target))
+            } else {
+                cwnd += bytes
+            }
+        }
+        cwnd = min(max(cwnd, mss), 1 << 30)
+    }
+
+    /// BBR's target: `cwndGain`·BDP after startup, `startupGain`·BDP during it.
+    private var targetWindow: Int? {
+        guard let bdp else { return nil }
+        let gain = filledPipe ? Self.cwndGain : Self.startupGain
+        return max(Int(Double(bdp) * gain), minimumWindow)
+    }
+
+    mutating func rttSample(_ rtt: UInt64, now: Instant) {
+        if minRTT == 0 || rtt <= minRTT || now.since(minRTTStamp) > Self.minRTTWindow {
+            minRTT = rtt
+            minRTTStamp = now
+        }
+    }
+
+    /// One round trip of data ended: `rate` bytes per second were delivered over it. A round the
+    /// application left idle (`appLimited`) only counts if it raises the estimate.
+    mutating func roundEnded(rate: Int, appLimited: Bool, inFlight: Int, now: Instant) {
+        guard algorithm == .bbr else { return }
+        if !appLimited || rate > bottleneckBandwidth {
+            rateSamples[rateIndex] = rate
+        } else {
+            rateSamples[rateIndex] = 0
+        }
+        rateIndex = (rateIndex + 1) % Self.bandwidthRounds
+        var best = 0
+        for i in 0..<Self.bandwidthRounds { best = max(best, rateSamples[i]) }
+        // Keep the previous estimate through a run of application-limited rounds.
+        if best > 0 { bottleneckBandwidth = best }
+        if !filledPipe && !appLimited {
+            if bottleneckBandwidth >= fullBandwidth + fullBandwidth / 4 {
+                fullBandwidth = bottleneckBandwidth
+                fullBandwidthRounds = 0
+            } else {
+                fullBandwidthRounds += 1
+                if fullBandwidthRounds >= 3 {
+                    filledPipe = true
+                    // Drain: the window falls to the steady-state target; the excess leaves the queue.
+                    if let target = targetWindow { cwnd = min(cwnd, target) }
+                }
+            }
+        }
+        updateProbeRTT(inFlight: inFlight, now: now)
+    }
+
+    /// Called on every ACK while probing, and at round ends: enters or leaves PROBE_RTT.
+    mutating func updateProbeRTT(inFlight: Int, now: Instant) {
+        guard algorithm == .bbr, minRTT > 0 else { return }
+        if !probingRTT {
+            guard filledPipe, now.since(minRTTStamp) > Self.minRTTWindow else { return }
+            probingRTT = true
+            probeRTTDone = nil
+            priorCwnd = max(priorCwnd, cwnd)
+            cwnd = minimumWindow
+            return
+        }
+        if probeRTTDone == nil, inFlight <= minimumWindow {
+            probeRTTDone = now.adding(Self.probeRTTDuration)
+        }
+        if let done = probeRTTDone, now >= done {
+            probingRTT = false
+            // Whatever was sampled during the probe is the new minimum.
+            minRTTStamp = now
+            cwnd = max(cwnd, priorCwnd)
+            priorCwnd = 0
+        }
+    }
+
+    /// Loss recovery begins (RFC 6675 §5 step 4.2 / RFC 6582 §3.2 step 2).
+    mutating func lossDetected(flightSize: Int) {
+        switch algorithm {
+        case .newReno:
+            ssthresh = max(flightSize / 2, 2 * mss)
+            cwnd = ssthresh
+            bytesAckedInCA = 0
+        case .bbr:
+            // Random loss says nothing about the bottleneck; BBR keeps its model.
+            break
+        }
+    }
+
+    /// NewReno without SACK: each further duplicate ACK inflates the window by a segment (RFC 6582 §3.2).
+    mutating func inflate() { if algorithm == .newReno { cwnd += mss } }
+
+    /// NewReno without SACK: a partial ACK deflates by the amount acknowledged (RFC 6582 §3.2 step 3).
+    mutating func deflate(acked: Int) { if algorithm == .newReno { cwnd = max(cwnd - acked + mss, mss) } }
+
+    /// Recovery ended with a full acknowledgment.
+    mutating func recoveryEnded(flightSize: Int) {
+        switch algorithm {
+        case .newReno:
+            // RFC 6582 §3.2 step 3: deflate to ssthresh.
+            cwnd = min(ssthresh, max(flightSize, mss) + mss)
+        case .bbr:
+            if priorCwnd > 0 && !probingRTT {
+                cwnd = max(cwnd, priorCwnd)
+                priorCwnd = 0
+            }
+        }
+    }
+
+    /// RFC 5681 §3.1: after a retransmission timeout the window is one segment.
+    mutating func timedOut(flightSize: Int) {
+        switch algorithm {
+        case .newReno:
+            ssthresh = max(flightSize / 2, 2 * mss)
+        case .bbr:
+            // Restored when the data outstanding at the timeout has been acknowledged.
+            if !probingRTT { priorCwnd = max(priorCwnd, cwnd) }
+        }
+        cwnd = mss
+        bytesAckedInCA = 0
+    }
+}
