@@ -291,9 +291,9 @@ public final class TCPConnection {
 
     /// Processes one segment for this connection (RFC 9293 §3.10.7). The payload is valid only during the call.
     public func handleSegment(_ seg: TCPRepr, payload: UnsafeRawBufferPointer, now: Instant) {
-        let seq = SeqNumber(seg.sequenceNumber)
+        var seq = SeqNumber(seg.sequenceNumber)
         let ack = SeqNumber(seg.acknowledgmentNumber)
-        let flags = seg.flags
+        var flags = seg.flags
         stats.segmentsReceived += 1
         switch state {
         case .closed, .listen:
@@ -337,6 +337,17 @@ public final class TCPConnection {
             break
         }
 
+        if state == .synReceived, flags.contains(.syn), seq == irs {
+            // The peer's SYN again, now with an ACK (simultaneous open, RFC 9293 figure 8): trim the
+            // duplicate SYN as BSD does and process the rest, so its ACK completes the handshake.
+            flags.remove(.syn)
+            seq += 1
+            // A plain retransmitted SYN: our SYN,ACK was lost; send it again now.
+            if !flags.contains(.ack) {
+                synPending = true
+                return
+            }
+        }
         // §3.10.7.4 first: is the segment acceptable?
         let length = payload.count + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)
         let window = receiveWindow
