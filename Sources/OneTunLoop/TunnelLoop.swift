@@ -24,37 +24,119 @@ public struct LoopError: Error, CustomStringConvertible {
     }
 }
 
-/// The single-threaded libuv driver: one UDP socket to the WireGuard endpoint, one timer armed to the
-/// earliest deadline, one prepare handle that drains outputs once per loop iteration (STYLE §8).
-public final class TunnelLoop {
+/// A sans-I/O core the loop can drive: datagrams from the endpoint in, datagrams for it out, one deadline.
+/// `TunnelCore` is one; `PayloadCore` adapts a `TunnelPayload` riding in a bare WireGuard tunnel.
+public protocol DatagramCore: AnyObject {
+    func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, now: Instant)
+    func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int?
+    func nextDeadline() -> Instant?
+    func handleTimeout(now: Instant)
+}
+
+extension TunnelCore: DatagramCore {}
+
+/// A WireGuard tunnel with a `TunnelPayload` inside, as a `DatagramCore`.
+public final class PayloadCore: DatagramCore {
     public let tunnel: WireGuardTunnel
     public let payload: TunnelPayload
     let logger: Logger
-    let loop: UnsafeMutablePointer<uv_loop_t>
-    let udp = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
-    let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
-    let prepare = UnsafeMutablePointer<uv_prepare_t>.allocate(capacity: 1)
-    let signals = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 2)
-    /// One receive buffer and one send buffer, allocated once: every datagram is opened and sealed in place.
-    let receiveBuffer: UnsafeMutableRawBufferPointer
-    let sendBuffer: UnsafeMutableRawBufferPointer
-    var armedDeadline: UInt64 = .max
-    var wasEstablished = false
-    public private(set) var sendFailures = 0
-    public var onStop: (() -> Void)?
 
     public init(tunnel: WireGuardTunnel, payload: TunnelPayload, logger: Logger) {
         self.tunnel = tunnel
         self.payload = payload
         self.logger = logger
+    }
+
+    public func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, now: Instant) {
+        switch tunnel.decapsulate(buffer, datagramLength: length, from: EndpointAddress(), now: now) {
+        case .packet(let range):
+            payload.receive(packet: UnsafeRawBufferPointer(rebasing: buffer[range]), now: now)
+        case .consumed:
+            break
+        case .dropped(let reason):
+            logger.debug("dropped a datagram from the endpoint: \(reason)")
+        }
+    }
+
+    public func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
+        if let n = tunnel.pollTransmit(into: buffer, now: now) { return n }
+        let inner = UnsafeMutableRawBufferPointer(rebasing: buffer[WireGuardTunnel.headroom..<(buffer.count - WireGuardTunnel.tailroom)])
+        while let n = payload.pollPacket(into: inner, now: now) {
+            switch tunnel.encapsulate(buffer, packetLength: n, now: now) {
+            case .send(let length): return length
+            case .queued: continue
+            case .dropped(let reason): logger.debug("dropped an outgoing packet: \(reason)")
+            }
+        }
+        return tunnel.pollTransmit(into: buffer, now: now)
+    }
+
+    public func nextDeadline() -> Instant? {
+        switch (tunnel.nextDeadline(), payload.nextDeadline()) {
+        case (let a?, let b?): min(a, b)
+        case (let a, nil): a
+        case (nil, let b): b
+        }
+    }
+
+    public func handleTimeout(now: Instant) {
+        tunnel.handleTimeout(now: now)
+        payload.handleTimeout(now: now)
+    }
+}
+
+/// The single-threaded libuv driver: one UDP socket to the WireGuard endpoint, one timer armed to the
+/// earliest deadline, one prepare handle that drains outputs once per loop iteration (STYLE §8).
+///
+/// Datagrams arrive in batches (recvmmsg, through libuv's `UV_UDP_RECVMMSG`) into one buffer allocated
+/// once and are opened in place; outgoing datagrams are sealed in place into a ring of slots and leave in
+/// batches of up to `batch` with one sendmmsg(2) call.
+public final class TunnelLoop {
+    public let core: DatagramCore
+    public let tunnel: WireGuardTunnel
+    let logger: Logger
+    public let loop: UnsafeMutablePointer<uv_loop_t>
+    let udp = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
+    let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+    let prepare = UnsafeMutablePointer<uv_prepare_t>.allocate(capacity: 1)
+    let signals = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 2)
+    static let batch = 64
+    static let slot = 2048
+    /// recvmmsg's buffer (libuv splits it into `slot`-sized chunks) and the send slots.
+    let receiveBuffer: UnsafeMutableRawBufferPointer
+    let sendSlots: UnsafeMutableRawBufferPointer
+    let sendLengths = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
+    let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: TunnelLoop.batch)
+    let messages = UnsafeMutablePointer<onetun_mmsghdr>.allocate(capacity: TunnelLoop.batch)
+    var fd: Int32 = -1
+    var armedDeadline: UInt64 = .max
+    var wasEstablished = false
+    var stopped = false
+    public private(set) var sendFailures = 0
+    public private(set) var datagramsSent = 0
+    public private(set) var datagramsReceived = 0
+    /// Runs in every flush before the core is drained: the forwarder moves bytes between its clients and
+    /// the core's connections here.
+    public var beforeTransmit: (() -> Void)?
+    /// SIGINT or SIGTERM; the default stops the loop.
+    public var onSignal: (() -> Void)?
+    public var onStop: (() -> Void)?
+
+    public init(core: DatagramCore, tunnel: WireGuardTunnel, logger: Logger) {
+        self.core = core
+        self.tunnel = tunnel
+        self.logger = logger
         loop = uv_default_loop()
-        receiveBuffer = .allocate(byteCount: 65_536 + 64, alignment: 16)
-        sendBuffer = .allocate(byteCount: 65_536 + 64, alignment: 16)
+        receiveBuffer = .allocate(byteCount: Self.batch * Self.slot, alignment: 16)
+        sendSlots = .allocate(byteCount: Self.batch * Self.slot, alignment: 16)
     }
 
     deinit {
         receiveBuffer.deallocate()
-        sendBuffer.deallocate()
+        sendSlots.deallocate()
+        sendLengths.deallocate()
+        iovecs.deallocate()
+        messages.deallocate()
     }
 
     @inline(__always) public static func now() -> Instant { Instant(nanoseconds: uv_hrtime()) }
@@ -63,7 +145,7 @@ public final class TunnelLoop {
     /// starts the handshake.
     public func start(endpoint: sockaddr_storage, bind: sockaddr_storage?) throws(LoopError) {
         var endpoint = endpoint
-        var rc = uv_udp_init_ex(loop, udp, UInt32(endpoint.ss_family))
+        var rc = uv_udp_init_ex(loop, udp, UInt32(endpoint.ss_family) | UInt32(UV_UDP_RECVMMSG.rawValue))
         guard rc == 0 else { throw .uv("endpoint socket", rc) }
         udp.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         if var local = bind {
@@ -72,15 +154,27 @@ public final class TunnelLoop {
         }
         rc = withUnsafePointer(to: &endpoint) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_connect(udp, $0) } }
         guard rc == 0 else { throw .uv("connecting to the endpoint", rc) }
+        var size: Int32 = 4 << 20
+        _ = uv_recv_buffer_size(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), &size)
+        size = 4 << 20
+        _ = uv_send_buffer_size(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), &size)
+        var descriptor = uv_os_fd_t()
+        uv_fileno(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), &descriptor)
+        fd = descriptor
         rc = uv_udp_recv_start(
             udp,
             { handle, _, buf in
                 let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
                 buf!.pointee = uv_buf_init(me.receiveBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(me.receiveBuffer.count))
             },
-            { handle, nread, _, addr, _ in
+            { handle, nread, buf, addr, _ in
+                // With recvmmsg each datagram comes as its own chunk of the buffer; a final call with
+                // nread 0 and no address hands the buffer back (it is ours and reused).
+                guard nread > 0, let base = buf?.pointee.base else { return }
                 let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-                me.received(count: nread, from: addr)
+                me.datagramsReceived += 1
+                let chunk = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(base), count: Int(buf!.pointee.len))
+                me.core.handleDatagram(chunk, length: nread, now: TunnelLoop.now())
             })
         guard rc == 0 else { throw .uv("receiving on the endpoint socket", rc) }
 
@@ -97,7 +191,7 @@ public final class TunnelLoop {
             uv_signal_start(signals + i, { handle, signum in
                 let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
                 me.logger.info("received signal \(signum), shutting down")
-                me.stop()
+                if let onSignal = me.onSignal { onSignal() } else { me.stop() }
             }, signal)
         }
         tunnel.wallClockOffset = Self.wallClockOffset()
@@ -111,12 +205,17 @@ public final class TunnelLoop {
         return wall - Int64(uv_hrtime())
     }
 
-    /// Runs until `stop()`.
+    /// Runs until `stop()` and every handle has closed.
     public func run() {
         uv_run(loop, UV_RUN_DEFAULT)
     }
 
+    /// Flushes what is pending once more, then closes the loop's own handles; `run` returns when the
+    /// other handles (listeners, clients) are closed too.
     public func stop() {
+        guard !stopped else { return }
+        flush()
+        stopped = true
         uv_udp_recv_stop(udp)
         uv_timer_stop(timer)
         uv_prepare_stop(prepare)
@@ -128,40 +227,23 @@ public final class TunnelLoop {
         onStop?()
     }
 
-    func received(count: Int, from addr: UnsafePointer<sockaddr>?) {
-        guard count > 0 else { return }  // 0 with nil addr: nothing more to read now
+    /// Drains everything the core wants sent, in batches, then re-arms the one timer.
+    public func flush() {
+        guard !stopped else { return }
+        beforeTransmit?()
         let now = Self.now()
-        let result = tunnel.decapsulate(receiveBuffer, datagramLength: count, from: EndpointAddress(), now: now)
-        switch result {
-        case .packet(let range):
-            payload.receive(packet: UnsafeRawBufferPointer(rebasing: receiveBuffer[range]), now: now)
-        case .consumed:
-            break
-        case .dropped(let reason):
-            logger.debug("dropped a datagram from the endpoint: \(reason)")
-        }
-    }
-
-    /// Drains everything the tunnel and the payload want sent, then re-arms the one timer.
-    func flush() {
-        let now = Self.now()
-        var budget = 4096
-        while budget > 0, let n = tunnel.pollTransmit(into: sendBuffer, now: now) {
-            send(n)
-            budget -= 1
-        }
-        let inner = UnsafeMutableRawBufferPointer(rebasing: sendBuffer[WireGuardTunnel.headroom..<(sendBuffer.count - WireGuardTunnel.tailroom)])
-        while budget > 0, let n = payload.pollPacket(into: inner, now: now) {
-            switch tunnel.encapsulate(sendBuffer, packetLength: n, now: now) {
-            case .send(let length): send(length)
-            case .queued: break
-            case .dropped(let reason): logger.debug("dropped an outgoing packet: \(reason)")
+        var budget = 16_384
+        while budget > 0 {
+            var count = 0
+            while count < Self.batch {
+                let slot = UnsafeMutableRawBufferPointer(rebasing: sendSlots[(count * Self.slot)..<((count + 1) * Self.slot)])
+                guard let n = core.pollTransmit(into: slot, now: now) else { break }
+                sendLengths[count] = n
+                count += 1
             }
-            budget -= 1
-        }
-        while budget > 0, let n = tunnel.pollTransmit(into: sendBuffer, now: now) {
-            send(n)
-            budget -= 1
+            if count > 0 { sendBatch(count) }
+            budget -= count
+            if count < Self.batch { break }
         }
         if tunnel.isEstablished != wasEstablished {
             wasEstablished = tunnel.isEstablished
@@ -170,19 +252,34 @@ public final class TunnelLoop {
         rearm(now)
     }
 
-    func send(_ length: Int) {
-        var buf = uv_buf_init(sendBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(length))
-        let rc = uv_udp_try_send(udp, &buf, 1, nil)
-        if rc < 0 {
-            sendFailures += 1
-            logger.debug("send to the endpoint failed: \(String(cString: uv_strerror(rc)))")
+    func sendBatch(_ count: Int) {
+        for i in 0..<count {
+            iovecs[i] = iovec(iov_base: sendSlots.baseAddress! + i * Self.slot, iov_len: sendLengths[i])
+        }
+        var sent = 0
+        var attempts = 0
+        while sent < count && attempts < 4 {
+            attempts += 1
+            let rc = onetun_sendmmsg(fd, iovecs + sent, messages + sent, UInt32(count - sent))
+            if rc > 0 {
+                sent += Int(rc)
+            } else if rc < 0 && errno == EINTR {
+                continue
+            } else {
+                break
+            }
+        }
+        datagramsSent += sent
+        if sent < count {
+            // The socket buffer is full (or the endpoint unreachable): UDP may drop, and the tunnel's
+            // traffic recovers from loss; count it.
+            sendFailures += count - sent
+            logger.debug("\(count - sent) datagrams to the endpoint not sent: \(String(cString: strerror(errno)))")
         }
     }
 
     func rearm(_ now: Instant) {
-        var deadline = UInt64.max
-        if let d = tunnel.nextDeadline() { deadline = d.nanoseconds }
-        if let d = payload.nextDeadline() { deadline = min(deadline, d.nanoseconds) }
+        let deadline = core.nextDeadline()?.nanoseconds ?? .max
         guard deadline != armedDeadline else { return }
         armedDeadline = deadline
         if deadline == .max {
@@ -194,9 +291,7 @@ public final class TunnelLoop {
         uv_timer_start(timer, { handle in
             let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
             me.armedDeadline = .max
-            let now = TunnelLoop.now()
-            me.tunnel.handleTimeout(now: now)
-            me.payload.handleTimeout(now: now)
+            me.core.handleTimeout(now: TunnelLoop.now())
         }, ms, 0)
     }
 }

@@ -47,6 +47,14 @@ struct OneTunCommand: ParsableCommand {
     @Option(help: "Log level: error, warn, info, debug or trace (ONETUN_LOG), default info.")
     var log: String?
 
+    @Option(name: [.customShort("r"), .customLong("remote")], help: ArgumentHelp(
+        "Remote port forward, [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] (ONETUN_REMOTE_PORT_FORWARD_1, _2, …): listen on src_port of the source peer IP inside the tunnel, forward to dst_host:dst_port here.",
+        valueName: "port-forward"))
+    var remote: [String] = []
+
+    @Option(help: "Write every inner IP packet to this pcap file (ONETUN_PCAP).")
+    var pcap: String?
+
     @Option(help: "Check the tunnel: send ICMP echo requests to this address inside it and print the replies.")
     var ping: String?
 

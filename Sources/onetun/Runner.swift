@@ -21,14 +21,12 @@ struct Runner {
         let config = WireGuardConfig(
             privateKey: settings.privateKey, peerPublicKey: settings.endpointPublicKey,
             presharedKey: settings.presharedKey, persistentKeepaliveSeconds: settings.keepAlive, mtu: settings.mtu)
+        guard let target = settings.ping else { return try forward(config: config, logger: logger) }
         let tunnel = WireGuardTunnel(config: config, random: SystemRandom())
-        guard let target = settings.ping else {
-            throw UsageError("no port forward given (TCP and UDP forwarding are not implemented yet; use --ping to check a tunnel)")
-        }
         let payload = PingPayload(
             source: settings.sourcePeerIP, target: target, count: settings.pingCount,
             identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)
-        let loop = TunnelLoop(tunnel: tunnel, payload: payload, logger: logger)
+        let loop = TunnelLoop(core: PayloadCore(tunnel: tunnel, payload: payload, logger: logger), tunnel: tunnel, logger: logger)
         payload.onDone = { loop.stop() }
         try loop.start(endpoint: settings.endpoint, bind: settings.bind)
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP); pinging \(target)")
@@ -36,5 +34,38 @@ struct Runner {
         loop.run()
         print("\(settings.pingCount) packets transmitted, \(payload.replies) received")
         return payload.replies > 0 ? 0 : 1
+    }
+
+    /// Port forwarding until SIGINT or SIGTERM.
+    func forward(config: WireGuardConfig, logger: Logger) throws -> Int32 {
+        guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty else {
+            throw UsageError("no port forward given: pass [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] or set ONETUN_PORT_FORWARD_1 (or use --ping to check a tunnel)")
+        }
+        if let udp = settings.forwards.first(where: { $0.proto == .udp }) {
+            throw RunError("\(udp.notation): UDP forwarding is not implemented yet")
+        }
+        if let remote = settings.remoteForwards.first {
+            throw RunError("\(remote.notation): remote port forwarding is not implemented yet")
+        }
+        if settings.pcap != nil { throw RunError("--pcap is not implemented yet") }
+        var forwards: [TCPForward] = []
+        for spec in settings.forwards {
+            let listen = try SocketAddress.resolve(host: "\(spec.source)".trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: spec.sourcePort, what: spec.notation)
+            let destination = try SocketAddress.address(spec.destination, port: spec.destinationPort, what: spec.notation)
+            guard destination.isV4 == settings.sourcePeerIP.isV4 else {
+                throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(settings.sourcePeerIP) must be the same IP version")
+            }
+            forwards.append(TCPForward(
+                listen: listen, destination: destination, destinationPort: spec.destinationPort,
+                description: "\(spec.source):\(spec.sourcePort) -> \(destination.isV4 ? "\(destination)" : "[\(destination)]"):\(spec.destinationPort)"))
+        }
+        let core = TunnelCore(config: TunnelCoreConfig(wireGuard: config, addresses: [settings.sourcePeerIP]), random: SystemRandom())
+        let loop = TunnelLoop(core: core, tunnel: core.tunnel, logger: logger)
+        let forwarder = Forwarder(core: core, driver: loop, logger: logger)
+        try forwarder.listen(forwards)
+        try loop.start(endpoint: settings.endpoint, bind: settings.bind)
+        logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP)")
+        loop.run()
+        return 0
     }
 }

@@ -18,6 +18,9 @@ struct Settings {
     var ping: IPAddress?
     var pingCount = 3
     var warnings: [String] = []
+    var forwards: [PortForwardSpec] = []
+    var remoteForwards: [PortForwardSpec] = []
+    var pcap: String?
 
     init(_ c: OneTunCommand, environment env: [String: String]) throws {
         func value(_ flag: String?, _ variable: String) -> String? { flag ?? env[variable] }
@@ -89,6 +92,28 @@ struct Settings {
             }
             logLevel = parsed
         }
+        // Port forwards: the command line, or else ONETUN_PORT_FORWARD_1, _2, … (consecutive).
+        var notations = c.portForwards.map { ($0, "port forward") }
+        if notations.isEmpty {
+            notations = Self.numbered("ONETUN_PORT_FORWARD_", env).map { ($0, "ONETUN_PORT_FORWARD") }
+        }
+        for (text, _) in notations {
+            do {
+                forwards += try PortForwardSpec.parse(text)
+            } catch {
+                throw UsageError("\(error)")
+            }
+        }
+        var remoteNotations = c.remote
+        if remoteNotations.isEmpty { remoteNotations = Self.numbered("ONETUN_REMOTE_PORT_FORWARD_", env) }
+        for text in remoteNotations {
+            do {
+                remoteForwards += try PortForwardSpec.parseRemote(text, sourcePeerIP: source)
+            } catch {
+                throw UsageError("\(error)")
+            }
+        }
+        pcap = value(c.pcap, "ONETUN_PCAP")
         if let target = c.ping {
             guard let address = IPAddress(target) else { throw UsageError("--ping: '\(target)' is not an IP address") }
             guard address.isV4 == source.isV4 else {
@@ -98,6 +123,17 @@ struct Settings {
             guard c.pingCount > 0 else { throw UsageError("--ping-count must be at least 1") }
             pingCount = c.pingCount
         }
+    }
+
+    /// PREFIX1, PREFIX2, … up to the first one missing.
+    static func numbered(_ prefix: String, _ env: [String: String]) -> [String] {
+        var values: [String] = []
+        var i = 1
+        while let v = env["\(prefix)\(i)"], i <= 10_000 {
+            values.append(v)
+            i += 1
+        }
+        return values
     }
 
     static func key(_ text: String, _ option: String) throws -> Key32 {
@@ -124,6 +160,53 @@ enum SocketAddress {
         let host = String(text[..<colon])
         guard !host.contains(":") else { return nil }
         return (host, String(text[text.index(after: colon)...]))
+    }
+
+    /// The first address of `host` (a literal or a name) as a socket address with `port`.
+    static func resolve(host: String, port: UInt16, what: String) throws -> sockaddr_storage {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        guard rc == 0, let first = result else {
+            throw RunError("\(what): cannot resolve '\(host)': \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(result) }
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { s in
+            s.copyMemory(from: UnsafeRawBufferPointer(start: first.pointee.ai_addr, count: Int(first.pointee.ai_addrlen)))
+        }
+        return storage
+    }
+
+    /// The IP address in a socket address.
+    static func ipAddress(_ storage: sockaddr_storage) -> IPAddress? {
+        let family = Int32(storage.ss_family)
+        return withUnsafeBytes(of: storage) { raw -> IPAddress? in
+            switch family {
+            case AF_INET:
+                // sin_addr at offset 4, network order.
+                return .v4(IPv4Address(loading: raw, at: 4))
+            case AF_INET6:
+                // sin6_addr at offset 8.
+                return .v6(IPv6Address(loading: raw, at: 8))
+            default:
+                return nil
+            }
+        }
+    }
+
+    /// A forward's host as an IP address inside the tunnel: literal, or resolved here.
+    static func address(_ host: ForwardHost, port: UInt16, what: String) throws -> IPAddress {
+        switch host {
+        case .address(let a): return a
+        case .name(let name):
+            guard let a = ipAddress(try resolve(host: name, port: port, what: what)) else {
+                throw RunError("\(what): '\(name)' has no IPv4 or IPv6 address")
+            }
+            return a
+        }
     }
 
     static func resolve(_ text: String, option: String) throws -> sockaddr_storage {

@@ -32,6 +32,10 @@ public final class TCPStack {
     public let acceptBacklog: Int
     public private(set) var synsDropped = 0
     var acceptQueue: [Int] = []
+    /// Connections whose state input or timers changed, for the application (`pollEvent`), each once.
+    var events: [Int] = []
+    var eventHead = 0
+    var eventQueued: [Bool] = []
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
 
     public init(config: TCPConfig = TCPConfig(), acceptBacklog: Int = 1024, random: RandomSource) {
@@ -69,6 +73,14 @@ public final class TCPStack {
         return UInt32(truncatingIfNeeded: now.nanoseconds / 4_000) &+ f
     }
 
+    /// The configuration for one connection: IPv6's header is 20 bytes longer, so its MSS is 20 smaller.
+    func config(for tuple: FourTuple) -> TCPConfig {
+        guard tuple.local.isV6 else { return config }
+        var c = config
+        c.mss -= 20
+        return c
+    }
+
     func insert(_ connection: TCPConnection, _ tuple: FourTuple) -> Int {
         let id: Int
         if let reuse = freeSlots.popLast() {
@@ -78,6 +90,7 @@ public final class TCPStack {
             id = slots.count
             slots.append(Slot(tuple: tuple, connection: connection))
             queued.append(false)
+            eventQueued.append(false)
         }
         byTuple[tuple] = id
         markReady(id)
@@ -91,7 +104,7 @@ public final class TCPStack {
             let tuple = FourTuple(local: local, localPort: localPort, remote: remote, remotePort: port)
             guard byTuple[tuple] == nil else { continue }
             let connection = TCPConnection(
-                localPort: localPort, remotePort: port, iss: initialSequenceNumber(tuple, now: now), config: config, now: now)
+                localPort: localPort, remotePort: port, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple), now: now)
             return insert(connection, tuple)
         }
         return nil
@@ -140,6 +153,7 @@ public final class TCPStack {
         if let id = byTuple[tuple] {
             slots[id]!.connection.handleSegment(repr, payload: segment.payload, now: now)
             markReady(id)
+            notify(id)
             return true
         }
         guard listening.contains(segment.destinationPort), repr.flags.contains(.syn), !repr.flags.contains(.ack) else {
@@ -151,7 +165,7 @@ public final class TCPStack {
             synsDropped += 1
             return true
         }
-        guard let connection = TCPConnection(accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config, now: now)
+        guard let connection = TCPConnection(accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple), now: now)
         else { return false }
         let id = insert(connection, tuple)
         acceptQueue.append(id)
@@ -165,6 +179,29 @@ public final class TCPStack {
         ready.append(id)
     }
 
+    /// Queues `id` for `pollEvent` (also for a driver whose own I/O completed, e.g. a client write).
+    public func notify(_ id: Int) {
+        guard id < eventQueued.count, !eventQueued[id], slots[id] != nil else { return }
+        eventQueued[id] = true
+        events.append(id)
+    }
+
+    /// The next connection whose state may have changed (readable, writable, half-closed, closed,
+    /// established) since the application last looked; the application inspects it. nil when none.
+    public func pollEvent() -> Int? {
+        while eventHead < events.count {
+            let id = events[eventHead]
+            eventHead += 1
+            if eventHead == events.count {
+                events.removeAll(keepingCapacity: true)
+                eventHead = 0
+            }
+            eventQueued[id] = false
+            if slots[id] != nil && !releasedEarly.contains(id) { return id }
+        }
+        return nil
+    }
+
     // MARK: Output
 
     /// Writes the next IP packet to send at the start of `buffer`; nil when no connection has output.
@@ -172,7 +209,9 @@ public final class TCPStack {
         while readyHead < ready.count {
             let id = ready[readyHead]
             guard let slot = slots[id] else {
+                // Removed while queued: clear its flag, or a connection reusing the id would never be polled.
                 readyHead += 1
+                queued[id] = false
                 continue
             }
             if let (repr, n) = slot.connection.pollSegment(payload: scratch, now: now) {
@@ -184,11 +223,9 @@ public final class TCPStack {
             queued[id] = false
             deadlines.set(id, slot.connection.nextDeadline())
             if slot.connection.isClosed && releasedEarly.contains(id) { remove(id) }
-            if readyHead == ready.count {
-                ready.removeAll(keepingCapacity: true)
-                readyHead = 0
-            }
         }
+        ready.removeAll(keepingCapacity: true)
+        readyHead = 0
         return nil
     }
 
@@ -202,6 +239,7 @@ public final class TCPStack {
             budget -= 1
             slots[id]?.connection.handleTimeout(now: now)
             markReady(id)
+            notify(id)
         }
     }
 }

@@ -219,6 +219,16 @@ public final class TCPConnection {
         return sendBuffer.write(from: data)
     }
 
+    /// Free space at the end of the send buffer, to fill in place (a socket read straight into it);
+    /// follow with `commitSend`. Empty when nothing may be written. Valid until the next call on the connection.
+    public func sendRegion(maxBytes: Int = 65_536) -> UnsafeMutableRawBufferPointer {
+        guard writableBytes > 0 else { return UnsafeMutableRawBufferPointer(start: nil, count: 0) }
+        return sendBuffer.writableRegion(maxBytes: maxBytes)
+    }
+
+    /// `n` bytes were placed at the start of the last `sendRegion`: queue them for sending.
+    public func commitSend(_ n: Int) { sendBuffer.commit(n) }
+
     /// Contiguous received bytes, without copying; pass how many were used to `consume`.
     public func readable() -> UnsafeRawBufferPointer { receiveBuffer.readable() }
 
