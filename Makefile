@@ -1,10 +1,10 @@
 # onetun in Swift. The two commands a fresh Debian machine needs (as root): `make demo` and `make test`.
 PREFIX ?= /usr/local
-APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 iputils-ping pkg-config python3 curl procps
+APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 iputils-ping pkg-config python3 curl procps iperf3
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build release test demo fuzz fuzz-build bench install clean
+.PHONY: all deps build release test demo fuzz fuzz-build bench bench-net bench-micro install clean
 
 all: build
 
@@ -36,7 +36,14 @@ fuzz-build: deps
 fuzz: fuzz-build
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
-bench: deps
+# The network benchmark (loopback, wireguard-go + kernel TCP, onetun; iperf3, connections/s, RTT, RSS,
+# CPU) and then the micro-benchmarks. Not part of `make test`.
+bench: bench-net bench-micro
+
+bench-net: release
+	python3 scripts/bench.py --onetun .build/release/onetun
+
+bench-micro: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
 
 install: release
