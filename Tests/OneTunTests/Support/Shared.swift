@@ -9,8 +9,11 @@ extension String {
     var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }
 }
 
-/// The onetun executable built next to the test bundle (`swift build --build-tests` builds it).
+/// The onetun executable: `ONETUN_BINARY` when set (`make test` sets it to a release build, since the
+/// end-to-end tests move hundreds of MiB and a debug build is ten times slower), else the one built next
+/// to the test bundle (`swift build --build-tests` builds it).
 var onetunExecutable: String {
+    if let path = ProcessInfo.processInfo.environment["ONETUN_BINARY"], !path.isEmpty { return path }
     let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     let candidates = [
         bundleDir.appendingPathComponent("onetun").path,
