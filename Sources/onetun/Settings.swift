@@ -104,6 +104,11 @@ struct Settings {
                 throw UsageError("\(error)")
             }
         }
+        for spec in forwards {
+            if case .address(let destination) = spec.destination, destination.isV4 != source.isV4 {
+                throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(sourceText) must be the same IP version")
+            }
+        }
         var remoteNotations = c.remote
         if remoteNotations.isEmpty { remoteNotations = Self.numbered("ONETUN_REMOTE_PORT_FORWARD_", env) }
         for text in remoteNotations {
