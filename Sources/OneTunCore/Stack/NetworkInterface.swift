@@ -94,10 +94,12 @@ public final class NetworkInterface {
         case (.v4, .icmp):
             guard let message = try? ICMPv4Message(validating: upper) else { return malformed() }
             guard message.verifyChecksum() else { return badChecksum() }
+            if message.type == .destinationUnreachable { return unreachable(message.originalPacket, now) }
             return echo(ICMPRepr.parse(message), ip, message.payload, size: upper.count)
         case (.v6(let v6), .icmpv6):
             guard let message = try? ICMPv6Message(validating: upper) else { return malformed() }
             guard message.verifyChecksum(src: v6.source, dst: v6.destination) else { return badChecksum() }
+            if message.type == .destinationUnreachable { return unreachable(message.originalPacket, now) }
             return echo(ICMPRepr.parse(message), ip, message.payload, size: upper.count)
         case (_, .tcp):
             guard let segment = try? TCPSegment(validating: upper) else { return malformed() }
@@ -118,6 +120,17 @@ public final class NetworkInterface {
             stats.droppedUnsupported += 1
             return .dropped(.unsupportedProtocol)
         }
+    }
+
+    /// RFC 1122 §4.2.3.9 / RFC 5461: a destination-unreachable error quoting one of our TCP segments. A
+    /// connection still opening gives up at once (as Linux does), so its client hears about it promptly;
+    /// an established one treats it as soft and carries on.
+    func unreachable(_ original: ICMPOriginalPacket?, _ now: Instant) -> Delivery {
+        guard let original, original.ipProtocol == .tcp, isOurs(original.source),
+            let localPort = original.sourcePort, let remotePort = original.destinationPort
+        else { return .consumed }
+        tcp?.unreachable(local: original.source, localPort: localPort, remote: original.destination, remotePort: remotePort)
+        return .consumed
     }
 
     func malformed() -> Delivery {

@@ -172,6 +172,15 @@ public final class TCPStack {
         return true
     }
 
+    /// An ICMP destination-unreachable error quoted a segment of this four-tuple.
+    func unreachable(local: IPAddress, localPort: UInt16, remote: IPAddress, remotePort: UInt16) {
+        let tuple = FourTuple(local: local, localPort: localPort, remote: remote, remotePort: remotePort)
+        guard let id = byTuple[tuple] else { return }
+        slots[id]!.connection.destinationUnreachable()
+        markReady(id)
+        notify(id)
+    }
+
     /// The application touched connection `id` (wrote, read, closed): it may have output now.
     public func markReady(_ id: Int) {
         guard !queued[id] else { return }

@@ -14,6 +14,8 @@ public struct TCPConfig: Sendable {
     public var maximumRTO: UInt64
     /// Retransmissions of one segment before the connection is given up.
     public var maximumRetransmissions: Int
+    /// Retransmissions of a SYN before an opening connection is given up (Linux: 6, about 2 minutes).
+    public var maximumSynRetransmissions: Int
     public var congestionControl: CongestionAlgorithm
     /// The receive window a connection starts with; it grows towards `receiveBufferLimit` as the
     /// application reads faster (receive-buffer autotuning: twice what was read per round trip).
@@ -23,7 +25,7 @@ public struct TCPConfig: Sendable {
         mss: Int = 1380, receiveBufferLimit: Int = 4 << 20, sendBufferLimit: Int = 4 << 20,
         timeWait: UInt64 = 2 * Nanos.second, delayedAck: UInt64 = 40 * Nanos.millisecond,
         initialRTO: UInt64 = Nanos.second, minimumRTO: UInt64 = 200 * Nanos.millisecond,
-        maximumRTO: UInt64 = 60 * Nanos.second, maximumRetransmissions: Int = 12,
+        maximumRTO: UInt64 = 60 * Nanos.second, maximumRetransmissions: Int = 12, maximumSynRetransmissions: Int = 6,
         congestionControl: CongestionAlgorithm = .bbr, initialReceiveWindow: Int = 128 << 10
     ) {
         self.mss = mss
@@ -35,6 +37,7 @@ public struct TCPConfig: Sendable {
         self.minimumRTO = minimumRTO
         self.maximumRTO = maximumRTO
         self.maximumRetransmissions = maximumRetransmissions
+        self.maximumSynRetransmissions = maximumSynRetransmissions
         self.congestionControl = congestionControl
         self.initialReceiveWindow = initialReceiveWindow
     }
@@ -69,6 +72,8 @@ public enum TCPError: Error, Equatable, Sendable {
     case reset
     /// Retransmissions ran out.
     case timedOut
+    /// An ICMP destination-unreachable error answered our SYN.
+    case unreachable
 }
 
 /// One TCP connection, sans-I/O: segments in (`handleSegment`), segments out (`pollSegment`), the
@@ -268,6 +273,11 @@ public final class TCPConnection {
     }
 
     public var isClosed: Bool { state == .closed && !resetPending }
+
+    /// An ICMP destination-unreachable error quoted one of our segments: fatal while opening, soft after.
+    public func destinationUnreachable() {
+        if state == .synSent || state == .synReceived { enterClosed(error: .unreachable) }
+    }
 
     // MARK: Windows
 
@@ -902,7 +912,8 @@ public final class TCPConnection {
             rtoDeadline = nil
             retransmissions += 1
             stats.timeouts += 1
-            guard retransmissions <= config.maximumRetransmissions else {
+            let limit = state == .synSent || state == .synReceived ? config.maximumSynRetransmissions : config.maximumRetransmissions
+            guard retransmissions <= limit else {
                 enterClosed(error: .timedOut)
                 return
             }

@@ -205,3 +205,48 @@ final class StackApp {
         #expect(done && accepted == 10)
     }
 }
+
+@Suite struct ICMPUnreachableTests {
+    /// Wraps the first 28 bytes of `quoted` (IPv4 header + 8 bytes) in an ICMPv4 destination-unreachable
+    /// message from `from` to `to`, as a router or the destination's host would send it (RFC 792).
+    static func unreachable(quoting quoted: [UInt8], from: IPv4Address, to: IPv4Address, code: UInt8) -> [UInt8] {
+        var icmp: [UInt8] = [3, code, 0, 0, 0, 0, 0, 0] + quoted.prefix(28)
+        let c = icmp.withUnsafeBytes { Checksum.compute($0) }
+        icmp[2] = UInt8(c >> 8)
+        icmp[3] = UInt8(c & 0xFF)
+        var ip: [UInt8] = [0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0] + [UInt8](repeating: 0, count: 8)
+        let total = 20 + icmp.count
+        ip[2] = UInt8(total >> 8)
+        ip[3] = UInt8(total & 0xFF)
+        ip.withUnsafeMutableBytes { from.store(into: $0, at: 12); to.store(into: $0, at: 16) }
+        let h = ip.withUnsafeBytes { Checksum.compute($0) }
+        ip[10] = UInt8(h >> 8)
+        ip[11] = UInt8(h & 0xFF)
+        return ip + icmp
+    }
+
+    @Test func unreachableEndsAnOpeningConnectionAtOnce() throws {
+        let interface = NetworkInterface(addresses: [IPAddress("192.168.4.3")!])
+        let stack = TCPStack(random: SeededRandom(seed: 31))
+        interface.tcp = stack
+        let now = Instant(nanoseconds: 1_000 * Nanos.second)
+        let id = try #require(stack.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("10.99.0.1")!, port: 80, now: now))
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        let n = try #require(buffer.withUnsafeMutableBytes { interface.pollPacket(into: $0, now: now) })
+        let syn = Array(buffer[0..<n])
+        #expect(stack.connection(id).state == .synSent)
+        // An error quoting someone else's port changes nothing.
+        var other = syn
+        other[20] ^= 0xFF
+        let stray = Self.unreachable(quoting: other, from: IPv4Address("192.168.4.1")!, to: IPv4Address("192.168.4.3")!, code: 0)
+        _ = stray.withUnsafeBytes { interface.receive(packet: $0, now: now) }
+        #expect(stack.connection(id).state == .synSent)
+        // The real one (network unreachable, from the peer's router) ends the connection.
+        let error = Self.unreachable(quoting: syn, from: IPv4Address("192.168.4.1")!, to: IPv4Address("192.168.4.3")!, code: 0)
+        let delivery = error.withUnsafeBytes { interface.receive(packet: $0, now: now) }
+        #expect(delivery == .consumed)
+        #expect(stack.connection(id).state == .closed)
+        #expect(stack.connection(id).error == .unreachable)
+        #expect(stack.pollEvent() == id)
+    }
+}

@@ -91,7 +91,7 @@ import Testing
     }
 
     @Test func synRetriedThenTimesOut() {
-        let pair = TCPPair(seed: 5, client: TCPConfig(maximumRetransmissions: 3))
+        let pair = TCPPair(seed: 5, client: TCPConfig(maximumSynRetransmissions: 3))
         pair.filter = { _, _, _ in false }
         let start = pair.now
         let gaveUp = pair.run(seconds: 60, until: { pair.client.state == .closed })
