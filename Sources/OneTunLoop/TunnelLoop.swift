@@ -111,6 +111,7 @@ public final class TunnelLoop {
     var fd: Int32 = -1
     var armedDeadline: UInt64 = .max
     var wasEstablished = false
+    var initiationsReported = 0
     var stopped = false
     public private(set) var sendFailures = 0
     public private(set) var datagramsSent = 0
@@ -248,6 +249,15 @@ public final class TunnelLoop {
         if tunnel.isEstablished != wasEstablished {
             wasEstablished = tunnel.isEstablished
             logger.info(wasEstablished ? "handshake with the peer complete" : "session with the peer expired")
+            if wasEstablished { initiationsReported = tunnel.stats.handshakeInitiationsSent }
+        }
+        let initiations = tunnel.stats.handshakeInitiationsSent
+        if !wasEstablished, initiations != initiationsReported, initiations - initiationsReported >= 2 {
+            // Retries every 5 s: say so from the second, with the last reason a reply was refused.
+            initiationsReported = initiations
+            var why = "no reply from the endpoint (is it reachable, and is our public key among its peers?)"
+            if let drop = tunnel.lastDrop { why = "last datagram from the endpoint refused: \(drop) (check both public keys and the preshared key)" }
+            logger.warning("handshake with the peer not complete after \(initiations) initiations; \(why)")
         }
         rearm(now)
     }

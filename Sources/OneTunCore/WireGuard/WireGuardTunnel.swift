@@ -429,6 +429,17 @@ public final class WireGuardTunnel {
     public func decapsulate(
         _ buffer: UnsafeMutableRawBufferPointer, datagramLength: Int, from source: EndpointAddress, now: Instant
     ) -> Decapsulated {
+        let result = open(buffer, datagramLength: datagramLength, from: source, now: now)
+        if case .dropped(let reason) = result { lastDrop = reason }
+        return result
+    }
+
+    /// Why the most recent datagram was dropped, for diagnostics (a wrong key shows as a handshake failure).
+    public private(set) var lastDrop: DropReason?
+
+    func open(
+        _ buffer: UnsafeMutableRawBufferPointer, datagramLength: Int, from source: EndpointAddress, now: Instant
+    ) -> Decapsulated {
         let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<min(datagramLength, buffer.count)])
         let message: WireGuardMessage
         do {
