@@ -76,6 +76,23 @@ import Testing
         }
     }
 
+    /// One connection echoing 64 MiB whose client starts reading only after 3 s: the client's side fills
+    /// up, onetun's window to the destination closes, the echo server blocks in send and stops reading,
+    /// so its window closes too. When the client reads, the windows must reopen.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func echoWithClosedWindowsBothWays() throws {
+        try withSession { s in
+            try s.startServer(addresses: ["192.168.4.1"])
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18003:192.168.4.1:\(ServicePort.echo)"]))
+            let size = 64 << 20
+            let direct = try s.client(ServicePort.echo, "echo-late", [String(size), "3"], host: "192.168.4.1")
+            try #require(direct[bool: "equal"] == true, "without onetun: \(direct)")
+            let echo = try s.client(18003, "echo-late", [String(size), "3"])
+            #expect(echo[int: "received"] == size && echo[bool: "equal"] == true, "\(echo)")
+            print("onetun forward: 64 MiB echo read back after 3 s in \(seconds(echo)) (\(seconds(direct)) without onetun)")
+        }
+    }
+
     // MARK: - Connection life cycle
 
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))

@@ -7,7 +7,9 @@ import Glibc
 /// `serve` listens on the peer's tunnel addresses, one port per service: sink (reads to EOF, answers the
 /// SHA-256 of what it got, closes), source (reads "N\n", sends N bytes of a file, closes), echo, reset
 /// (closes with SO_LINGER 0, so RST) and halfclose (greeting, SHUT_WR, reads to EOF and logs the digest).
-/// `client` runs one check against onetun's forwarded port on 127.0.0.1 and prints one JSON line.
+/// `client` runs one check against onetun's forwarded port on 127.0.0.1 and prints one JSON line: upload,
+/// download, echo (many concurrent connections), echo-late (reads back only after a delay, so both
+/// directions' windows close and must reopen), halfclose-client, halfclose-server, closes, connects.
 /// Every socket has a timeout, so no check can hang.
 enum ForwardCheckScript {
     static let source = #"""
@@ -231,6 +233,44 @@ enum ForwardCheckScript {
                     "seconds": time.monotonic() - start}
 
 
+        def check_echo_late(host, port, size, delay, stall=10):
+            """One connection sending size bytes while reading them back only after delay seconds: both
+            directions' windows close on the way, and must open again. Fails after stall seconds without progress."""
+            size, delay = int(size), float(delay)
+            payload = random.Random(9).randbytes(size)
+            start = time.monotonic()
+            conn = connect(host, port, timeout=float(stall))
+            progress = [0, 0]
+
+            def send():
+                try:
+                    for k in range(0, size, 65536):
+                        conn.sendall(payload[k:k + 65536])
+                        progress[0] += len(payload[k:k + 65536])
+                    conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            time.sleep(delay)
+            h = hashlib.sha256()
+            error = None
+            try:
+                while True:
+                    d = conn.recv(CHUNK)
+                    if not d:
+                        break
+                    h.update(d)
+                    progress[1] += len(d)
+            except OSError as e:
+                error = str(e)
+            sender.join(5)
+            conn.close()
+            return {"sent": progress[0], "received": progress[1], "equal": h.hexdigest() == hashlib.sha256(payload).hexdigest(),
+                    "error": error, "seconds": time.monotonic() - start}
+
+
         def check_halfclose_client(host, port, n):
             """Client half-closes first: sends n bytes, SHUT_WR; the server replies after our EOF; then EOF."""
             payload = random.Random(7).randbytes(int(n))
@@ -309,7 +349,7 @@ enum ForwardCheckScript {
                 return {"connected": False, "error": str(e)}
 
 
-        CHECKS = {"upload": check_upload, "download": check_download, "echo": check_echo,
+        CHECKS = {"upload": check_upload, "download": check_download, "echo": check_echo, "echo-late": check_echo_late,
                   "halfclose-client": check_halfclose_client, "halfclose-server": check_halfclose_server,
                   "closes": check_closes, "connects": check_connects}
 
