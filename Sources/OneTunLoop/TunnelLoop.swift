@@ -89,8 +89,8 @@ public final class PayloadCore: DatagramCore {
 /// earliest deadline, one prepare handle that drains outputs once per loop iteration (STYLE §8).
 ///
 /// Datagrams arrive in batches (recvmmsg, through libuv's `UV_UDP_RECVMMSG`) into one buffer allocated
-/// once and are opened in place; outgoing datagrams are sealed in place into a ring of slots and leave in
-/// batches of up to `batch` with one sendmmsg(2) call.
+/// once and are opened in place; outgoing datagrams are sealed in place, end to end in one buffer, and
+/// leave in batches of up to `batch` with one sendmmsg(2) call, runs of equal size as one UDP GSO send.
 public final class TunnelLoop {
     public let core: DatagramCore
     public let tunnel: WireGuardTunnel
@@ -106,8 +106,15 @@ public final class TunnelLoop {
     let receiveBuffer: UnsafeMutableRawBufferPointer
     let sendSlots: UnsafeMutableRawBufferPointer
     let sendLengths = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
+    let sendOffsets = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: TunnelLoop.batch)
+    let gsoSizes = UnsafeMutablePointer<UInt16>.allocate(capacity: TunnelLoop.batch)
+    let datagramsIn = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
+    let controls = UnsafeMutablePointer<UInt8>.allocate(capacity: 32 * TunnelLoop.batch)
     let messages = UnsafeMutablePointer<onetun_mmsghdr>.allocate(capacity: TunnelLoop.batch)
+    /// UDP GSO (UDP_SEGMENT): runs of equal-sized datagrams leave as one buffer the kernel cuts up. Turned
+    /// off for good if the kernel refuses it.
+    public var segmentationOffload = true
     var fd: Int32 = -1
     var armedDeadline: UInt64 = .max
     var wasEstablished = false
@@ -136,7 +143,11 @@ public final class TunnelLoop {
         receiveBuffer.deallocate()
         sendSlots.deallocate()
         sendLengths.deallocate()
+        sendOffsets.deallocate()
         iovecs.deallocate()
+        gsoSizes.deallocate()
+        datagramsIn.deallocate()
+        controls.deallocate()
         messages.deallocate()
     }
 
@@ -236,10 +247,13 @@ public final class TunnelLoop {
         var budget = 16_384
         while budget > 0 {
             var count = 0
-            while count < Self.batch {
-                let slot = UnsafeMutableRawBufferPointer(rebasing: sendSlots[(count * Self.slot)..<((count + 1) * Self.slot)])
+            var offset = 0
+            while count < Self.batch && offset + Self.slot <= sendSlots.count {
+                let slot = UnsafeMutableRawBufferPointer(rebasing: sendSlots[offset..<(offset + Self.slot)])
                 guard let n = core.pollTransmit(into: slot, now: now) else { break }
                 sendLengths[count] = n
+                sendOffsets[count] = offset
+                offset += n
                 count += 1
             }
             if count > 0 { sendBatch(count) }
@@ -263,28 +277,65 @@ public final class TunnelLoop {
     }
 
     func sendBatch(_ count: Int) {
-        for i in 0..<count {
-            iovecs[i] = iovec(iov_base: sendSlots.baseAddress! + i * Self.slot, iov_len: sendLengths[i])
+        // Group into messages: a run of equal-sized datagrams (and one shorter last one) up to 64 KiB is
+        // one GSO message; anything else is a message of its own.
+        var messageCount = 0
+        var i = 0
+        while i < count {
+            let size = sendLengths[i]
+            var j = i + 1
+            var total = size
+            if segmentationOffload {
+                while j < count && sendLengths[j] == size && total + size <= 65_000 && j - i < 64 {
+                    total += size
+                    j += 1
+                }
+                if j < count && sendLengths[j] < size && total + sendLengths[j] <= 65_000 && j - i < 64 {
+                    total += sendLengths[j]
+                    j += 1
+                }
+            }
+            iovecs[messageCount] = iovec(iov_base: sendSlots.baseAddress! + sendOffsets[i], iov_len: total)
+            gsoSizes[messageCount] = j - i > 1 ? UInt16(size) : 0
+            datagramsIn[messageCount] = j - i
+            messageCount += 1
+            i = j
         }
         var sent = 0
         var attempts = 0
-        while sent < count && attempts < 4 {
+        while sent < messageCount && attempts < 4 {
             attempts += 1
-            let rc = onetun_sendmmsg(fd, iovecs + sent, messages + sent, UInt32(count - sent))
+            let rc = onetun_sendmmsg_gso(fd, iovecs + sent, gsoSizes + sent, messages + sent, controls + 32 * sent, UInt32(messageCount - sent))
             if rc > 0 {
                 sent += Int(rc)
             } else if rc < 0 && errno == EINTR {
                 continue
+            } else if rc < 0 && segmentationOffload && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP) && gsoSizes[sent] > 0 {
+                // No UDP GSO here: send this batch and everything after datagram by datagram.
+                logger.info("UDP segmentation offload refused (\(String(cString: strerror(errno)))); sending datagrams one by one")
+                segmentationOffload = false
+                var first = 0
+                for m in 0..<sent { first += datagramsIn[m] }
+                let rest = count - first
+                for k in 0..<rest {
+                    sendLengths[k] = sendLengths[first + k]
+                    sendOffsets[k] = sendOffsets[first + k]
+                }
+                datagramsSent += first
+                sendBatch(rest)
+                return
             } else {
                 break
             }
         }
-        datagramsSent += sent
-        if sent < count {
+        var delivered = 0
+        for m in 0..<sent { delivered += datagramsIn[m] }
+        datagramsSent += delivered
+        if delivered < count {
             // The socket buffer is full (or the endpoint unreachable): UDP may drop, and the tunnel's
             // traffic recovers from loss; count it.
-            sendFailures += count - sent
-            logger.debug("\(count - sent) datagrams to the endpoint not sent: \(String(cString: strerror(errno)))")
+            sendFailures += count - delivered
+            logger.debug("\(count - delivered) datagrams to the endpoint not sent: \(String(cString: strerror(errno)))")
         }
     }
 

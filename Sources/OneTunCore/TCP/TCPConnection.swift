@@ -768,15 +768,19 @@ public final class TCPConnection {
         while sndNxt < sndMax, let end = scoreboard.sackedRangeEnd(containing: sndNxt.rawValue) {
             sndNxt = min(SeqNumber(end), sndMax)
         }
+        if probeOne {
+            // Zero-window probe (RFC 9293 §3.8.6.1), the way Linux sends it: an empty segment numbered
+            // SND.UNA - 1, which any receiver answers with an ACK carrying its window. A probe holding a
+            // byte beyond the window would move SND.MAX past what the receiver accepts, and every later
+            // segment numbered from it would be dropped as out of window.
+            probeOne = false
+            return (header(seq: sndUna - 1, flags: .ack), 0)
+        }
         // New data (or a go-back-N resend after a timeout).
         let unsent = sendBase + sendBuffer.count - sndNxt
         if unsent > 0 {
-            var allowed = allowance
-            if probeOne {
-                // Zero-window probe: one byte beyond the window (RFC 9293 §3.8.6.1).
-                probeOne = false
-                allowed = max(allowed, 1)
-            } else if sndWnd == 0 && rtoDeadline == nil {
+            let allowed = allowance
+            if sndWnd == 0 && rtoDeadline == nil {
                 // The persist timer: the RTO timer doubles as it while the window is closed.
                 armRTO(now)
             }
@@ -840,12 +844,18 @@ public final class TCPConnection {
 
     func takeAck() -> (TCPRepr, Int)? {
         guard ackNow, state != .closed else { return nil }
-        // SND.MAX, not SND.NXT: after a timeout rewinds SND.NXT, an ACK numbered below the peer's RCV.NXT
-        // would be unacceptable to it (RFC 9293 §3.10.7.4) and its acknowledgment ignored.
-        return (header(seq: sndMax, flags: .ack), 0)
+        return (header(seq: pureAckSequence, flags: .ack), 0)
     }
 
     func armRTO(_ now: Instant) { rtoDeadline = now.adding(rto) }
+
+    /// The sequence number of an empty ACK: SND.MAX, not SND.NXT (after a timeout rewinds SND.NXT, an ACK
+    /// numbered below the peer's RCV.NXT could be unacceptable to it, RFC 9293 §3.10.7.4), but never past
+    /// the right edge of the peer's window: with a closed window only SEG.SEQ = RCV.NXT is acceptable.
+    var pureAckSequence: SeqNumber {
+        let edge = sndUna + sndWnd
+        return sndMax > edge ? max(edge, sndUna) : sndMax
+    }
 
     /// Sends again up to `length` octets from `seq` (with the FIN if they reach it and it was sent before).
     func retransmit(from seq: SeqNumber, length: Int, payload: UnsafeMutableRawBufferPointer, now: Instant) -> (TCPRepr, Int)? {
@@ -925,8 +935,7 @@ public final class TCPConnection {
                 return
             }
             if sndWnd == 0 {
-                // The window is closed: probe it with one byte (RFC 9293 §3.8.6.1), not a loss.
-                sndNxt = sndUna
+                // The window is closed: probe it (RFC 9293 §3.8.6.1), not a loss.
                 probeOne = true
             } else if flightSize > 0 {
                 cc.timedOut(flightSize: flightSize)
