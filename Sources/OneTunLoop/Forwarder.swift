@@ -290,13 +290,16 @@ public final class Forwarder {
         } else {
             uv_close(handle(client.handle), Self.closed)
         }
+        var tcp = ""
         if client.id >= 0 && client.id < clients.count && clients[client.id] === client {
+            let stats = core.connection(client.id).stats
+            tcp = "; TCP: \(stats.segmentsSent) segments sent, \(stats.retransmittedSegments) retransmitted, \(stats.fastRetransmits) fast recoveries, \(stats.timeouts) timeouts; \(core.connection(client.id).congestionSummary)"
             clients[client.id] = nil
             core.release(client.id)
         }
         connectionsClosed += 1
         let seconds = Double(TunnelLoop.now().since(client.opened)) / 1e9
-        logger.debug("connection \(client.id): \(reason) after \((seconds * 1000).rounded() / 1000) s, \(client.bytesUp) bytes up, \(client.bytesDown) bytes down")
+        logger.debug("connection \(client.id): \(reason) after \((seconds * 1000).rounded() / 1000) s, \(client.bytesUp) bytes up, \(client.bytesDown) bytes down\(tcp)")
     }
 
     static let closed: uv_close_cb = { handle in
@@ -314,7 +317,8 @@ public final class Forwarder {
             }
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
-        logger.info("closed \(connectionsClosed) of \(connectionsOpened) connections")
+        let wg = core.tunnel.stats
+        logger.info("shutting down after \(connectionsOpened) connections; \(driver.datagramsSent) datagrams sent (\(driver.sendFailures) not sent), \(driver.datagramsReceived) received; WireGuard dropped \(wg.dropped) in, \(core.packetsDropped) out")
         driver.stop()
     }
 

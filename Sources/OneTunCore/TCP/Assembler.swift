@@ -11,7 +11,8 @@
 /// `maxIslands` entries: no allocation, and every call is O(number of islands). When a new range would need
 /// a 33rd island, `add` refuses it and changes nothing; the caller drops the segment (not acknowledged, not
 /// SACKed), and the sender retransmits it later (RFC 9293 §3.10.7.4 permits discarding any segment that is
-/// not the next in order). A range that touches or overlaps an existing island always fits, since it merges.
+/// not the next in order). A range that touches or overlaps an existing island always fits, since it merges,
+/// and so does the next in-order segment (offset 0): refusing it would stall the connection for good.
 ///
 /// Each island remembers when it last received data, so SACK blocks come out in the order RFC 2018 §4 asks for.
 struct Assembler: CustomStringConvertible {
@@ -28,6 +29,8 @@ struct Assembler: CustomStringConvertible {
     private var islands = InlineArray<32, Island>(repeating: Island(start: 0, end: 0, stamp: 0))
     private(set) var islandCount = 0
     private var clock: UInt64 = 0
+    /// In-order bytes accepted while every island was taken; `removeFront` hands them over.
+    private var detachedFront: UInt32 = 0
 
     init() {}
 
@@ -60,7 +63,12 @@ struct Assembler: CustomStringConvertible {
 
         if i == j {
             // No overlap or contact: a new island at index `i`.
-            guard islandCount < Self.maxIslands else { return false }
+            if islandCount == Self.maxIslands {
+                // Full. The next in-order bytes still go through, without an island of their own.
+                guard s == 0 else { return false }
+                detachedFront = e
+                return true
+            }
             clock += 1
             var k = islandCount
             while k > i {
@@ -91,6 +99,15 @@ struct Assembler: CustomStringConvertible {
     /// `RCV.NXT` may advance, RFC 9293 §3.10.7.4 "RCV.NXT is set to ... the next sequence number expected");
     /// the other islands shift down by that much. Returns 0 when the next in-order byte is still missing.
     mutating func removeFront() -> Int {
+        if detachedFront > 0 {
+            let advanced = detachedFront
+            detachedFront = 0
+            for k in 0..<islandCount {
+                islands[k].start -= advanced
+                islands[k].end -= advanced
+            }
+            return Int(advanced)
+        }
         guard islandCount > 0, islands[0].start == 0 else { return 0 }
         let advanced = islands[0].end
         var k = 1
@@ -106,7 +123,10 @@ struct Assembler: CustomStringConvertible {
     }
 
     /// Forgets everything (e.g. the connection was reset).
-    mutating func removeAll() { islandCount = 0 }
+    mutating func removeAll() {
+        islandCount = 0
+        detachedFront = 0
+    }
 
     /// Up to `maxBlocks` SACK blocks (RFC 2018 §3) for the islands, with `base` = `RCV.NXT`.
     ///

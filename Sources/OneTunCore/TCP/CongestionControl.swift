@@ -34,6 +34,22 @@ struct CongestionControl {
     /// While probing RTT the window drops to four segments for `probeRTTDuration`, so queues drain and
     /// the minimum RTT is measured afresh.
     private(set) var probingRTT = false
+    /// ACK aggregation (Linux BBR's `extra_acked`): how much more arrived in a burst of ACKs than the
+    /// bandwidth estimate explains. Batching (recvmmsg, GSO, a peer's delayed ACKs) makes data arrive in
+    /// bursts; without this allowance a window of 2·BDP starves a fast path whose RTT is tiny.
+    private var ackEpochStart = Instant.zero
+    private var ackEpochBytes = 0
+    private var extraAcked = InlineArray<2, Int>(repeating: 0)
+    private var extraAckedSlot = 0
+    private var roundsInSlot = 0
+    /// BBR v2's `inflight_hi`: after a round losing more than `lossThreshold` of its data, the window may
+    /// not exceed 0.7 times what it was; each round without loss raises the bound again, by 1, 2, 4, …
+    /// segments. Random loss below the threshold leaves it alone; a shallow buffer overflowing does not.
+    private(set) var inflightHigh = Int.max
+    private var probeUpSegments = 1
+    static let lossThreshold = 0.02
+    /// The allowance never exceeds one batch of the driver's datagrams.
+    static let maximumAggregation = 64
     private var probeRTTDone: Instant?
     private var priorCwnd = 0
 
@@ -85,15 +101,32 @@ struct CongestionControl {
             } else {
                 cwnd += bytes
             }
+            cwnd = max(min(cwnd, inflightHigh), minimumWindow)
         }
         cwnd = min(max(cwnd, mss), 1 << 30)
     }
 
-    /// BBR's target: `cwndGain`·BDP after startup, `startupGain`·BDP during it.
+    /// BBR's target: `cwndGain`·BDP after startup, `startupGain`·BDP during it, plus the ACK aggregation
+    /// allowance (at most 100 ms of the bandwidth).
     private var targetWindow: Int? {
         guard let bdp else { return nil }
         let gain = filledPipe ? Self.cwndGain : Self.startupGain
-        return max(Int(Double(bdp) * gain), minimumWindow)
+        let aggregation = min(max(extraAcked[0], extraAcked[1]), bottleneckBandwidth / 10, Self.maximumAggregation * mss)
+        return max(Int(Double(bdp) * gain) + aggregation, minimumWindow)
+    }
+
+    /// Measures ACK aggregation for `bytes` newly delivered now (Linux BBR's bbr_update_ack_aggregation).
+    mutating func measureAggregation(_ bytes: Int, now: Instant) {
+        guard algorithm == .bbr, bottleneckBandwidth > 0, filledPipe else { return }
+        let expected = Int(Double(bottleneckBandwidth) * Double(now.since(ackEpochStart)) / 1e9)
+        if ackEpochStart == .zero || ackEpochBytes <= expected || ackEpochBytes + bytes >= 1 << 22 {
+            // The ACK rate fell back to the bandwidth estimate (or the epoch is stale): start a new epoch.
+            ackEpochStart = now
+            ackEpochBytes = 0
+        }
+        ackEpochBytes += bytes
+        let extra = min(max(ackEpochBytes - (ackEpochStart == now ? 0 : expected), 0), cwnd)
+        if extra > extraAcked[extraAckedSlot] { extraAcked[extraAckedSlot] = extra }
     }
 
     mutating func rttSample(_ rtt: UInt64, now: Instant) {
@@ -103,10 +136,30 @@ struct CongestionControl {
         }
     }
 
-    /// One round trip of data ended: `rate` bytes per second were delivered over it. A round the
-    /// application left idle (`appLimited`) only counts if it raises the estimate.
-    mutating func roundEnded(rate: Int, appLimited: Bool, inFlight: Int, now: Instant) {
+    /// One round trip of data ended: `rate` bytes per second were delivered over it, `delivered` bytes in
+    /// all, and `lost` bytes had to be sent again. A round the application left idle (`appLimited`) only
+    /// counts if it raises the estimate.
+    mutating func roundEnded(rate: Int, appLimited: Bool, inFlight: Int, delivered: Int, lost: Int, now: Instant) {
         guard algorithm == .bbr else { return }
+        if lost > 0 && Double(lost) > Self.lossThreshold * Double(delivered + lost) {
+            // Never below 16 segments: a smaller window cannot gather the duplicate ACKs that fast
+            // recovery needs, and every further loss would cost a timeout.
+            inflightHigh = max(16 * mss, Int(Double(max(cwnd, inFlight)) * 0.7))
+            cwnd = min(cwnd, inflightHigh)
+            probeUpSegments = 1
+            // Startup ends on heavy loss as well as on a filled pipe.
+            filledPipe = true
+        } else if lost == 0 && inflightHigh != Int.max && !appLimited {
+            inflightHigh += probeUpSegments * mss
+            probeUpSegments = min(probeUpSegments * 2, 1 << 12)
+        }
+        // Two slots of five rounds each: the aggregation estimate is the max over the last 5–10 rounds.
+        roundsInSlot += 1
+        if roundsInSlot >= 5 {
+            roundsInSlot = 0
+            extraAckedSlot ^= 1
+            extraAcked[extraAckedSlot] = 0
+        }
         if !appLimited || rate > bottleneckBandwidth {
             rateSamples[rateIndex] = rate
         } else {
@@ -183,7 +236,7 @@ struct CongestionControl {
             cwnd = min(ssthresh, max(flightSize, mss) + mss)
         case .bbr:
             if priorCwnd > 0 && !probingRTT {
-                cwnd = max(cwnd, priorCwnd)
+                cwnd = max(cwnd, min(priorCwnd, inflightHigh))
                 priorCwnd = 0
             }
         }

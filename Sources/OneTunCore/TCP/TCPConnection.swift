@@ -155,12 +155,14 @@ public final class TCPConnection {
     /// lost and resent in order from SND.UNA (SND.NXT rewinds), skipping SACKed ranges.
     var recoveryAfterTimeout = false
 
-    // Delivery-rate rounds for the model: a round ends when data sent after its start is delivered.
+    // Delivery-rate rounds for the model: a round ends when data sent after its start is delivered
+    // (an edge past `roundEnd`, SND.MAX when the round began), so it lasts at least one round trip.
     var delivered = 0
     var roundStart = Instant.zero
     var roundDelivered = 0
     var roundEnd: SeqNumber
     var roundAppLimited = false
+    var roundRetransmitted = 0
 
     // Receive-window autotuning.
     var receiveSpace: Int
@@ -541,16 +543,19 @@ public final class TCPConnection {
             let deliveredEdge = scoreboard.highestSackedEnd.map { max(SeqNumber($0), sndUna) } ?? sndUna
             if roundStart == .zero {
                 startRound(now)
-            } else if deliveredEdge >= roundEnd {
+            } else if deliveredEdge > roundEnd {
                 // A round lasts at least the minimum RTT; a shorter one means a burst of old SACKed data
                 // was counted again (after the scoreboard forgot it), not a faster path.
                 let interval = max(now.since(roundStart), cc.minRTT)
                 if interval > 0 {
                     let rate = Int(Double(delivered - roundDelivered) * 1e9 / Double(interval))
-                    cc.roundEnded(rate: rate, appLimited: roundAppLimited, inFlight: flightSize, now: now)
+                    cc.roundEnded(
+                        rate: rate, appLimited: roundAppLimited, inFlight: flightSize,
+                        delivered: delivered - roundDelivered, lost: roundRetransmitted, now: now)
                 }
                 startRound(now)
             }
+            cc.measureAggregation(newlyDelivered, now: now)
             cc.delivered(newlyDelivered, inRecovery: inRecovery)
         }
         if cc.probingRTT { cc.updateProbeRTT(inFlight: flightSize, now: now) }
@@ -582,6 +587,7 @@ public final class TCPConnection {
     func startRound(_ now: Instant) {
         roundStart = now
         roundDelivered = delivered
+        roundRetransmitted = 0
         roundEnd = sndMax
         roundAppLimited = false
     }
@@ -793,6 +799,7 @@ public final class TCPConnection {
                     stats.bytesSent += n
                     if resend {
                         stats.retransmittedSegments += 1
+                        roundRetransmitted += n
                         if seq == sndUna {
                             unaRetransmittedAt = now
                             sackedSinceUnaRetransmit = 0
@@ -866,6 +873,7 @@ public final class TCPConnection {
         if let timed = timedSeq, timed >= seq, timed - seq <= n { timedSeq = nil }
         stats.bytesSent += n
         stats.retransmittedSegments += 1
+        roundRetransmitted += n
         if rtoDeadline == nil { armRTO(now) }
         return (header(seq: seq, flags: fin ? [.ack, .fin] : .ack), n)
     }
@@ -957,6 +965,14 @@ public final class TCPConnection {
     }
 
     var probeOne = false
+}
+
+extension TCPConnection {
+    /// The congestion controller's state, for logs: window, model and bounds.
+    public var congestionSummary: String {
+        let bound = cc.inflightHigh == Int.max ? "none" : "\(cc.inflightHigh)"
+        return "cwnd \(cwnd) B, bandwidth \(cc.bottleneckBandwidth * 8 / 1_000_000) Mbit/s, min RTT \(cc.minRTT / 1000) µs, srtt \(srtt / 1000) µs, inflight bound \(bound)"
+    }
 }
 
 extension TCPConnection: CustomDebugStringConvertible {

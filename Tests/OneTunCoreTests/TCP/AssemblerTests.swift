@@ -68,11 +68,22 @@ func tcpBufRuns(_ received: [Bool]) -> [Range<Int>] {
         #expect(a.islandCount == Assembler.maxIslands)
         let before = tcpBufIslands(a)
         let sackBefore = a.sackBlocks(relativeTo: SeqNumber(1000))
-        #expect(a.add(offset: 0, length: 5) == false)  // a new hole-filler that touches nothing
         #expect(a.add(offset: 10_000, length: 5) == false)  // beyond everything
         #expect(a.add(offset: 22, length: 5) == false)  // strictly inside a hole
         #expect(tcpBufIslands(a) == before)
         #expect(a.sackBlocks(relativeTo: SeqNumber(1000)) == sackBefore)
+        // The next in-order bytes always go through, even with every island taken; the islands shift.
+        #expect(a.add(offset: 0, length: 5) == true)
+        #expect(a.removeFront() == 5)
+        #expect(a.islandCount == Assembler.maxIslands)
+        #expect(a.island(0) == 5..<15)
+        #expect(a.add(offset: 0, length: 5) == true)  // touches island 0 now: merges
+        #expect(a.removeFront() == 15)
+        #expect(a.islandCount == Assembler.maxIslands - 1)
+        // A fresh full table for the merge checks below.
+        var b = Assembler()
+        for k in 0..<Assembler.maxIslands { _ = b.add(offset: 10 + 20 * k, length: 10) }
+        a = b
         // Ranges that merge still fit.
         #expect(a.add(offset: 15, length: 15) == true)  // overlaps one, touches the next
         #expect(a.islandCount == Assembler.maxIslands - 1)
