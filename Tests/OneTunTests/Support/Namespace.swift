@@ -178,6 +178,22 @@ final class ChildProcess {
     /// What the process wrote so far (stdout and stderr together).
     var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
+    /// The exit status once the process has exited by itself; nil while it runs or when a signal killed it.
+    var exitCode: Int32? {
+        guard reap(blocking: false), let status = waitStatus, status >= 0, status & 0x7F == 0 else { return nil }
+        return (status >> 8) & 0xFF
+    }
+
+    /// Waits at most `seconds` for the process to exit; true when it has.
+    func waitForExit(seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if !isRunning { return true }
+            usleep(10_000)
+        }
+        return !isRunning
+    }
+
     /// Returns true when the process ignored SIGTERM for `grace` seconds and had to be SIGKILLed.
     @discardableResult
     func terminate(grace: Double = 5) -> Bool {
