@@ -47,6 +47,22 @@ public final class TunnelCore {
 
     /// Outgoing inner packets that the tunnel could not send (no session, or over the MTU).
     public private(set) var packetsDropped = 0
+    /// UDP datagrams dropped: too large for the MTU on the way out, or a full queue either way.
+    public private(set) var datagramsDropped = 0
+
+    /// Sees every inner IP packet, in (decrypted, before the interface) and out (before sealing): the
+    /// hook for packet capture. It must not keep the bytes.
+    public var packetTap: ((_ packet: UnsafeRawBufferPointer, _ outbound: Bool) -> Void)?
+
+    /// Virtual source ports for UDP forwards (onetun's pool: 1000–60999, 60 s idle, 100 per client IP).
+    public let udpPorts: UDPPortPool
+
+    /// Inbound UDP datagrams (payloads) waiting for `pollDatagram`, and outbound IP packets waiting for
+    /// `pollTransmit`; both bounded, both allocated once at first use.
+    var udpIn: PacketQueue
+    var udpInMeta: [(source: UDPEndpoint, destination: UDPEndpoint)]
+    var udpOut: PacketQueue
+    static let udpQueueSlots = 512
 
     public init(config: TunnelCoreConfig, random: RandomSource) {
         self.config = config
@@ -54,6 +70,17 @@ public final class TunnelCore {
         interface = NetworkInterface(addresses: config.addresses, mtu: config.wireGuard.mtu)
         tcp = TCPStack(config: config.tcp, random: random)
         interface.tcp = tcp
+        interface.hasUDP = true
+        udpPorts = UDPPortPool(random: random)
+        udpIn = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots)
+        let nobody = UDPEndpoint(address: config.addresses[0], port: 0)
+        udpInMeta = Array(repeating: (nobody, nobody), count: Self.udpQueueSlots)
+        udpOut = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots)
+    }
+
+    deinit {
+        udpIn.deallocate()
+        udpOut.deallocate()
     }
 
     public static func minimumTransmitBuffer(mtu: Int) -> Int {
@@ -69,7 +96,9 @@ public final class TunnelCore {
     public func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, now: Instant) {
         switch tunnel.decapsulate(buffer, datagramLength: length, from: EndpointAddress(), now: now) {
         case .packet(let range):
-            _ = interface.receive(packet: UnsafeRawBufferPointer(rebasing: buffer[range]), now: now)
+            let packet = UnsafeRawBufferPointer(rebasing: buffer[range])
+            packetTap?(packet, false)
+            if case .transport(.udp) = interface.receive(packet: packet, now: now) { queueInbound(packet) }
         case .consumed, .dropped:
             break
         }
@@ -78,6 +107,65 @@ public final class TunnelCore {
     public func handleTimeout(now: Instant) {
         tunnel.handleTimeout(now: now)
         interface.handleTimeout(now: now)
+        udpPorts.expire(now: now)
+    }
+
+    // MARK: UDP
+
+    /// A UDP datagram from the tunnel: who sent it, to which of our ports, and its payload's length (the
+    /// payload is in the caller's buffer).
+    public struct Datagram: Sendable {
+        public var source: UDPEndpoint
+        public var destination: UDPEndpoint
+        public var length: Int
+    }
+
+    /// The interface checked the packet and its UDP checksum; keep the payload for `pollDatagram`.
+    func queueInbound(_ packet: UnsafeRawBufferPointer) {
+        guard let ip = try? IPPacket(validating: packet), let udp = try? UDPDatagram(validating: ip.upperLayerPayload) else { return }
+        guard let slot = udpIn.reserve(), udp.payload.count <= slot.count else {
+            datagramsDropped += 1
+            return
+        }
+        slot.copyMemory(from: udp.payload)
+        let index = (udpInMetaHead + udpIn.count) % Self.udpQueueSlots
+        udpInMeta[index] = (UDPEndpoint(address: ip.source, port: udp.sourcePort), UDPEndpoint(address: ip.destination, port: udp.destinationPort))
+        udpIn.commit(udp.payload.count)
+    }
+
+    var udpInMetaHead = 0
+
+    /// The next UDP datagram that arrived through the tunnel for one of our addresses, its payload copied
+    /// to the start of `buffer` (at least the MTU); nil when none is waiting.
+    public func pollDatagram(into buffer: UnsafeMutableRawBufferPointer) -> Datagram? {
+        guard let payload = udpIn.front() else { return nil }
+        let meta = udpInMeta[udpInMetaHead]
+        let n = min(payload.count, buffer.count)
+        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: payload[0..<n]))
+        udpIn.removeFront()
+        udpInMetaHead = (udpInMetaHead + 1) % Self.udpQueueSlots
+        return Datagram(source: meta.source, destination: meta.destination, length: n)
+    }
+
+    /// Sends `payload` through the tunnel from `sourcePort` of our address of `destination`'s family.
+    /// False, counted in `datagramsDropped`, when the packet would exceed the MTU (UDP is not fragmented
+    /// here), the send queue is full, or we have no address of that family.
+    @discardableResult
+    public func sendDatagram(from sourcePort: UInt16, to destination: UDPEndpoint, payload: UnsafeRawBufferPointer) -> Bool {
+        guard let source = config.addresses.first(where: { $0.isV4 == destination.address.isV4 }) else {
+            datagramsDropped += 1
+            return false
+        }
+        let builder = PacketBuilder(
+            source: source, destination: destination.address,
+            transport: .udp(UDPRepr(sourcePort: sourcePort, destinationPort: destination.port)))
+        guard builder.headerLength + payload.count <= config.wireGuard.mtu, let slot = udpOut.reserve() else {
+            datagramsDropped += 1
+            return false
+        }
+        let n = builder.emit(into: slot, at: 0, copying: payload)
+        udpOut.commit(n)
+        return true
     }
 
     // MARK: Commands
@@ -110,8 +198,9 @@ public final class TunnelCore {
         let inner = UnsafeMutableRawBufferPointer(
             rebasing: buffer[WireGuardTunnel.headroom..<(buffer.count - WireGuardTunnel.tailroom)])
         var budget = 1024
-        while budget > 0, let n = interface.pollPacket(into: inner, now: now) {
+        while budget > 0, let n = nextInnerPacket(into: inner, now: now) {
             budget -= 1
+            packetTap?(UnsafeRawBufferPointer(rebasing: inner[0..<n]), true)
             switch tunnel.encapsulate(buffer, packetLength: n, now: now) {
             case .send(let length):
                 return length
@@ -125,11 +214,20 @@ public final class TunnelCore {
         return tunnel.pollTransmit(into: buffer, now: now)
     }
 
-    public func nextDeadline() -> Instant? {
-        switch (tunnel.nextDeadline(), interface.nextDeadline()) {
-        case (let a?, let b?): min(a, b)
-        case (let a, nil): a
-        case (nil, let b): b
+    /// UDP first (small and latency-sensitive), then the interface (replies and TCP).
+    func nextInnerPacket(into inner: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
+        if let packet = udpOut.front() {
+            inner.copyMemory(from: packet)
+            udpOut.removeFront()
+            return packet.count
         }
+        return interface.pollPacket(into: inner, now: now)
+    }
+
+    public func nextDeadline() -> Instant? {
+        var earliest = tunnel.nextDeadline()
+        if let d = interface.nextDeadline(), earliest.map({ d < $0 }) ?? true { earliest = d }
+        if let d = udpPorts.nextDeadline(), earliest.map({ d < $0 }) ?? true { earliest = d }
+        return earliest
     }
 }

@@ -20,6 +20,19 @@ public struct TCPForward {
     }
 }
 
+/// One local UDP port forwarded to a destination inside the tunnel.
+public struct UDPForward {
+    public var listen: sockaddr_storage
+    public var destination: UDPEndpoint
+    public var description: String
+
+    public init(listen: sockaddr_storage, destination: UDPEndpoint, description: String) {
+        self.listen = listen
+        self.destination = destination
+        self.description = description
+    }
+}
+
 /// TCP port forwarding on the libuv loop: a listener per forward; each accepted client gets a virtual
 /// connection through the tunnel, and bytes move between the two with backpressure both ways.
 ///
@@ -36,6 +49,13 @@ public final class Forwarder {
     var listeners: [Listener] = []
     var clients: [Client?] = []
     var shuttingDown = false
+    var udpListeners: [UDPListener] = []
+    /// Which UDP listener answers for replies from a destination.
+    var udpListenerByDestination: [UDPEndpoint: Int] = [:]
+    let udpBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
+    public private(set) var datagramsForwarded = 0
+    public private(set) var datagramsReturned = 0
+    public private(set) var datagramsDropped = 0
     public private(set) var connectionsOpened = 0
     public private(set) var connectionsClosed = 0
     /// Copied per client only when its socket is full (see above).
@@ -47,6 +67,17 @@ public final class Forwarder {
         unowned let forwarder: Forwarder
 
         init(forward: TCPForward, forwarder: Forwarder) {
+            self.forward = forward
+            self.forwarder = forwarder
+        }
+    }
+
+    final class UDPListener {
+        let handle = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
+        let forward: UDPForward
+        unowned let forwarder: Forwarder
+
+        init(forward: UDPForward, forwarder: Forwarder) {
             self.forward = forward
             self.forwarder = forwarder
         }
@@ -113,6 +144,83 @@ public final class Forwarder {
             }
             listeners.append(listener)
             logger.info("forwarding TCP \(forward.description)")
+        }
+    }
+
+    /// Binds every UDP forward's local address; throws naming the address when one cannot be used.
+    public func listenUDP(_ forwards: [UDPForward]) throws(LoopError) {
+        for forward in forwards {
+            let listener = UDPListener(forward: forward, forwarder: self)
+            var address = forward.listen
+            var rc = uv_udp_init_ex(driver.loop, listener.handle, UInt32(address.ss_family))
+            listener.handle.pointee.data = Unmanaged.passUnretained(listener).toOpaque()
+            if rc == 0 {
+                rc = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(listener.handle, $0, 0) }
+                }
+            }
+            if rc == 0 {
+                rc = uv_udp_recv_start(
+                    listener.handle,
+                    { handle, _, buf in
+                        let listener = Unmanaged<UDPListener>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                        let b = listener.forwarder.udpBuffer
+                        buf!.pointee = uv_buf_init(b.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(b.count))
+                    },
+                    { handle, nread, _, addr, _ in
+                        guard nread >= 0, let addr else { return }
+                        let listener = Unmanaged<UDPListener>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                        listener.forwarder.clientDatagram(listener, length: nread, from: addr)
+                    })
+            }
+            guard rc == 0 else {
+                throw LoopError("cannot listen on UDP \(forward.description.split(separator: " ").first ?? ""): \(String(cString: uv_strerror(rc)))")
+            }
+            if udpListenerByDestination[forward.destination] == nil {
+                udpListenerByDestination[forward.destination] = udpListeners.count
+            }
+            udpListeners.append(listener)
+            logger.info("forwarding UDP \(forward.description)")
+        }
+    }
+
+    /// A datagram from a local client: it leaves through the tunnel from the client's virtual port.
+    func clientDatagram(_ listener: UDPListener, length: Int, from addr: UnsafePointer<sockaddr>) {
+        guard !shuttingDown, let client = SocketAddressConversion.endpoint(addr) else { return }
+        let now = TunnelLoop.now()
+        let port = core.udpPorts.port(for: client, now: now)
+        let payload = UnsafeRawBufferPointer(rebasing: udpBuffer[0..<length])
+        if core.sendDatagram(from: port, to: listener.forward.destination, payload: payload) {
+            datagramsForwarded += 1
+        } else {
+            datagramsDropped += 1
+            logger.debug("UDP datagram of \(length) bytes from \(client) dropped: larger than the tunnel MTU allows, or the queue is full")
+        }
+    }
+
+    /// Datagrams from the tunnel go back to the local client that owns their virtual port.
+    func returnDatagrams() {
+        let now = TunnelLoop.now()
+        var budget = 4096
+        while budget > 0, let d = core.pollDatagram(into: udpBuffer) {
+            budget -= 1
+            guard let index = udpListenerByDestination[d.source],
+                let client = core.udpPorts.client(for: d.destination.port, now: now)
+            else {
+                datagramsDropped += 1
+                logger.trace("UDP datagram from \(d.source) to port \(d.destination.port) has no client; dropped")
+                continue
+            }
+            var address = SocketAddressConversion.storage(client)
+            var buf = uv_buf_init(udpBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(d.length))
+            let rc = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(udpListeners[index].handle, &buf, 1, $0) }
+            }
+            if rc < 0 {
+                datagramsDropped += 1
+            } else {
+                datagramsReturned += 1
+            }
         }
     }
 
@@ -197,6 +305,7 @@ public final class Forwarder {
 
     /// Acts on every connection whose state changed: moves bytes, propagates half-close, closes.
     func processEvents() {
+        returnDatagrams()
         var budget = 100_000
         while budget > 0, let id = core.pollEvent() {
             budget -= 1
@@ -313,6 +422,12 @@ public final class Forwarder {
         shuttingDown = true
         for listener in listeners {
             uv_close(handle(listener.handle)) { handle in
+                handle!.deallocate()
+            }
+        }
+        for listener in udpListeners {
+            uv_udp_recv_stop(listener.handle)
+            uv_close(UnsafeMutableRawPointer(listener.handle).assumingMemoryBound(to: uv_handle_t.self)) { handle in
                 handle!.deallocate()
             }
         }

@@ -41,28 +41,33 @@ struct Runner {
         guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty else {
             throw UsageError("no port forward given: pass [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] or set ONETUN_PORT_FORWARD_1 (or use --ping to check a tunnel)")
         }
-        if let udp = settings.forwards.first(where: { $0.proto == .udp }) {
-            throw RunError("\(udp.notation): UDP forwarding is not implemented yet")
-        }
         if let remote = settings.remoteForwards.first {
             throw RunError("\(remote.notation): remote port forwarding is not implemented yet")
         }
         if settings.pcap != nil { throw RunError("--pcap is not implemented yet") }
         var forwards: [TCPForward] = []
+        var udpForwards: [UDPForward] = []
         for spec in settings.forwards {
             let listen = try SocketAddress.resolve(host: "\(spec.source)".trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: spec.sourcePort, what: spec.notation)
             let destination = try SocketAddress.address(spec.destination, port: spec.destinationPort, what: spec.notation)
             guard destination.isV4 == settings.sourcePeerIP.isV4 else {
                 throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(settings.sourcePeerIP) must be the same IP version")
             }
-            forwards.append(TCPForward(
-                listen: listen, destination: destination, destinationPort: spec.destinationPort,
-                description: "\(spec.source):\(spec.sourcePort) -> \(destination.isV4 ? "\(destination)" : "[\(destination)]"):\(spec.destinationPort)"))
+            let description = "\(spec.source):\(spec.sourcePort) -> \(destination.isV4 ? "\(destination)" : "[\(destination)]"):\(spec.destinationPort)"
+            switch spec.proto {
+            case .tcp:
+                forwards.append(TCPForward(
+                    listen: listen, destination: destination, destinationPort: spec.destinationPort, description: description))
+            case .udp:
+                udpForwards.append(UDPForward(
+                    listen: listen, destination: UDPEndpoint(address: destination, port: spec.destinationPort), description: description))
+            }
         }
         let core = TunnelCore(config: TunnelCoreConfig(wireGuard: config, addresses: [settings.sourcePeerIP]), random: SystemRandom())
         let loop = TunnelLoop(core: core, tunnel: core.tunnel, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
         try forwarder.listen(forwards)
+        try forwarder.listenUDP(udpForwards)
         try loop.start(endpoint: settings.endpoint, bind: settings.bind)
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP)")
         loop.run()
