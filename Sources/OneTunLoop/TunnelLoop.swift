@@ -126,6 +126,8 @@ public final class TunnelLoop {
     /// Runs in every flush before the core is drained: the forwarder moves bytes between its clients and
     /// the core's connections here.
     public var beforeTransmit: (() -> Void)?
+    /// Runs at the end of every flush (the pcap writer writes its buffer here).
+    public var afterFlush: (() -> Void)?
     /// SIGINT or SIGTERM; the default stops the loop.
     public var onSignal: (() -> Void)?
     public var onStop: (() -> Void)?
@@ -274,6 +276,7 @@ public final class TunnelLoop {
             logger.warning("handshake with the peer not complete after \(initiations) initiations; \(why)")
         }
         rearm(now)
+        afterFlush?()
     }
 
     func sendBatch(_ count: Int) {

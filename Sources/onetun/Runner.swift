@@ -44,7 +44,6 @@ struct Runner {
         if let remote = settings.remoteForwards.first {
             throw RunError("\(remote.notation): remote port forwarding is not implemented yet")
         }
-        if settings.pcap != nil { throw RunError("--pcap is not implemented yet") }
         var forwards: [TCPForward] = []
         var udpForwards: [UDPForward] = []
         for spec in settings.forwards {
@@ -66,6 +65,20 @@ struct Runner {
         let core = TunnelCore(config: TunnelCoreConfig(wireGuard: config, addresses: [settings.sourcePeerIP]), random: SystemRandom())
         let loop = TunnelLoop(core: core, tunnel: core.tunnel, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
+        var pcap: PcapWriter?
+        if let path = settings.pcap {
+            let writer = try PcapWriter(path: path)
+            core.packetTap = { packet, _ in writer.record(packet) }
+            loop.afterFlush = { writer.flush() }
+            pcap = writer
+            logger.info("capturing inner packets to \(path)")
+        }
+        defer {
+            if let pcap {
+                pcap.flush()
+                logger.info("\(pcap.packets) packets captured to \(settings.pcap ?? "")")
+            }
+        }
         try forwarder.listen(forwards)
         try forwarder.listenUDP(udpForwards)
         try loop.start(endpoint: settings.endpoint, bind: settings.bind)
