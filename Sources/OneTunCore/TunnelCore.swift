@@ -179,6 +179,12 @@ public final class TunnelCore {
 
     public func connection(_ id: Int) -> TCPConnection { tcp.connection(id) }
 
+    /// Accepts TCP connections from the tunnel to `port` of our addresses (remote port forwarding).
+    public func listen(port: UInt16) { tcp.listen(port: port) }
+
+    /// The next connection a listener accepted; its `localPort` says which listener.
+    public func accept() -> Int? { tcp.accept() }
+
     /// The application changed connection `id` (wrote, read, closed): it may have something to send.
     @inline(__always) public func touched(_ id: Int) { tcp.markReady(id) }
 

@@ -33,6 +33,21 @@ public struct UDPForward {
     }
 }
 
+/// A remote forward: a port of our address inside the tunnel, forwarded to a local address.
+public struct RemoteForward {
+    public var port: UInt16
+    public var destination: sockaddr_storage
+    public var isUDP: Bool
+    public var description: String
+
+    public init(port: UInt16, destination: sockaddr_storage, isUDP: Bool, description: String) {
+        self.port = port
+        self.destination = destination
+        self.isUDP = isUDP
+        self.description = description
+    }
+}
+
 /// TCP port forwarding on the libuv loop: a listener per forward; each accepted client gets a virtual
 /// connection through the tunnel, and bytes move between the two with backpressure both ways.
 ///
@@ -56,6 +71,29 @@ public final class Forwarder {
     public private(set) var datagramsForwarded = 0
     public private(set) var datagramsReturned = 0
     public private(set) var datagramsDropped = 0
+    var remoteTCP: [UInt16: RemoteForward] = [:]
+    var remoteUDP: [UInt16: RemoteForward] = [:]
+    var remoteFlows: [RemoteFlowKey: RemoteFlow] = [:]
+    /// Remote UDP flows (one local socket each) kept at most; past it the least recently used closes.
+    static let maximumRemoteFlows = 1024
+
+    struct RemoteFlowKey: Hashable {
+        var port: UInt16
+        var remote: UDPEndpoint
+    }
+
+    final class RemoteFlow {
+        let handle = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
+        let key: RemoteFlowKey
+        unowned let forwarder: Forwarder
+        var lastUsed: Instant
+
+        init(key: RemoteFlowKey, forwarder: Forwarder, now: Instant) {
+            self.key = key
+            self.forwarder = forwarder
+            lastUsed = now
+        }
+    }
     public private(set) var connectionsOpened = 0
     public private(set) var connectionsClosed = 0
     /// Copied per client only when its socket is full (see above).
@@ -90,6 +128,9 @@ public final class Forwarder {
         unowned let forwarder: Forwarder
         var id = -1
         let forward: Int
+        /// False while a remote forward's local connection is still being made.
+        var connected = true
+        let connectRequest = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         var reading = false
         /// The client sent EOF (its half-close reached the connection as a FIN).
         var clientEOF = false
@@ -111,6 +152,7 @@ public final class Forwarder {
             handle.deallocate()
             writeRequest.deallocate()
             shutdownRequest.deallocate()
+            connectRequest.deallocate()
             pending?.deallocate()
         }
     }
@@ -204,6 +246,10 @@ public final class Forwarder {
         var budget = 4096
         while budget > 0, let d = core.pollDatagram(into: udpBuffer) {
             budget -= 1
+            if let forward = remoteUDP[d.destination.port] {
+                remoteDatagram(forward, from: d.source, length: d.length)
+                continue
+            }
             guard let index = udpListenerByDestination[d.source],
                 let client = core.udpPorts.client(for: d.destination.port, now: now)
             else {
@@ -221,6 +267,131 @@ public final class Forwarder {
             } else {
                 datagramsReturned += 1
             }
+        }
+    }
+
+    // MARK: Remote forwards
+
+    /// Listens on each remote forward's port of our address inside the tunnel.
+    public func listenRemote(_ forwards: [RemoteForward]) {
+        for forward in forwards {
+            if forward.isUDP {
+                remoteUDP[forward.port] = forward
+            } else {
+                remoteTCP[forward.port] = forward
+                core.listen(port: forward.port)
+            }
+            logger.info("forwarding remote \(forward.isUDP ? "UDP" : "TCP") \(forward.description)")
+        }
+    }
+
+    /// Connections the tunnel's listeners accepted: each gets a local connection to its forward's destination.
+    func acceptRemote() {
+        let now = TunnelLoop.now()
+        var budget = 1024
+        while budget > 0, let id = core.accept() {
+            budget -= 1
+            let connection = core.connection(id)
+            guard !shuttingDown, var destination = remoteTCP[connection.localPort]?.destination else {
+                core.release(id)
+                continue
+            }
+            let client = Client(forwarder: self, forward: -1, now: now)
+            client.id = id
+            client.connected = false
+            uv_tcp_init(driver.loop, client.handle)
+            client.handle.pointee.data = Unmanaged.passRetained(client).toOpaque()
+            while clients.count <= id { clients.append(nil) }
+            clients[id] = client
+            connectionsOpened += 1
+            client.connectRequest.pointee.data = client.handle.pointee.data
+            let rc = withUnsafePointer(to: &destination) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    uv_tcp_connect(client.connectRequest, client.handle, $0) { request, status in
+                        let client = Unmanaged<Client>.fromOpaque(request!.pointee.data).takeUnretainedValue()
+                        guard !client.closing else { return }
+                        if status < 0 {
+                            client.forwarder.teardown(client, reset: false, reason: "local connection failed: \(String(cString: uv_strerror(status)))")
+                            return
+                        }
+                        client.connected = true
+                        uv_tcp_nodelay(client.handle, 1)
+                        client.forwarder.startReading(client)
+                        client.forwarder.core.notify(client.id)
+                    }
+                }
+            }
+            if rc < 0 {
+                teardown(client, reset: false, reason: "local connection failed: \(String(cString: uv_strerror(rc)))")
+                continue
+            }
+            logger.debug("connection \(id): accepted from the tunnel on port \(connection.localPort)")
+        }
+    }
+
+    /// A datagram from the tunnel to a remote UDP forward's port: it goes out of the flow's own local
+    /// socket, connected to the destination, whose replies return through the tunnel.
+    func remoteDatagram(_ forward: RemoteForward, from remote: UDPEndpoint, length: Int) {
+        let now = TunnelLoop.now()
+        let key = RemoteFlowKey(port: forward.port, remote: remote)
+        var flow = remoteFlows[key]
+        if flow == nil {
+            if remoteFlows.count >= Self.maximumRemoteFlows, let oldest = remoteFlows.values.min(by: { $0.lastUsed < $1.lastUsed }) {
+                closeFlow(oldest)
+            }
+            let made = RemoteFlow(key: key, forwarder: self, now: now)
+            var destination = forward.destination
+            var rc = uv_udp_init_ex(driver.loop, made.handle, UInt32(destination.ss_family))
+            made.handle.pointee.data = Unmanaged.passRetained(made).toOpaque()
+            if rc == 0 {
+                rc = withUnsafePointer(to: &destination) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_connect(made.handle, $0) }
+                }
+            }
+            if rc == 0 {
+                rc = uv_udp_recv_start(
+                    made.handle,
+                    { handle, _, buf in
+                        let flow = Unmanaged<RemoteFlow>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                        let b = flow.forwarder.udpBuffer
+                        buf!.pointee = uv_buf_init(b.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(b.count))
+                    },
+                    { handle, nread, _, _, _ in
+                        guard nread > 0 else { return }
+                        let flow = Unmanaged<RemoteFlow>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                        flow.lastUsed = TunnelLoop.now()
+                        let f = flow.forwarder
+                        if f.core.sendDatagram(from: flow.key.port, to: flow.key.remote, payload: UnsafeRawBufferPointer(rebasing: f.udpBuffer[0..<nread])) {
+                            f.datagramsReturned += 1
+                        } else {
+                            f.datagramsDropped += 1
+                        }
+                    })
+            }
+            remoteFlows[key] = made
+            guard rc == 0 else {
+                logger.debug("remote UDP flow from \(remote): \(String(cString: uv_strerror(rc)))")
+                closeFlow(made)
+                datagramsDropped += 1
+                return
+            }
+            flow = made
+        }
+        flow!.lastUsed = now
+        var buf = uv_buf_init(udpBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(length))
+        if uv_udp_try_send(flow!.handle, &buf, 1, nil) < 0 {
+            datagramsDropped += 1
+        } else {
+            datagramsForwarded += 1
+        }
+    }
+
+    func closeFlow(_ flow: RemoteFlow) {
+        remoteFlows[flow.key] = nil
+        uv_udp_recv_stop(flow.handle)
+        uv_close(UnsafeMutableRawPointer(flow.handle).assumingMemoryBound(to: uv_handle_t.self)) { handle in
+            let flow = Unmanaged<RemoteFlow>.fromOpaque(handle!.pointee.data).takeRetainedValue()
+            flow.handle.deallocate()
         }
     }
 
@@ -306,6 +477,7 @@ public final class Forwarder {
     /// Acts on every connection whose state changed: moves bytes, propagates half-close, closes.
     func processEvents() {
         returnDatagrams()
+        acceptRemote()
         var budget = 100_000
         while budget > 0, let id = core.pollEvent() {
             budget -= 1
@@ -316,6 +488,11 @@ public final class Forwarder {
 
     func service(_ client: Client) {
         let connection = core.connection(client.id)
+        guard client.connected else {
+            // A remote forward's local connection is still being made: only a reset matters now.
+            if connection.state == .closed { teardown(client, reset: false, reason: "closed before the local connection was made") }
+            return
+        }
         if !client.writePending { deliver(client, connection) }
         if client.closing { return }
         if !client.reading && !client.clientEOF && connection.writableBytes > 0 { startReading(client) }
@@ -432,6 +609,7 @@ public final class Forwarder {
             }
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
+        for flow in Array(remoteFlows.values) { closeFlow(flow) }
         let wg = core.tunnel.stats
         logger.info("shutting down after \(connectionsOpened) connections; \(driver.datagramsSent) datagrams sent (\(driver.sendFailures) not sent), \(driver.datagramsReceived) received; WireGuard dropped \(wg.dropped) in, \(core.packetsDropped) out")
         driver.stop()

@@ -41,9 +41,6 @@ struct Runner {
         guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty else {
             throw UsageError("no port forward given: pass [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] or set ONETUN_PORT_FORWARD_1 (or use --ping to check a tunnel)")
         }
-        if let remote = settings.remoteForwards.first {
-            throw RunError("\(remote.notation): remote port forwarding is not implemented yet")
-        }
         var forwards: [TCPForward] = []
         var udpForwards: [UDPForward] = []
         for spec in settings.forwards {
@@ -61,6 +58,18 @@ struct Runner {
                 udpForwards.append(UDPForward(
                     listen: listen, destination: UDPEndpoint(address: destination, port: spec.destinationPort), description: description))
             }
+        }
+        var remotes: [RemoteForward] = []
+        for spec in settings.remoteForwards {
+            let host: String
+            switch spec.destination {
+            case .address(let a): host = "\(a)"
+            case .name(let n): host = n
+            }
+            let address = try SocketAddress.resolve(host: host, port: spec.destinationPort, what: spec.notation)
+            remotes.append(RemoteForward(
+                port: spec.sourcePort, destination: address, isUDP: spec.proto == .udp,
+                description: "\(spec.source):\(spec.sourcePort) -> \(spec.destination):\(spec.destinationPort)"))
         }
         let core = TunnelCore(config: TunnelCoreConfig(wireGuard: config, addresses: [settings.sourcePeerIP]), random: SystemRandom())
         let loop = TunnelLoop(core: core, tunnel: core.tunnel, logger: logger)
@@ -81,6 +90,7 @@ struct Runner {
         }
         try forwarder.listen(forwards)
         try forwarder.listenUDP(udpForwards)
+        forwarder.listenRemote(remotes)
         try loop.start(endpoint: settings.endpoint, bind: settings.bind)
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP)")
         loop.run()
