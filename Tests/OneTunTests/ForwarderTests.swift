@@ -233,15 +233,4 @@ import Testing
         #expect(outcome.status == 1, "\(outcome.status): \(outcome.stderr)")
         #expect(outcome.stderr.contains("cannot listen on 127.0.0.1:18001: address already in use"), "\(outcome.stderr)")
     }
-
-    // Not implemented yet: these two go once UDP forwarding and remote forwarding exist.
-    @Test(arguments: [
-        (["127.0.0.1:18001:192.168.4.1:53:UDP"], "UDP forwarding is not implemented yet"),
-        (["--remote", "18001:127.0.0.1:80"], "remote port forwarding is not implemented yet"),
-    ])
-    func notImplementedYet(args: [String], message: String) throws {
-        let outcome = try onetunWithoutPeer(args)
-        #expect(outcome.status == 1, "\(outcome.status): \(outcome.stderr)")
-        #expect(outcome.stderr.contains(message), "\(outcome.stderr)")
-    }
 }
