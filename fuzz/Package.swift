@@ -10,6 +10,7 @@ let fuzzers = [
     "FuzzAddressParser",
     "FuzzInterface",
     "FuzzPortForwardSpec",
+    "FuzzUDPPath",
 ]
 
 let package = Package(
