@@ -30,6 +30,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Drives the core with poll(2) and plain sockets: proof that it needs no libuv.
+        .executableTarget(name: "PollForwarder", dependencies: ["OneTunCore"], path: "Examples/PollForwarder"),
         .testTarget(name: "OneTunCoreTests", dependencies: ["OneTunCore"]),
         .testTarget(name: "OneTunTests", dependencies: ["OneTunCore", "OneTunLoop"]),
     ]
