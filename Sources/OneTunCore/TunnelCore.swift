@@ -41,9 +41,9 @@ public struct TunnelCoreConfig: Sendable {
 /// until the next call on that connection or the core.
 public final class TunnelCore {
     public let config: TunnelCoreConfig
-    public let tunnel: WireGuardTunnel
-    public let interface: NetworkInterface
-    public let tcp: TCPStack
+    @_spi(OneTunInternals) public let tunnel: WireGuardTunnel
+    @_spi(OneTunInternals) public let interface: NetworkInterface
+    @_spi(OneTunInternals) public let tcp: TCPStack
 
     /// Outgoing inner packets that the tunnel could not send (no session, or over the MTU).
     public private(set) var packetsDropped = 0
@@ -89,6 +89,44 @@ public final class TunnelCore {
 
     /// Starts the WireGuard handshake (it also starts by itself when the first packet is sent).
     public func start(now: Instant) { tunnel.initiateHandshake(now: now) }
+
+    /// Wall-clock nanoseconds since 1970 minus the driver's `now`, for the TAI64N timestamps of
+    /// handshakes; set it before `start`.
+    public var wallClockOffset: Int64 {
+        get { tunnel.wallClockOffset }
+        set { tunnel.wallClockOffset = newValue }
+    }
+
+    /// True while a WireGuard session with the peer is up.
+    public var isEstablished: Bool { tunnel.isEstablished }
+
+    /// Why the most recent datagram from the endpoint was refused, for diagnostics; nil if none was.
+    public var lastDropDescription: String? { tunnel.lastDrop.map { "\($0)" } }
+
+    /// Counters for logs and monitoring.
+    public struct Stats: Sendable, Equatable {
+        public var wireGuard: WireGuardStats
+        /// Inner packets received that were malformed, had a bad checksum, were fragments, were not for
+        /// us, or used an unsupported protocol.
+        public var packetsRefused: Int
+        /// Outgoing inner packets the tunnel could not send.
+        public var packetsDropped: Int
+        /// UDP datagrams dropped (over the MTU, or a full queue).
+        public var datagramsDropped: Int
+        /// RSTs sent for segments of unknown connections.
+        public var resetsSent: Int
+        public var tcpConnections: Int
+        public var udpMappings: Int
+    }
+
+    public var stats: Stats {
+        let i = interface.stats
+        return Stats(
+            wireGuard: tunnel.stats,
+            packetsRefused: i.droppedMalformed + i.droppedBadChecksum + i.droppedFragments + i.droppedNotForUs + i.droppedUnsupported,
+            packetsDropped: packetsDropped, datagramsDropped: datagramsDropped, resetsSent: i.resetsSent,
+            tcpConnections: tcp.count, udpMappings: udpPorts.count)
+    }
 
     // MARK: Inputs
 

@@ -610,7 +610,7 @@ public final class Forwarder {
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
         for flow in Array(remoteFlows.values) { closeFlow(flow) }
-        let wg = core.tunnel.stats
+        let wg = core.stats.wireGuard
         logger.info("shutting down after \(connectionsOpened) connections; \(driver.datagramsSent) datagrams sent (\(driver.sendFailures) not sent), \(driver.datagramsReceived) received; WireGuard dropped \(wg.dropped) in, \(core.packetsDropped) out")
         driver.stop()
     }

@@ -1,7 +1,7 @@
 import CUV
 import Glibc
 import Logging
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// What rides inside the tunnel: it consumes inner IP packets and produces them, sans-I/O, with its own
 /// deadline. The loop asks it for packets after every batch of inputs.
@@ -31,12 +31,24 @@ public protocol DatagramCore: AnyObject {
     func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int?
     func nextDeadline() -> Instant?
     func handleTimeout(now: Instant)
+    /// Starts the handshake; `wallClockOffset` is wall-clock ns minus `now`.
+    func start(now: Instant, wallClockOffset: Int64)
+    var isEstablished: Bool { get }
+    var handshakeInitiationsSent: Int { get }
+    var lastDropDescription: String? { get }
 }
 
-extension TunnelCore: DatagramCore {}
+extension TunnelCore: DatagramCore {
+    public func start(now: Instant, wallClockOffset: Int64) {
+        self.wallClockOffset = wallClockOffset
+        start(now: now)
+    }
+
+    public var handshakeInitiationsSent: Int { stats.wireGuard.handshakeInitiationsSent }
+}
 
 /// A WireGuard tunnel with a `TunnelPayload` inside, as a `DatagramCore`.
-public final class PayloadCore: DatagramCore {
+@_spi(OneTunInternals) public final class PayloadCore: DatagramCore {
     public let tunnel: WireGuardTunnel
     public let payload: TunnelPayload
     let logger: Logger
@@ -83,6 +95,15 @@ public final class PayloadCore: DatagramCore {
         tunnel.handleTimeout(now: now)
         payload.handleTimeout(now: now)
     }
+
+    public func start(now: Instant, wallClockOffset: Int64) {
+        tunnel.wallClockOffset = wallClockOffset
+        tunnel.initiateHandshake(now: now)
+    }
+
+    public var isEstablished: Bool { tunnel.isEstablished }
+    public var handshakeInitiationsSent: Int { tunnel.stats.handshakeInitiationsSent }
+    public var lastDropDescription: String? { tunnel.lastDrop.map { "\($0)" } }
 }
 
 /// The single-threaded libuv driver: one UDP socket to the WireGuard endpoint, one timer armed to the
@@ -93,7 +114,6 @@ public final class PayloadCore: DatagramCore {
 /// leave in batches of up to `batch` with one sendmmsg(2) call, runs of equal size as one UDP GSO send.
 public final class TunnelLoop {
     public let core: DatagramCore
-    public let tunnel: WireGuardTunnel
     let logger: Logger
     public let loop: UnsafeMutablePointer<uv_loop_t>
     let udp = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
@@ -132,9 +152,8 @@ public final class TunnelLoop {
     public var onSignal: (() -> Void)?
     public var onStop: (() -> Void)?
 
-    public init(core: DatagramCore, tunnel: WireGuardTunnel, logger: Logger) {
+    public init(core: DatagramCore, logger: Logger) {
         self.core = core
-        self.tunnel = tunnel
         self.logger = logger
         loop = uv_default_loop()
         receiveBuffer = .allocate(byteCount: Self.batch * Self.slot, alignment: 16)
@@ -208,8 +227,7 @@ public final class TunnelLoop {
                 if let onSignal = me.onSignal { onSignal() } else { me.stop() }
             }, signal)
         }
-        tunnel.wallClockOffset = Self.wallClockOffset()
-        tunnel.initiateHandshake(now: Self.now())
+        core.start(now: Self.now(), wallClockOffset: Self.wallClockOffset())
     }
 
     static func wallClockOffset() -> Int64 {
@@ -262,17 +280,17 @@ public final class TunnelLoop {
             budget -= count
             if count < Self.batch { break }
         }
-        if tunnel.isEstablished != wasEstablished {
-            wasEstablished = tunnel.isEstablished
+        if core.isEstablished != wasEstablished {
+            wasEstablished = core.isEstablished
             logger.info(wasEstablished ? "handshake with the peer complete" : "session with the peer expired")
-            if wasEstablished { initiationsReported = tunnel.stats.handshakeInitiationsSent }
+            if wasEstablished { initiationsReported = core.handshakeInitiationsSent }
         }
-        let initiations = tunnel.stats.handshakeInitiationsSent
+        let initiations = core.handshakeInitiationsSent
         if !wasEstablished, initiations != initiationsReported, initiations - initiationsReported >= 2 {
             // Retries every 5 s: say so from the second, with the last reason a reply was refused.
             initiationsReported = initiations
             var why = "no reply from the endpoint (is it reachable, and is our public key among its peers?)"
-            if let drop = tunnel.lastDrop { why = "last datagram from the endpoint refused: \(drop) (check both public keys and the preshared key)" }
+            if let drop = core.lastDropDescription { why = "last datagram from the endpoint refused: \(drop) (check both public keys and the preshared key)" }
             logger.warning("handshake with the peer not complete after \(initiations) initiations; \(why)")
         }
         rearm(now)

@@ -1,4 +1,4 @@
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// ICMP echo requests for `--ping` (RFC 792, RFC 4443 §4), built with the core's wire layer.
 enum EchoPacket {

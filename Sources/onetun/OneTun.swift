@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
-import OneTunCore
-import OneTunLoop
+@_spi(OneTunInternals) import OneTunCore
+@_spi(OneTunInternals) import OneTunLoop
 
 /// The command line, compatible with onetun's: every option also comes from its ONETUN_* variable, and
 /// the command line wins.

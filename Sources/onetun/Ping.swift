@@ -1,7 +1,7 @@
 import Foundation
 import Logging
-import OneTunCore
-import OneTunLoop
+@_spi(OneTunInternals) import OneTunCore
+@_spi(OneTunInternals) import OneTunLoop
 
 /// `--ping`: ICMP echo through the tunnel, to check that a peer is reachable end to end. The network
 /// interface underneath also answers the peer's own echo requests to our address while it runs.

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
-import OneTunCore
-import OneTunLoop
+@_spi(OneTunInternals) import OneTunCore
+@_spi(OneTunInternals) import OneTunLoop
 
 /// Wires the settings to the core and the libuv loop and runs until done or signalled.
 struct Runner {
@@ -26,7 +26,7 @@ struct Runner {
         let payload = PingPayload(
             source: settings.sourcePeerIP, target: target, count: settings.pingCount,
             identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)
-        let loop = TunnelLoop(core: PayloadCore(tunnel: tunnel, payload: payload, logger: logger), tunnel: tunnel, logger: logger)
+        let loop = TunnelLoop(core: PayloadCore(tunnel: tunnel, payload: payload, logger: logger), logger: logger)
         payload.onDone = { loop.stop() }
         try loop.start(endpoint: settings.endpoint, bind: settings.bind)
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP); pinging \(target)")
@@ -72,7 +72,7 @@ struct Runner {
                 description: "\(spec.source):\(spec.sourcePort) -> \(spec.destination):\(spec.destinationPort)"))
         }
         let core = TunnelCore(config: TunnelCoreConfig(wireGuard: config, addresses: [settings.sourcePeerIP]), random: SystemRandom())
-        let loop = TunnelLoop(core: core, tunnel: core.tunnel, logger: logger)
+        let loop = TunnelLoop(core: core, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
         var pcap: PcapWriter?
         if let path = settings.pcap {

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import Logging
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// Validated settings: command line first, then ONETUN_* environment variables, then defaults.
 struct Settings {

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 @Test func instantSaturates() {
     #expect(Instant(nanoseconds: .max - 1).adding(5).nanoseconds == .max)

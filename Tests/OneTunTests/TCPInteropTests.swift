@@ -1,8 +1,8 @@
 import Foundation
 import Glibc
 import Testing
-@testable import OneTunCore
-import OneTunLoop
+@_spi(OneTunInternals) @testable import OneTunCore
+@_spi(OneTunInternals) import OneTunLoop
 
 /// One TCP connection of the core's stack, riding the tunnel: it builds and parses the IP packets around
 /// its segments and runs a simple application (write a stream, read what comes back).

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// The sans-I/O `WireGuardTunnel`, driven by `BlockingDriver` over a real UDP socket, against wireguard-go
 /// in a namespace made by the test. The peer's kernel answers our ICMP echo through its WireGuard

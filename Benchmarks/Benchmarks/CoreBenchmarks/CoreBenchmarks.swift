@@ -1,6 +1,6 @@
 import Benchmark
 import Glibc
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// Two tunnels with an established session, driven through the public API with a fake clock.
 final class Pair {

@@ -57,7 +57,7 @@ public struct Key32: Equatable, Hashable, Sendable, BitwiseCopyable {
 }
 
 /// Standard base64 (RFC 4648 §4) with padding, as WireGuard keys are written.
-public enum Base64 {
+@_spi(OneTunInternals) public enum Base64 {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     public static func encode(_ data: UnsafeRawBufferPointer) -> String {

@@ -39,7 +39,7 @@ public final class SystemRandom: RandomSource, @unchecked Sendable {
 /// A deterministic generator (xoshiro256**, seeded through splitmix64) for tests and simulations only:
 /// the same seed gives the same bytes on every run and platform, so a failing simulation replays from its
 /// printed seed. Never for keys that protect real traffic.
-public final class SeededRandom: RandomSource {
+@_spi(OneTunInternals) public final class SeededRandom: RandomSource {
     private var s: (UInt64, UInt64, UInt64, UInt64)
 
     public init(seed: UInt64) {

@@ -10,7 +10,7 @@ func requireSodium() { precondition(sodiumInitialised, "libsodium failed to init
 
 /// The primitives of the WireGuard paper §5.4: HASH, MAC, HMAC, KDF_n, DH and AEAD/XAEAD.
 /// All of them work on caller-owned memory and allocate nothing.
-public enum WGCrypto {
+@_spi(OneTunInternals) public enum WGCrypto {
     /// HASH(a || b): BLAKE2s-256.
     public static func hash(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) -> Key32 {
         var state = Blake2s()

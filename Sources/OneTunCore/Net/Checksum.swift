@@ -9,7 +9,7 @@
 /// Pieces may have any length, odd ones included: the accumulator remembers whether the next byte is a high
 /// or a low byte, and a piece that starts on a low byte contributes its own sum byte-swapped (RFC 1071 §2(B):
 /// the sum is byte-order independent, and swapping is multiplying by 2^8 modulo 2^16 − 1).
-public struct Checksum: Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct Checksum: Sendable, BitwiseCopyable {
     /// The network-order partial sum, folded to 16 bits after every addition.
     @usableFromInline var sum: UInt32
     /// True when an odd number of bytes has been added, so the next byte is the low byte of a word.

@@ -1,6 +1,6 @@
 /// An ICMP echo header as a value, for either family: the types differ (8/0 for ICMPv4, 128/129 for
 /// ICMPv6) and ICMPv6 adds a pseudo-header to the checksum; the rest is the same (RFC 792, RFC 4443 §4).
-public enum ICMPRepr: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public enum ICMPRepr: Hashable, Sendable, BitwiseCopyable {
     case echoRequest(identifier: UInt16, sequence: UInt16)
     case echoReply(identifier: UInt16, sequence: UInt16)
 

@@ -1,5 +1,5 @@
 /// An ICMPv4 message type (RFC 792).
-public struct ICMPv4Type: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
+@_spi(OneTunInternals) public struct ICMPv4Type: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
     public var rawValue: UInt8
 
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
@@ -28,7 +28,7 @@ public struct ICMPv4Type: RawRepresentable, Hashable, Sendable, BitwiseCopyable,
 }
 
 /// ICMPv4 Destination Unreachable codes (RFC 792, RFC 1191, RFC 1812 §5.2.7.1).
-public struct ICMPv4UnreachableCode: RawRepresentable, Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct ICMPv4UnreachableCode: RawRepresentable, Hashable, Sendable, BitwiseCopyable {
     public var rawValue: UInt8
 
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
@@ -43,7 +43,7 @@ public struct ICMPv4UnreachableCode: RawRepresentable, Hashable, Sendable, Bitwi
 }
 
 /// An ICMPv6 message type (RFC 4443 §2.1, RFC 4861 §4).
-public struct ICMPv6Type: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
+@_spi(OneTunInternals) public struct ICMPv6Type: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
     public var rawValue: UInt8
 
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
@@ -80,7 +80,7 @@ public struct ICMPv6Type: RawRepresentable, Hashable, Sendable, BitwiseCopyable,
 }
 
 /// ICMPv6 Destination Unreachable codes (RFC 4443 §3.1).
-public struct ICMPv6UnreachableCode: RawRepresentable, Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct ICMPv6UnreachableCode: RawRepresentable, Hashable, Sendable, BitwiseCopyable {
     public var rawValue: UInt8
 
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }

@@ -4,7 +4,7 @@
 ///     |     Type      |     Code      |          Checksum             |
 ///     |     Identifier / unused       |  Sequence Number / MTU        |
 ///     |     Data (echo) or the invoking packet's header + 8 bytes     |
-public struct ICMPv4Message {
+@_spi(OneTunInternals) public struct ICMPv4Message {
     public static let headerLength = 8
 
     public let bytes: UnsafeRawBufferPointer
@@ -46,7 +46,7 @@ public struct ICMPv4Message {
 }
 
 /// What an ICMP error says about the packet that caused it: enough to find the flow it belongs to.
-public struct ICMPOriginalPacket: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct ICMPOriginalPacket: Hashable, Sendable, BitwiseCopyable {
     /// Our address, when the invoking packet was one we sent.
     public var source: IPAddress
     public var destination: IPAddress

@@ -4,7 +4,7 @@
 ///     |     Type      |     Code      |          Checksum             |
 ///     |     Identifier / MTU / pointer / unused                       |
 ///     |     Data (echo) or as much of the invoking packet as fits     |
-public struct ICMPv6Message {
+@_spi(OneTunInternals) public struct ICMPv6Message {
     public static let headerLength = 8
 
     public let bytes: UnsafeRawBufferPointer

@@ -1,6 +1,6 @@
 /// A validated IPv4 or IPv6 packet, chosen by the version nibble: what comes out of the tunnel.
 /// Like the views it wraps, valid only inside the scope that owns the memory.
-public enum IPPacket {
+@_spi(OneTunInternals) public enum IPPacket {
     case v4(IPv4Packet)
     case v6(IPv6Packet)
 

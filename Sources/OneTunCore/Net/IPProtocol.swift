@@ -1,7 +1,7 @@
 /// An IP protocol number / IPv6 Next Header value (IANA "Assigned Internet Protocol Numbers").
 ///
 /// A struct, not an enum, so every received value is representable (swift-system's `Errno` style).
-public struct IPProtocol: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
+@_spi(OneTunInternals) public struct IPProtocol: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
     public var rawValue: UInt8
 
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }

@@ -10,7 +10,7 @@
 ///     |                    Options                    |    Padding    |
 ///
 /// `init(validating:)` checks every length once; the accessors are then plain big-endian loads.
-public struct IPv4Packet {
+@_spi(OneTunInternals) public struct IPv4Packet {
     /// Byte offsets of the fixed header's fields.
     enum Field {
         static let versionIHL = 0
@@ -82,7 +82,7 @@ public struct IPv4Packet {
 }
 
 /// The fields of an IPv4 header that matter to an end host. Options are dropped on parse and never emitted.
-public struct IPv4Repr: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct IPv4Repr: Hashable, Sendable, BitwiseCopyable {
     public var source: IPv4Address
     public var destination: IPv4Address
     public var ipProtocol: IPProtocol

@@ -8,7 +8,7 @@
 ///
 /// Validation walks the extension headers an end host must understand (RFC 8200 §4) to find the
 /// upper-layer protocol and where its header starts.
-public struct IPv6Packet {
+@_spi(OneTunInternals) public struct IPv6Packet {
     enum Field {
         static let versionClassFlow = 0
         static let payloadLength = 4
@@ -106,7 +106,7 @@ public struct IPv6Packet {
 
 /// The fields of an IPv6 header that matter to an end host. Extension headers are dropped on parse and never
 /// emitted: `nextHeader` is the upper-layer protocol and `payloadLength` the upper-layer length.
-public struct IPv6Repr: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct IPv6Repr: Hashable, Sendable, BitwiseCopyable {
     public var source: IPv6Address
     public var destination: IPv6Address
     public var nextHeader: IPProtocol

@@ -1,5 +1,5 @@
 /// The transport header of a packet to build.
-public enum TransportRepr: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public enum TransportRepr: Hashable, Sendable, BitwiseCopyable {
     case tcp(TCPRepr)
     case udp(UDPRepr)
     /// ICMPv4 or ICMPv6, by the packet's address family.
@@ -40,7 +40,7 @@ public enum TransportRepr: Hashable, Sendable, BitwiseCopyable {
 /// Either the payload is already in place at `offset + headerLength` (the TCP send path copies socket data
 /// straight there) and `emit(into:at:payloadLength:)` writes the headers around it, or
 /// `emit(into:at:copying:)` copies it there first. Checksums, pseudo-header included, are computed.
-public struct PacketBuilder: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct PacketBuilder: Hashable, Sendable, BitwiseCopyable {
     public var source: IPAddress
     public var destination: IPAddress
     public var transport: TransportRepr

@@ -1,5 +1,5 @@
 /// A TCP option kind (IANA "TCP Option Kind Numbers").
-public struct TCPOptionKind: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
+@_spi(OneTunInternals) public struct TCPOptionKind: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
     public var rawValue: UInt8
 
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
@@ -35,7 +35,7 @@ public struct TCPOptionKind: RawRepresentable, Hashable, Sendable, BitwiseCopyab
 
 /// One SACK block (RFC 2018 §3): the sequence numbers of the first byte received and of the byte after the
 /// last.
-public struct TCPSackBlock: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct TCPSackBlock: Hashable, Sendable, BitwiseCopyable {
     public var left: UInt32
     public var right: UInt32
 
@@ -47,7 +47,7 @@ public struct TCPSackBlock: Hashable, Sendable, BitwiseCopyable {
 
 /// Up to four SACK blocks held inline: a SACK option has room for at most four (RFC 2018 §3), and the data
 /// path must not allocate an array per segment.
-public struct TCPSackBlocks: RandomAccessCollection, Hashable, Sendable, BitwiseCopyable,
+@_spi(OneTunInternals) public struct TCPSackBlocks: RandomAccessCollection, Hashable, Sendable, BitwiseCopyable,
     ExpressibleByArrayLiteral
 {
     public static let capacity = 4
@@ -105,7 +105,7 @@ public struct TCPSackBlocks: RandomAccessCollection, Hashable, Sendable, Bitwise
 }
 
 /// The Timestamps option (RFC 7323 §3.2): TSval and TSecr.
-public struct TCPTimestamps: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct TCPTimestamps: Hashable, Sendable, BitwiseCopyable {
     public var value: UInt32
     public var echoReply: UInt32
 
@@ -116,7 +116,7 @@ public struct TCPTimestamps: Hashable, Sendable, BitwiseCopyable {
 }
 
 /// One TCP option as read from a header.
-public enum TCPOption: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public enum TCPOption: Hashable, Sendable, BitwiseCopyable {
     case endOfList
     case noOperation
     case maxSegmentSize(UInt16)
@@ -135,7 +135,7 @@ public enum TCPOption: Hashable, Sendable, BitwiseCopyable {
 /// As a `Sequence` it stops at the first malformed option; `TCPSegment(validating:)` has already
 /// rejected those, so iterating a validated segment's options sees them all. End of Option List is
 /// returned once and ends the list; what follows it is padding.
-public struct TCPOptions: Sequence, IteratorProtocol {
+@_spi(OneTunInternals) public struct TCPOptions: Sequence, IteratorProtocol {
     public let bytes: UnsafeRawBufferPointer
     var offset = 0
 

@@ -1,5 +1,5 @@
 /// The TCP control bits (RFC 9293 §3.1; AE from RFC 9768 / the former NS bit).
-public struct TCPFlags: OptionSet, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
+@_spi(OneTunInternals) public struct TCPFlags: OptionSet, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
     public var rawValue: UInt16
 
     @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
@@ -36,7 +36,7 @@ public struct TCPFlags: OptionSet, Hashable, Sendable, BitwiseCopyable, CustomSt
 ///     | Offset| Rsrvd |W|C|R|C|S|S|Y|I|            Window             |
 ///     |           Checksum            |         Urgent Pointer        |
 ///     |                           [Options]                           |
-public struct TCPSegment {
+@_spi(OneTunInternals) public struct TCPSegment {
     enum Field {
         static let sourcePort = 0
         static let destinationPort = 2
@@ -98,7 +98,7 @@ public struct TCPSegment {
 /// `parse` keeps the known options (MSS, window scale, SACK-permitted, SACK blocks, timestamps) and drops
 /// the rest. `emit` writes them in a fixed order, NOP-aligned to 4-byte boundaries as Linux does when that
 /// fits in 40 bytes, packed otherwise; SACK blocks that still do not fit are left out.
-public struct TCPRepr: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct TCPRepr: Hashable, Sendable, BitwiseCopyable {
     public var sourcePort: UInt16
     public var destinationPort: UInt16
     public var sequenceNumber: UInt32

@@ -3,7 +3,7 @@
 ///
 ///     |          Source Port          |       Destination Port        |
 ///     |            Length             |           Checksum            |
-public struct UDPDatagram {
+@_spi(OneTunInternals) public struct UDPDatagram {
     enum Field {
         static let sourcePort = 0
         static let destinationPort = 2
@@ -43,7 +43,7 @@ public struct UDPDatagram {
 }
 
 /// A UDP header as values. The length comes from the buffer `emit` is given.
-public struct UDPRepr: Hashable, Sendable, BitwiseCopyable {
+@_spi(OneTunInternals) public struct UDPRepr: Hashable, Sendable, BitwiseCopyable {
     public var sourcePort: UInt16
     public var destinationPort: UInt16
 

@@ -2,7 +2,7 @@
 ///
 /// Every view checks all of its lengths once, in `init(validating:)`; a buffer that passes is safe to read
 /// with the view's accessors. On the data path these are counted drops, never fatal.
-public enum WireError: Error, Equatable, Hashable, Sendable {
+@_spi(OneTunInternals) public enum WireError: Error, Equatable, Hashable, Sendable {
     /// The buffer ends before a header does, or before a length field says the packet ends.
     case truncated
     /// An IP header whose version nibble is not the one expected.

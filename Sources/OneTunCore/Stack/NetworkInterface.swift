@@ -4,7 +4,7 @@
 ///
 /// Sans-I/O like the rest of the core: `receive(packet:now:)` takes an inner packet from the tunnel;
 /// `pollPacket(into:now:)` hands out the next packet to send, written at the start of the caller's buffer.
-public final class NetworkInterface {
+@_spi(OneTunInternals) public final class NetworkInterface {
     /// What became of an inbound packet.
     public enum Delivery: Equatable, Sendable {
         /// Handled here (an echo request answered, a RST queued) or nothing to do.

@@ -1,7 +1,7 @@
 /// Every TCP connection of one interface: demultiplexing by four-tuple, listening ports, RFC 6528
 /// initial sequence numbers, one deadline over all connections (an indexed heap, O(log n) per update, no
 /// scan of every connection per tick), and a queue of the connections that may have something to send.
-public final class TCPStack {
+@_spi(OneTunInternals) public final class TCPStack {
     struct FourTuple: Hashable {
         var local: IPAddress
         var localPort: UInt16

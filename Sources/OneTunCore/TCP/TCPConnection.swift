@@ -201,7 +201,7 @@ public final class TCPConnection {
     }
 
     /// Passive open: a connection created for an incoming SYN (RFC 9293 §3.10.7.2, LISTEN).
-    public convenience init?(accepting syn: TCPRepr, iss: UInt32, config: TCPConfig = TCPConfig(), now: Instant) {
+    @_spi(OneTunInternals) public convenience init?(accepting syn: TCPRepr, iss: UInt32, config: TCPConfig = TCPConfig(), now: Instant) {
         guard syn.flags.contains(.syn), !syn.flags.contains(.ack), !syn.flags.contains(.rst) else { return nil }
         self.init(localPort: syn.destinationPort, remotePort: syn.sourcePort, iss: iss, config: config, now: now)
         state = .synReceived
@@ -312,7 +312,7 @@ public final class TCPConnection {
     // MARK: Segments in
 
     /// Processes one segment for this connection (RFC 9293 §3.10.7). The payload is valid only during the call.
-    public func handleSegment(_ seg: TCPRepr, payload: UnsafeRawBufferPointer, now: Instant) {
+    @_spi(OneTunInternals) public func handleSegment(_ seg: TCPRepr, payload: UnsafeRawBufferPointer, now: Instant) {
         var seq = SeqNumber(seg.sequenceNumber)
         let ack = SeqNumber(seg.acknowledgmentNumber)
         var flags = seg.flags
@@ -687,7 +687,7 @@ public final class TCPConnection {
 
     /// The next segment to send: its header, and its payload written to `payload` (at least `mss` bytes).
     /// nil when there is nothing to send now.
-    public func pollSegment(payload: UnsafeMutableRawBufferPointer, now: Instant) -> (TCPRepr, Int)? {
+    @_spi(OneTunInternals) public func pollSegment(payload: UnsafeMutableRawBufferPointer, now: Instant) -> (TCPRepr, Int)? {
         if resetPending {
             resetPending = false
             let seq = pendingResetSeq ?? sndMax

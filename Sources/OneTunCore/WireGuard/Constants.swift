@@ -1,6 +1,6 @@
 /// Protocol constants, named as in the WireGuard paper §6.1 ("Timers & Stateless UX") and wireguard-go's
 /// device/constants.go, so the code can be checked against them line by line.
-public enum WireGuardConstants {
+@_spi(OneTunInternals) public enum WireGuardConstants {
     public static let rekeyAfterMessages: UInt64 = 1 << 60
     public static let rejectAfterMessages: UInt64 = .max - (1 << 13)
     public static let rekeyAfterTime: UInt64 = 120 * Nanos.second

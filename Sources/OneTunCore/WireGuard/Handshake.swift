@@ -85,7 +85,7 @@ struct TAI64N: Comparable {
 }
 
 /// Why a handshake message was refused after it passed the length and mac1 checks.
-public enum HandshakeFailure: Error, Equatable, Sendable {
+@_spi(OneTunInternals) public enum HandshakeFailure: Error, Equatable, Sendable {
     case decryptionFailed
     case unknownStaticKey
     case replayedTimestamp

@@ -1,5 +1,5 @@
 /// Why a WireGuard message was not accepted as well-formed.
-public enum WireGuardWireError: Error, Equatable, Sendable {
+@_spi(OneTunInternals) public enum WireGuardWireError: Error, Equatable, Sendable {
     case tooShort
     case wrongLength(expected: Int, actual: Int)
     case unknownType(UInt32)
@@ -7,7 +7,7 @@ public enum WireGuardWireError: Error, Equatable, Sendable {
 
 /// The message type field, read as a little-endian 32-bit word so the three reserved bytes must be zero
 /// (as wireguard-go does).
-public struct WireGuardMessageType: RawRepresentable, Equatable, Sendable {
+@_spi(OneTunInternals) public struct WireGuardMessageType: RawRepresentable, Equatable, Sendable {
     public var rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     public static let initiation = WireGuardMessageType(rawValue: 1)
@@ -54,7 +54,7 @@ enum TransportField {
 
 /// A validated view of one WireGuard message. Lengths are checked once in `init(validating:)`; the
 /// accessors then read fixed offsets. Used inside a `withUnsafe…` scope and never stored.
-public struct WireGuardMessage {
+@_spi(OneTunInternals) public struct WireGuardMessage {
     public let bytes: UnsafeRawBufferPointer
     public let type: WireGuardMessageType
 

@@ -26,7 +26,7 @@ public struct WireGuardConfig: Sendable {
 }
 
 /// Why an input was dropped. Data-path drops are counted results, never thrown.
-public enum DropReason: Equatable, Sendable {
+@_spi(OneTunInternals) public enum DropReason: Equatable, Sendable {
     case malformed(WireGuardWireError)
     case invalidMac1
     /// We are under load and the message had no valid mac2: a cookie reply went back instead.
@@ -65,7 +65,7 @@ public struct WireGuardStats: Sendable, Equatable {
     public init() {}
 }
 
-public enum Encapsulated: Equatable, Sendable {
+@_spi(OneTunInternals) public enum Encapsulated: Equatable, Sendable {
     /// The datagram to send is `buffer[0..<n]`.
     case send(Int)
     /// No usable session: the packet was copied into the bounded staging queue and a handshake started;
@@ -74,7 +74,7 @@ public enum Encapsulated: Equatable, Sendable {
     case dropped(DropReason)
 }
 
-public enum Decapsulated: Equatable, Sendable {
+@_spi(OneTunInternals) public enum Decapsulated: Equatable, Sendable {
     /// A decrypted inner IP packet: `buffer[range]`, valid until the buffer is reused.
     case packet(Range<Int>)
     /// A handshake message, cookie reply or keepalive: nothing to deliver; call `pollTransmit`.
@@ -84,7 +84,7 @@ public enum Decapsulated: Equatable, Sendable {
 
 /// Opaque bytes naming where a datagram came from (address and port). A responder under load binds
 /// its cookies to them (paper §5.4.7); nothing else looks inside.
-public struct EndpointAddress: Sendable, Equatable {
+@_spi(OneTunInternals) public struct EndpointAddress: Sendable, Equatable {
     var storage = InlineArray<18, UInt8>(repeating: 0)
     var count = 0
 
@@ -114,7 +114,7 @@ public struct EndpointAddress: Sendable, Equatable {
 /// returns nil, then re-arms its timer to `nextDeadline()`. A spurious `handleTimeout` is a no-op.
 /// Buffers belong to the caller; an outgoing packet sits at `buffer[headroom...]` with `tailroom` bytes
 /// free behind it and is sealed in place; an incoming datagram is opened in place.
-public final class WireGuardTunnel {
+@_spi(OneTunInternals) public final class WireGuardTunnel {
     public static let headroom = TransportField.content
     public static let tailroom = 32
     /// The largest handshake or cookie message; `pollTransmit` needs at least this much or mtu + 32.

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 private func ip(_ text: String) -> ForwardHost { .address(IPAddress(text)!) }
 private let loopback = ip("127.0.0.1")

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 @Suite struct NetChecksumTests {
     /// RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2.

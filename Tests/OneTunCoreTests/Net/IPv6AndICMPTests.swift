@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// An IPv6 packet 2001:db8::1 → 2001:db8::2 whose fixed Next Header is `next`, followed by `rest`.
 func netIPv6Packet(next: UInt8, _ rest: [UInt8]) -> [UInt8] {

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// A small in-process fuzzer over the seed packets: mutated packets never trap, and anything that parses
 /// rebuilds to something that parses back to the same values (smoltcp fuzz/packet_parser.rs's property).

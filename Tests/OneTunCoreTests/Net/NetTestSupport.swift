@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// Bytes from hex text; spaces and newlines are ignored.
 func netHex(_ text: String) -> [UInt8] {

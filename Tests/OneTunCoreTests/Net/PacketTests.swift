@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 @Suite struct NetPacketTests {
     @Test func ipv4TCPSynFields() throws {

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// A TCP header (20 bytes, no checksum) with `options` appended and Data Offset set to fit them.
 func netTCPHeader(options: [UInt8], payload: [UInt8] = []) -> [UInt8] {

@@ -1,5 +1,5 @@
 import CSodium
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// Two interfaces with TCP stacks over a simulated IP link: bandwidth, latency, jitter (which reorders),
 /// loss, duplication and corruption, each direction on its own, all drawn from one seeded generator so a

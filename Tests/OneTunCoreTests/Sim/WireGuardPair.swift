@@ -1,4 +1,4 @@
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// Two WireGuard tunnels joined by a simulated link with a fake clock, in the style of quinn-proto's
 /// `Pair`: `step()` moves every queued output onto the link, delivers what is due, then jumps the clock

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 @Suite struct NetworkInterfaceTests {
     static let us4 = IPAddress("192.168.4.3")!

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// The whole stack (interface, checksums, demultiplexing, TCP) against itself over a lossy simulated link.
 @Suite struct TCPSimulationTests {

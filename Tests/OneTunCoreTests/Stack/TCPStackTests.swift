@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// Two interfaces with TCP stacks joined by a simulated IP link with a fake clock.
 final class StackPair {

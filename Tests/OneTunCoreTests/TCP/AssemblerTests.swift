@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// The islands of an assembler, in offset order.
 func tcpBufIslands(_ a: Assembler) -> [Range<Int>] {

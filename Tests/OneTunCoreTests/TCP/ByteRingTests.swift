@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 @Suite struct ByteRingTests {
     @Test func allocatesLazilyAndGrowsByDoublingPreservingContent() {

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 
 private func blocks(_ board: SackScoreboard) -> [(UInt32, UInt32)] {

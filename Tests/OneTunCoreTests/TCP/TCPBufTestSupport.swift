@@ -1,4 +1,4 @@
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 // Shared helpers for the TCP buffer tests; prefixed `tcpBuf` to stay clear of other suites' helpers.
 

@@ -1,4 +1,4 @@
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// Two TCP connections over a simulated link with a fake clock, at the segment level (no IP): the client
 /// opens actively, the server is created from the first SYN it sees. Loss, duplication and jitter come

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// Two actively opening connections wired back to back (RFC 9293 §3.5 figure 8 and §3.6 figure 13), with
 /// segments exchanged in lock step so both sides' segments cross on the wire.

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 
 private func at(_ ns: UInt64) -> Instant { Instant(nanoseconds: ns) }

@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 /// onetun's virtual port pool for UDP forwards, on a fake clock (plain `Instant`s, nothing sleeps): ports
 /// stick to their client while used either way, idle mappings expire at exactly 60 s, a full pool gives

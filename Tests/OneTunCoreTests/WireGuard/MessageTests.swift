@@ -1,5 +1,5 @@
 import Testing
-@testable import OneTunCore
+@_spi(OneTunInternals) @testable import OneTunCore
 
 @Suite struct WireGuardMessageTests {
     /// Every message kind a real handshake produces, captured off the simulated link.

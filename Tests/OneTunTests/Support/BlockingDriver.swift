@@ -1,6 +1,6 @@
 import Glibc
-@testable import OneTunCore
-import OneTunLoop
+@_spi(OneTunInternals) @testable import OneTunCore
+@_spi(OneTunInternals) import OneTunLoop
 
 /// The smallest real driver of the sans-I/O `WireGuardTunnel`: one UDP socket (made inside the peer's
 /// namespace and connected to the peer's 127.0.0.1:port there), the monotonic clock, and poll(2).

@@ -1,4 +1,4 @@
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// The IPv4/IPv6 text parsers: never crash, and what parses prints in a form that parses to the same
 /// address (RFC 5952 canonical text for IPv6).

@@ -1,4 +1,4 @@
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// The network interface ingesting arbitrary packets (the input is cut into packets by a leading length
 /// byte each; its low bit asks for the packet to be addressed to us with every checksum made valid, so

@@ -1,4 +1,4 @@
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// Every packet parser (IPv4, IPv6 with extension headers, TCP with options, UDP, ICMPv4, ICMPv6): what
 /// validates is rebuilt with the packet builder and must parse again to the same representation

@@ -1,4 +1,4 @@
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// The port-forward notation parser: never crashes, every error describes itself on one line, and every
 /// spec it returns prints (canonical notation) to text that parses back to that spec, locally and remotely.

@@ -1,4 +1,4 @@
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// The responder's processing of arbitrary datagrams: a fresh tunnel takes a sequence of datagrams
 /// (each prefixed by a control byte and a length byte), optionally with mac1 recomputed so the input

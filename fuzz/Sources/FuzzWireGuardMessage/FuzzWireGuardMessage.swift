@@ -1,4 +1,4 @@
-import OneTunCore
+@_spi(OneTunInternals) import OneTunCore
 
 /// Every WireGuard message parser: validation never crashes, and whatever validates has readable fields.
 @_cdecl("LLVMFuzzerTestOneInput")
