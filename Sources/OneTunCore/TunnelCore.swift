@@ -17,28 +17,38 @@ public struct TunnelCoreConfig: Sendable {
 }
 
 /// The sans-I/O core of the forwarder: a WireGuard session carrying a user-space IP interface with a TCP
-/// stack. It opens no socket, reads no clock and starts no thread; a driver feeds it and drains it.
+/// stack and a UDP port pool. It opens no socket, reads no clock and starts no thread; a driver feeds it
+/// and drains it. See the article "Driving the core".
 ///
 /// Methods come in four kinds (the shape of quinn-proto's `Connection`):
-/// - inputs, each with `now`: `handleDatagram` (a UDP datagram from the WireGuard endpoint),
-///   `handleTimeout` (the deadline from `nextDeadline` has passed; early or spurious calls are no-ops);
-/// - commands from the application: `connect`, and on a connection `send`/`sendRegion`+`commitSend`,
-///   `consume`, `close` (half-close), `abort`; then `release` when the application is done with it;
-/// - outputs: `pollTransmit` (the next datagram for the endpoint), `pollEvent` (the next connection whose
-///   state may have changed), `nextDeadline`;
-/// - getters: `connection(_:)`, `stats`, `tunnel`.
+/// - **Inputs**, each with `now`: `handleDatagram` (a UDP datagram from the WireGuard endpoint) and
+///   `handleTimeout` (the deadline from `nextDeadline` has passed; early or spurious calls are cheap no-ops).
+/// - **Commands** from the application: `start`, `connect`, `listen`/`accept`, `sendDatagram`; on a
+///   `TCPConnection`: `send` or `sendRegion` + `commitSend`, `consume`, `close` (half-close), `abort`.
+///   After changing a connection, call `touched(id)` so its output is polled (without it the connection
+///   waits for its next timer). `release(id)` when the application is done with it.
+/// - **Outputs**: `pollDatagram` and `pollEvent`, then `pollTransmit`, then `nextDeadline`.
+/// - **Getters**: `connection(_:)`, `stats`, `isEstablished`, `lastDropDescription`, `udpPorts`.
 ///
-/// After each input or batch of commands, call `pollEvent` until nil and act on each connection (that
-/// may issue more commands), then `pollTransmit` until nil, then re-arm a timer to `nextDeadline`.
+/// **Order.** After each input or batch of commands: call `pollDatagram` until nil and `pollEvent` until
+/// nil, acting on each (acting may issue commands); then `pollTransmit` until nil, sending each datagram;
+/// then arm one timer for `nextDeadline()`.
 ///
-/// Time: `now` is a monotonic clock in nanoseconds chosen by the driver, never going backwards.
-/// TAI64N timestamps in handshakes also need the wall clock: set `tunnel.wallClockOffset`
-/// (wall-clock ns minus `now`) before `start`.
+/// **Events.** `pollEvent` returns the id of every connection that a segment or a timer touched since
+/// the last call, once each: it became established, readable, writable again (acknowledged data freed send
+/// space), half-closed by the peer (`isReadClosed`), or ended (`hasEnded`; `error` says why when it was not
+/// an orderly close). The application inspects the connection; an event may carry no visible change.
+/// Released ids are never returned; ids are reused after release.
 ///
-/// Buffers: `handleDatagram` decrypts in place in the caller's buffer and is done with it on return.
-/// `pollTransmit` writes one datagram at the start of the caller's buffer, which must hold at least
-/// `mtu + 80` bytes (`minimumTransmitBuffer`). Views returned by `readable()` and `sendRegion()` are valid
-/// until the next call on that connection or the core.
+/// **Time.** `now` is a monotonic clock in nanoseconds chosen by the driver, never going backwards.
+/// TAI64N timestamps in handshakes also need the wall clock: set `wallClockOffset` (wall-clock ns since
+/// 1970 minus `now`) before `start`.
+///
+/// **Buffers.** `handleDatagram` decrypts in place in the caller's buffer (any size that holds the
+/// datagram) and is done with it on return. `pollTransmit` writes one datagram at the start of the
+/// caller's buffer, which must hold at least `minimumTransmitBuffer(mtu:)` bytes; `pollDatagram` copies a
+/// payload of at most the MTU. Views returned by `readable()` and `sendRegion()` are valid until the next
+/// call on that connection or the core. The core keeps no pointer the caller passed.
 public final class TunnelCore {
     public let config: TunnelCoreConfig
     @_spi(OneTunInternals) public let tunnel: WireGuardTunnel

@@ -276,6 +276,10 @@ public final class TCPConnection {
 
     public var isClosed: Bool { state == .closed && !resetPending }
 
+    /// True once the connection is over for the application: closed, or in TIME-WAIT after both sides
+    /// closed. `error` is nil for an orderly end.
+    public var hasEnded: Bool { state == .closed || state == .timeWait }
+
     /// An ICMP destination-unreachable error quoted one of our segments: fatal while opening, soft after.
     public func destinationUnreachable() {
         if state == .synSent || state == .synReceived { enterClosed(error: .unreachable) }
