@@ -4,7 +4,7 @@ APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 i
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build release test demo fuzz fuzz-build bench bench-net bench-micro install clean
+.PHONY: all deps build release test demo fuzz fuzz-build bench bench-net bench-micro docs install clean
 
 all: build
 
@@ -47,6 +47,10 @@ bench-net: release
 
 bench-micro: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+
+# DocC for the embeddable core (article: "Driving the core"); fails on any documentation warning.
+docs: deps
+	$(SWIFT) package generate-documentation --target OneTunCore --warnings-as-errors
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
