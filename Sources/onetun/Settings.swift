@@ -170,6 +170,7 @@ enum SocketAddress {
     /// The first address of `host` (a literal or a name) as a socket address with `port`.
     static func resolve(host: String, port: UInt16, what: String) throws -> sockaddr_storage {
         var hints = addrinfo()
+        // Any socket type gives the same addresses; one type avoids a duplicate per protocol.
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
         var result: UnsafeMutablePointer<addrinfo>?
@@ -214,23 +215,11 @@ enum SocketAddress {
         }
     }
 
+    /// "host:port" (IPv6 in brackets) resolved for the endpoint's UDP socket.
     static func resolve(_ text: String, option: String) throws -> sockaddr_storage {
         guard let (host, port) = split(text), !host.isEmpty, let portNumber = UInt16(port) else {
             throw UsageError("\(option): '\(text)' is not host:port")
         }
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
-        hints.ai_family = AF_UNSPEC
-        var result: UnsafeMutablePointer<addrinfo>?
-        let rc = getaddrinfo(host, String(portNumber), &hints, &result)
-        guard rc == 0, let first = result else {
-            throw RunError("\(option): cannot resolve '\(host)': \(String(cString: gai_strerror(rc)))")
-        }
-        defer { freeaddrinfo(result) }
-        var storage = sockaddr_storage()
-        withUnsafeMutableBytes(of: &storage) { s in
-            s.copyMemory(from: UnsafeRawBufferPointer(start: first.pointee.ai_addr, count: Int(first.pointee.ai_addrlen)))
-        }
-        return storage
+        return try resolve(host: host, port: portNumber, what: option)
     }
 }
