@@ -1,0 +1,116 @@
+import Foundation
+import Glibc
+import Testing
+
+/// onetun's UDP forwards, end to end: a real wireguard-go peer in a namespace made by each test,
+/// udp_check.py's echo and DNS services on the peer's tunnel addresses, onetun forwarding UDP ports on the
+/// namespace's 127.0.0.1 to them, and udp_check.py's client checks against those ports.
+@Suite(.serialized) struct UDPForwardTests {
+    static let needsNamespaces = TestNamespace.canCreateNamespaces
+
+    /// Fails the test with the logs when `body` throws, then closes the session.
+    func withSession(_ body: (ForwardSession) throws -> Void) throws {
+        let session = try ForwardSession()
+        defer { session.close() }
+        do {
+            try body(session)
+        } catch {
+            Issue.record("\(error)\nonetun log:\n\(session.onetunLog.suffix(4000))")
+        }
+    }
+
+    func seconds(_ result: CheckResult) -> String { String(format: "%.2f s", result[double: "seconds"] ?? -1) }
+
+    /// 10,000 datagrams of 32–1232 bytes from 50 client sockets (distinct source ports, so 50 virtual
+    /// ports), each keeping at most 4 outstanding. Loopback and wireguard-go inside one namespace lose
+    /// nothing at that pace (the same check straight to the service proves the harness does not), so every
+    /// datagram must come back, to the socket that sent it, byte for byte. On a loss it prints which
+    /// sockets dropped (/proc/net/udp) and the namespace's UDP counters.
+    ///
+    /// Fails as of this writing: ~70 of the first 200 datagrams (the opening burst, 50 clients × 4) are
+    /// lost at onetun's listener socket (RcvbufErrors, default 208 KiB SO_RCVBUF) while onetun's first
+    /// `UDPPortPool.port(for:)` builds its tables and shuffles 60,000 ports with SystemRandom (~17 ms,
+    /// release build). Once warm, the same check loses nothing.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(3)))
+    func tenThousandDatagramsFromFiftyClients() throws {
+        try withSession { s in
+            _ = try s.startUDPServer(addresses: ["192.168.4.1"])
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18100:192.168.4.1:\(UDPServicePort.echo):UDP"]))
+            let direct = try s.udpClient(UDPServicePort.echo, "echo", ["50", "10000", "4"], host: "192.168.4.1")
+            try #require(direct[int: "ok"] == 10000, "without onetun: \(direct)")
+            let before = try s.udpCounters()
+            let echo = try s.udpClient(18100, "echo", ["50", "10000", "4"])
+            let after = try s.udpCounters()
+            #expect(echo[int: "sourcePorts"] == 50, "\(echo)")
+            #expect(echo[int: "sent"] == 10000, "\(echo)")
+            #expect(echo[int: "foreign"] == 0, "a client got another client's datagram: \(echo)")
+            #expect(echo[int: "corrupt"] == 0 && echo[int: "unexpected"] == 0, "\(echo)")
+            #expect(echo[int: "ok"] == 10000 && echo[int: "lost"] == 0, "\(echo)")
+            #expect(echo[int: "clientsAllOk"] == 50, "\(echo)")
+            if echo[int: "ok"] != 10000 {
+                print("sockets that dropped (local address, tx:rx queue, drops; wireguard-go is on port \(s.peer.peer.listenPort), onetun's forward on 18100):\n\(try s.udpSocketDrops())")
+                _ = s.onetun?.terminate()
+                let notes = s.onetunLog.split(separator: "\n").filter { $0.contains("drop") || $0.contains("shutting down") || $0.contains("handshake") }
+                let kernel = after.keys.sorted().map { "\($0) +\(after[$0]! - (before[$0] ?? 0))" }.joined(separator: ", ")
+                print("namespace UDP counters during the check: \(kernel)")
+                print("onetun's log on drops:\n\(notes.prefix(40).joined(separator: "\n"))")
+            }
+            print("onetun UDP forward: 10,000 datagrams from 50 clients echoed in \(seconds(echo)) (\(seconds(direct)) without onetun); \(echo)")
+        }
+    }
+
+    /// A DNS query built by hand through a UDP forward to a responder on 192.168.4.1:53; the answer parsed.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func dnsQueryThroughAForward() throws {
+        try withSession { s in
+            _ = try s.startUDPServer(addresses: ["192.168.4.1"], name: "service.onetun.test", answer: "10.20.30.40")
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18153:192.168.4.1:\(UDPServicePort.dns):UDP"], extra: []))
+            let answer = try s.udpClient(18153, "dns", ["service.onetun.test"])
+            #expect(answer[bool: "id"] == true && answer[bool: "response"] == true, "\(answer)")
+            #expect(answer[int: "rcode"] == 0, "\(answer)")
+            #expect(answer.fields["answers"] as? [String] == ["10.20.30.40"], "\(answer)")
+            let missing = try s.udpClient(18153, "dns", ["other.onetun.test"])
+            #expect(missing[int: "rcode"] == 3, "NXDOMAIN for another name: \(missing)")
+            #expect((missing.fields["answers"] as? [String])?.isEmpty == true, "\(missing)")
+            print("onetun UDP forward: DNS answer in \(String(format: "%.1f ms", (answer[double: "seconds"] ?? -1) * 1000))")
+        }
+    }
+
+    /// A 1500-byte payload cannot cross a 1420-byte tunnel MTU unfragmented: onetun drops it (no reply),
+    /// says so in its debug log, and the next normal datagram still goes through.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func datagramLargerThanTheMTUIsDropped() throws {
+        try withSession { s in
+            _ = try s.startUDPServer(addresses: ["192.168.4.1"])
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18100:192.168.4.1:\(UDPServicePort.echo):UDP"]))
+            let direct = try s.udpClient(UDPServicePort.echo, "oversize", ["1500"], host: "192.168.4.1")
+            try #require(direct[int: "bigReply"] == 1500, "without onetun the big one comes back: \(direct)")
+            let result = try s.udpClient(18100, "oversize", ["1500"])
+            #expect(result.fields["bigReply"] is NSNull, "the 1500-byte datagram came back: \(result)")
+            #expect(result[bool: "smallReply"] == true, "\(result)")
+            let drops = s.onetunLog.split(separator: "\n").filter { $0.contains("1500 bytes") && $0.contains("dropped") }
+            #expect(drops.count == 1, "onetun's log should mention the drop once: \(s.onetunLog.suffix(3000))")
+            // The largest payload that fits (1420 - 20 - 8) still goes through.
+            let fits = try s.udpClient(18100, "oversize", ["1392"])
+            #expect(fits[int: "bigReply"] == 1392, "\(fits)")
+        }
+    }
+
+    /// IPv6 inside the tunnel: onetun as fd00:4::3 forwarding to [fd00:4::1]:7000.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func echoOverIPv6Inside() throws {
+        try withSession { s in
+            _ = try s.startUDPServer(addresses: ["fd00:4::1"])
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18106:[fd00:4::1]:\(UDPServicePort.echo):UDP"], source: "fd00:4::3", extra: []))
+            let echo = try s.udpClient(18106, "echo", ["10", "2000", "4"])
+            #expect(echo[int: "ok"] == 2000 && echo[int: "lost"] == 0, "\(echo)")
+            #expect(echo[int: "foreign"] == 0 && echo[int: "corrupt"] == 0 && echo[int: "unexpected"] == 0, "\(echo)")
+            // The largest payload that fits in IPv6 (1420 - 40 - 8) comes back; one byte more does not.
+            let fits = try s.udpClient(18106, "oversize", ["1372"])
+            #expect(fits[int: "bigReply"] == 1372, "\(fits)")
+            let big = try s.udpClient(18106, "oversize", ["1373"])
+            #expect(big.fields["bigReply"] is NSNull && big[bool: "smallReply"] == true, "\(big)")
+            print("onetun UDP forward, IPv6 inside: 2,000 datagrams from 10 clients echoed in \(seconds(echo))")
+        }
+    }
+}
