@@ -33,7 +33,7 @@ let package = Package(
             ]
         ),
         // Drives the core with poll(2) and plain sockets: proof that it needs no libuv.
-        .executableTarget(name: "PollForwarder", dependencies: ["OneTunCore"], path: "Examples/PollForwarder"),
+        .executableTarget(name: "PollForwarder", dependencies: ["OneTunCore"], path: "Examples/PollForwarder", exclude: ["README.md"]),
         .testTarget(name: "OneTunCoreTests", dependencies: ["OneTunCore"]),
         .testTarget(name: "OneTunTests", dependencies: ["OneTunCore", "OneTunLoop"]),
     ]

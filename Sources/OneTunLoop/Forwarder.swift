@@ -202,6 +202,9 @@ public final class Forwarder {
                 }
             }
             if rc == 0 {
+                // Room for bursts from local clients while the loop is busy (the default is 208 KiB).
+                var size: Int32 = 4 << 20
+                _ = uv_recv_buffer_size(UnsafeMutableRawPointer(listener.handle).assumingMemoryBound(to: uv_handle_t.self), &size)
                 rc = uv_udp_recv_start(
                     listener.handle,
                     { handle, _, buf in

@@ -21,7 +21,7 @@ public struct UDPEndpoint: Hashable, Sendable, CustomStringConvertible {
 ///   mapping is reclaimed, so one client cannot starve the others.
 /// - Lookups both ways and every update are O(1): a dictionary from client to entry, an array from port to
 ///   entry, and two intrusive doubly linked LRU lists (all mappings, and each IP's).
-/// - Ports are handed out in a random order (as onetun does), from a shuffled free list.
+/// - Ports are handed out in a random order (as onetun does): a random port, or the next free one after it.
 public final class UDPPortPool {
     public let range: ClosedRange<UInt16>
     public let idleTimeout: UInt64
@@ -51,8 +51,6 @@ public final class UDPPortPool {
     var byAddress: [IPAddress: AddressList] = [:]
     /// Entry index for each port of the range, -1 when free; allocated at first use.
     var entryOfPort: [Int32] = []
-    /// Free ports, shuffled; allocated at first use.
-    var freePorts: [UInt16] = []
     var head: Int32 = -1
     var tail: Int32 = -1
     public private(set) var reclaimed = 0
@@ -80,14 +78,19 @@ public final class UDPPortPool {
         }
         if entryOfPort.isEmpty { allocateTables() }
         // This IP at its limit gives up its own least recently used port; a full pool its oldest overall.
+        // Reclaiming hands the reclaimed port to the new client.
+        var port: UInt16
         if let list = byAddress[client.address], list.count >= perAddressLimit {
+            port = entries[Int(list.head)].port
             remove(list.head)
             reclaimed += 1
-        } else if freePorts.isEmpty {
+        } else if byClient.count >= range.count {
+            port = entries[Int(head)].port
             remove(head)
             reclaimed += 1
+        } else {
+            port = freePort()
         }
-        let port = freePorts.removeLast()
         let entry = Entry(client: client, port: port, lastUsed: now)
         let e: Int32
         if let reuse = freeEntries.popLast() {
@@ -132,14 +135,22 @@ public final class UDPPortPool {
 
     func allocateTables() {
         entryOfPort = [Int32](repeating: -1, count: range.count)
-        freePorts = Array(range)
-        // Fisher–Yates with the injected randomness.
-        var i = freePorts.count - 1
-        while i > 0 {
-            let j = Int(random.uniform(below: UInt64(i + 1)))
-            freePorts.swapAt(i, j)
-            i -= 1
+    }
+
+    /// A random free port: a few random draws (almost always enough while the pool is not nearly full),
+    /// then the next free port after a random start. There is one: callers reclaim first when full.
+    func freePort() -> UInt16 {
+        let n = range.count
+        for _ in 0..<8 {
+            let i = Int(random.uniform(below: UInt64(n)))
+            if entryOfPort[i] < 0 { return range.lowerBound + UInt16(i) }
         }
+        var i = Int(random.uniform(below: UInt64(n)))
+        for _ in 0..<n {
+            if entryOfPort[i] < 0 { return range.lowerBound + UInt16(i) }
+            i = i + 1 == n ? 0 : i + 1
+        }
+        preconditionFailure("UDPPortPool: no free port after reclaiming")
     }
 
     func touch(_ e: Int32, _ now: Instant) {
@@ -158,7 +169,6 @@ public final class UDPPortPool {
         let entry = entries[Int(e)]
         byClient[entry.client] = nil
         entryOfPort[Int(entry.port - range.lowerBound)] = -1
-        freePorts.append(entry.port)
         freeEntries.append(e)
     }
 

@@ -310,7 +310,7 @@ import Testing
         // Few enough clients (8 addresses × 8 ports) that the limit, a full pool and reuse all happen.
         func randomClient() -> UDPEndpoint { client(UInt8(rng.below(8) + 1), UInt16(rng.below(8) + 100)) }
         var mismatches: [String] = []
-        for step in 0..<4000 where mismatches.count < 5 {
+        for step in 0..<12000 where mismatches.count < 5 {
             // Time moves in small steps, sometimes by a whole idle timeout or a deadline exactly.
             switch rng.below(20) {
             case 0: now = now.adding(UInt64(rng.below(90)) * Self.second)
