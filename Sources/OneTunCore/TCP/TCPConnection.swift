@@ -151,6 +151,15 @@ public final class TCPConnection {
     var unaRetransmittedAt: Instant?
     var sackedSinceUnaRetransmit = 0
     var retransmitOne = false
+    /// RFC 6675's DupThresh, raised when a retransmission proves spurious (the path reorders): the
+    /// cumulative ACK covered the retransmitted segment sooner than a round trip after it was sent, so the
+    /// original had arrived. Linux adapts its reordering metric the same way.
+    var dupThresh = SackScoreboard.defaultDupThresh
+    static let maximumDupThresh = 64
+    /// Retransmissions found spurious (the originals arrived).
+    var spuriousRetransmissions = 0
+    /// The segment at SND.UNA last sent again, and when: the timing test for a spurious retransmission.
+    var unaRetransmission: (seq: SeqNumber, at: Instant)?
     /// Recovery entered by a retransmission timeout: everything unSACKed below RecoveryPoint is taken as
     /// lost and resent in order from SND.UNA (SND.NXT rewinds), skipping SACKed ranges.
     var recoveryAfterTimeout = false
@@ -491,6 +500,15 @@ public final class TCPConnection {
         let duplicate = ack == oldUna && flightSize > 0
             && (newlySacked > 0 || (payloadLength == 0 && window == sndWnd && !seg.flags.contains(.fin)))
         if acked > 0 { dupAcks = 0 } else if duplicate { dupAcks += 1 }
+        if acked > 0, let r = unaRetransmission, ack > r.seq {
+            unaRetransmission = nil
+            if cc.minRTT > 0, now.since(r.at) < cc.minRTT * 3 / 4 {
+                // Acknowledged sooner than the retransmission could be: the original arrived, late.
+                // Tolerate more reordering before calling a segment lost.
+                spuriousRetransmissions += 1
+                dupThresh = min(dupThresh * 2, Self.maximumDupThresh)
+            }
+        }
 
         if inRecovery {
             if ack >= recoveryPoint {
@@ -514,7 +532,7 @@ public final class TCPConnection {
             }
         }
         if !inRecovery, flightSize > 0, ack >= recoveryPoint,
-            dupAcks >= SackScoreboard.defaultDupThresh || (sackEnabled && scoreboard.isLost(sndUna.rawValue, mss: mss))
+            dupAcks >= dupThresh || (sackEnabled && scoreboard.isLost(sndUna.rawValue, dupThresh: dupThresh, mss: mss))
         {
             // RFC 6675 §5 step 4 / RFC 6582 §3.2 step 2: enter recovery, retransmit the first lost segment.
             inRecovery = true
@@ -533,7 +551,7 @@ public final class TCPConnection {
             let minRTT = cc.minRTT > 0 ? cc.minRTT : srtt
             if now.since(at) >= minRTT + minRTT / 4 {
                 sackedSinceUnaRetransmit += newlySacked
-                if sackedSinceUnaRetransmit > (SackScoreboard.defaultDupThresh - 1) * mss {
+                if sackedSinceUnaRetransmit > (dupThresh - 1) * mss {
                     unaRetransmittedAt = nil
                     retransmitOne = true
                     stats.lostRetransmissions += 1
@@ -739,14 +757,14 @@ public final class TCPConnection {
             // In flight: what was resent since the timeout and not SACKed since.
             allowance = min(sndWnd, cwnd) - max(0, (sndNxt - sndUna) - scoreboard.sackedBytes(below: sndNxt.rawValue))
         } else if inRecovery && sackEnabled {
-            let pipe = scoreboard.pipe(highRxt: highRxt.rawValue, nxt: sndMax.rawValue, mss: mss)
+            let pipe = scoreboard.pipe(highRxt: highRxt.rawValue, nxt: sndMax.rawValue, mss: mss, dupThresh: dupThresh)
             allowance = cwnd - pipe
             guard allowance > 0 else { return takeAck() }
             let unsent = sendBase + sendBuffer.count - sndMax
             let receiverRoom = sndWnd - (sndMax - sndUna)
             let next = scoreboard.nextSegment(
                 highRxt: highRxt.rawValue, nxt: sndMax.rawValue, newDataAvailable: max(0, min(unsent, receiverRoom)),
-                mss: mss, rescueAllowed: rescueRxt.map { sndUna > $0 } ?? true)
+                mss: mss, dupThresh: dupThresh, rescueAllowed: rescueRxt.map { sndUna > $0 } ?? true)
             switch next?.rule {
             case .lost:
                 let start = SeqNumber(next!.start)
@@ -875,6 +893,7 @@ public final class TCPConnection {
         guard n > 0 || fin else { return nil }
         // Karn's rule: a retransmitted segment is never timed.
         if let timed = timedSeq, timed >= seq, timed - seq <= n { timedSeq = nil }
+        if seq == sndUna { unaRetransmission = (seq, now) }
         stats.bytesSent += n
         stats.retransmittedSegments += 1
         roundRetransmitted += n
@@ -952,6 +971,9 @@ public final class TCPConnection {
             } else if flightSize > 0 {
                 cc.timedOut(flightSize: flightSize)
                 dupAcks = 0
+                // A timeout means losses went undetected: back to the standard threshold (as Linux does
+                // when it enters loss recovery).
+                dupThresh = SackScoreboard.defaultDupThresh
                 // Recovery from the timeout: RecoveryPoint doubles as RFC 6582 §3.2 step 1's `recover`, so
                 // duplicate ACKs for data sent before the timeout start no fast retransmit.
                 inRecovery = true

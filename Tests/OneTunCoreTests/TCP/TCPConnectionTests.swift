@@ -156,4 +156,33 @@ import Testing
         #expect(rate >= required, "after slow start: \(rate) Mbit/s")
         #expect(down.receivedIsStream(of: size, tag: 10))
     }
+
+    /// A path that reorders but never loses: the first retransmissions prove spurious (acknowledged
+    /// sooner than a round trip after they were sent), so the duplicate threshold rises and later
+    /// reordering no longer triggers retransmissions.
+    @Test func reorderingRaisesTheDuplicateThreshold() {
+        let pair = TCPPair(seed: 31)
+        pair.latency = 10 * Nanos.millisecond
+        pair.jitter = 3 * Nanos.millisecond
+        pair.bandwidth = 100_000_000 / 8
+        let size = 8 << 20
+        let up = TCPStreamApp(total: size, tag: 12, closeWhenDone: false)
+        let down = TCPStreamApp(total: 0, tag: 13, closeWhenDone: false)
+        var retransmittedAtHalf: Int?
+        let done = pair.run(seconds: 120, app: {
+            up.step(pair.client)
+            if let s = pair.server { down.step(s) }
+            if retransmittedAtHalf == nil && down.received.count >= size / 2 {
+                retransmittedAtHalf = pair.client.stats.retransmittedSegments
+            }
+        }, until: { down.received.count == size })
+        #expect(done)
+        #expect(down.receivedIsStream(of: size, tag: 12))
+        let stats = pair.client.stats
+        print("reordering, no loss: \(stats.retransmittedSegments) retransmissions (\(retransmittedAtHalf ?? -1) in the first half), \(pair.client.spuriousRetransmissions) found spurious, DupThresh \(pair.client.dupThresh)")
+        #expect(pair.client.spuriousRetransmissions > 0)
+        #expect(pair.client.dupThresh > SackScoreboard.defaultDupThresh)
+        // Once adapted, the second half retransmits far less than the first.
+        #expect(stats.retransmittedSegments - (retransmittedAtHalf ?? 0) < max(1, (retransmittedAtHalf ?? 0) / 2))
+    }
 }
