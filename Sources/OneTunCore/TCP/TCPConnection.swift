@@ -185,7 +185,7 @@ public final class TCPConnection {
     var resetPending = false
 
     /// Active open (RFC 9293 §3.10.1): a SYN goes out at the first `pollSegment`.
-    public init(localPort: UInt16, remotePort: UInt16, iss: UInt32, config: TCPConfig = TCPConfig(), now: Instant) {
+    @_spi(OneTunInternals) public init(localPort: UInt16, remotePort: UInt16, iss: UInt32, config: TCPConfig = TCPConfig(), now: Instant) {
         self.config = config
         self.localPort = localPort
         self.remotePort = remotePort
@@ -290,7 +290,7 @@ public final class TCPConnection {
     public var hasEnded: Bool { state == .closed || state == .timeWait }
 
     /// An ICMP destination-unreachable error quoted one of our segments: fatal while opening, soft after.
-    public func destinationUnreachable() {
+    @_spi(OneTunInternals) public func destinationUnreachable() {
         if state == .synSent || state == .synReceived { enterClosed(error: .unreachable) }
     }
 
@@ -933,14 +933,14 @@ public final class TCPConnection {
     // MARK: Time
 
     /// The earliest of the three timers; no collection is built, as the stack asks after every poll.
-    public func nextDeadline() -> Instant? {
+    @_spi(OneTunInternals) public func nextDeadline() -> Instant? {
         var earliest = rtoDeadline
         if let d = ackDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         if let d = timeWaitDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         return earliest
     }
 
-    public func handleTimeout(now: Instant) {
+    @_spi(OneTunInternals) public func handleTimeout(now: Instant) {
         if let d = ackDeadline, d <= now {
             ackDeadline = nil
             ackNow = true
