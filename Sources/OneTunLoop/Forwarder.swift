@@ -280,6 +280,8 @@ public final class Forwarder {
         for forward in forwards {
             if forward.isUDP {
                 remoteUDP[forward.port] = forward
+                // Local UDP forwards' virtual ports never take it, or the remote forward would get their replies.
+                core.udpPorts.reserve(forward.port)
             } else {
                 remoteTCP[forward.port] = forward
                 core.listen(port: forward.port)

@@ -22,6 +22,8 @@ public struct UDPEndpoint: Hashable, Sendable, CustomStringConvertible {
 /// - Lookups both ways and every update are O(1): a dictionary from client to entry, an array from port to
 ///   entry, and two intrusive doubly linked LRU lists (all mappings, and each IP's).
 /// - Ports are handed out in a random order (as onetun does): a random port, or the next free one after it.
+/// - `reserve(_:)` keeps a port out of the pool: a remote UDP forward listening on it must not receive the
+///   replies meant for a local client.
 public final class UDPPortPool {
     public let range: ClosedRange<UInt16>
     public let idleTimeout: UInt64
@@ -49,8 +51,11 @@ public final class UDPPortPool {
     var freeEntries: [Int32] = []
     var byClient: [UDPEndpoint: Int32] = [:]
     var byAddress: [IPAddress: AddressList] = [:]
-    /// Entry index for each port of the range, -1 when free; allocated at first use.
+    /// Per port of `range`: the entry holding it, `free`, or `reservedPort`.
     var entryOfPort: [Int32] = []
+    static let free: Int32 = -1
+    static let reservedPort: Int32 = -2
+    var reservedPorts: Set<UInt16> = []
     var head: Int32 = -1
     var tail: Int32 = -1
     public private(set) var reclaimed = 0
@@ -68,7 +73,25 @@ public final class UDPPortPool {
     }
 
     public var count: Int { byClient.count }
-    public var capacity: Int { range.count }
+    /// Ports that can be handed out: the range less the reserved ports.
+    public var capacity: Int { range.count - reservedPorts.count }
+
+    /// Keeps `port` out of the pool for good; a client holding it now loses the mapping (its next datagram
+    /// gets another port). Returns false, reserving nothing, for a port outside the range, or when it is the
+    /// last port the pool could hand out.
+    @discardableResult
+    public func reserve(_ port: UInt16) -> Bool {
+        guard range.contains(port) else { return false }
+        if reservedPorts.contains(port) { return true }
+        guard capacity > 1 else { return false }
+        reservedPorts.insert(port)
+        if !entryOfPort.isEmpty {
+            let i = Int(port - range.lowerBound)
+            remove(entryOfPort[i])
+            entryOfPort[i] = Self.reservedPort
+        }
+        return true
+    }
 
     /// The virtual port of `client`, assigning one if it has none; marks the mapping used at `now`.
     public func port(for client: UDPEndpoint, now: Instant) -> UInt16 {
@@ -84,7 +107,7 @@ public final class UDPPortPool {
             port = entries[Int(list.head)].port
             remove(list.head)
             reclaimed += 1
-        } else if byClient.count >= range.count {
+        } else if byClient.count >= capacity {
             port = entries[Int(head)].port
             remove(head)
             reclaimed += 1
@@ -134,7 +157,8 @@ public final class UDPPortPool {
     // MARK: Lists
 
     func allocateTables() {
-        entryOfPort = [Int32](repeating: -1, count: range.count)
+        entryOfPort = [Int32](repeating: Self.free, count: range.count)
+        for port in reservedPorts { entryOfPort[Int(port - range.lowerBound)] = Self.reservedPort }
     }
 
     /// A random free port: a few random draws (almost always enough while the pool is not nearly full),
@@ -143,11 +167,11 @@ public final class UDPPortPool {
         let n = range.count
         for _ in 0..<8 {
             let i = Int(random.uniform(below: UInt64(n)))
-            if entryOfPort[i] < 0 { return range.lowerBound + UInt16(i) }
+            if entryOfPort[i] == Self.free { return range.lowerBound + UInt16(i) }
         }
         var i = Int(random.uniform(below: UInt64(n)))
         for _ in 0..<n {
-            if entryOfPort[i] < 0 { return range.lowerBound + UInt16(i) }
+            if entryOfPort[i] == Self.free { return range.lowerBound + UInt16(i) }
             i = i + 1 == n ? 0 : i + 1
         }
         preconditionFailure("UDPPortPool: no free port after reclaiming")
@@ -168,7 +192,7 @@ public final class UDPPortPool {
         unlinkAddress(e)
         let entry = entries[Int(e)]
         byClient[entry.client] = nil
-        entryOfPort[Int(entry.port - range.lowerBound)] = -1
+        entryOfPort[Int(entry.port - range.lowerBound)] = Self.free
         freeEntries.append(e)
     }
 

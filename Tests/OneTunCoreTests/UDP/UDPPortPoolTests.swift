@@ -193,6 +193,43 @@ import Testing
         #expect(p.count == 0)
     }
 
+    // MARK: - Reserved ports (remote UDP forwards)
+
+    /// A small pool with two ports reserved (one before first use, one after it was handed out): a full
+    /// cycle of clients never gets either, the pool's capacity shrinks, and the client that held the
+    /// second loses its mapping and gets another port next time.
+    @Test func reservedPortsAreNeverHandedOut() {
+        let p = pool(1000...1009, limit: 100)
+        #expect(p.reserve(1003))
+        #expect(!p.reserve(999) && !p.reserve(1010), "outside the range")
+        let first = client(1, 5000)
+        let held = p.port(for: first, now: at(0))
+        #expect(held != 1003)
+        #expect(p.reserve(held))
+        #expect(p.client(for: held, now: at(1)) == nil, "the holder lost it")
+        #expect(p.capacity == 8)
+        var seen = Set<UInt16>()
+        for i in 0..<200 {
+            let port = p.port(for: client(UInt8(i % 50), UInt16(6000 + i)), now: at(2 + Double(i)))
+            seen.insert(port)
+            #expect(port != 1003 && port != held)
+            #expect(p.count <= 8)
+        }
+        #expect(seen.count == 8, "every other port is used")
+        let again = p.port(for: first, now: at(300))
+        #expect(again != held && again != 1003)
+        #expect(p.client(for: 1003, now: at(300)) == nil)
+    }
+
+    @Test func theLastPortCannotBeReserved() {
+        let p = pool(1000...1001)
+        #expect(p.reserve(1000))
+        #expect(!p.reserve(1001))
+        #expect(p.capacity == 1)
+        #expect(p.port(for: client(1, 1), now: at(0)) == 1001)
+        #expect(p.port(for: client(2, 1), now: at(1)) == 1001, "reclaimed, never the reserved port")
+    }
+
     // MARK: - The whole range
 
     @Test func wholeRangeFillsAndLookupsStayCorrect() {
