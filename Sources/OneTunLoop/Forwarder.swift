@@ -65,8 +65,9 @@ public final class Forwarder {
     var clients: [Client?] = []
     var shuttingDown = false
     var udpListeners: [UDPListener] = []
-    /// Which UDP listener answers for replies from a destination.
-    var udpListenerByDestination: [UDPEndpoint: Int] = [:]
+    /// Which UDP listener a virtual port's client last wrote to: its replies leave from that listener's
+    /// socket (two forwards may share a destination). -1: none; allocated with the first UDP listener.
+    var udpListenerOfPort: [Int32] = []
     let udpBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
     public private(set) var datagramsForwarded = 0
     public private(set) var datagramsReturned = 0
@@ -114,6 +115,7 @@ public final class Forwarder {
         let handle = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
         let forward: UDPForward
         unowned let forwarder: Forwarder
+        var index: Int32 = -1
 
         init(forward: UDPForward, forwarder: Forwarder) {
             self.forward = forward
@@ -221,9 +223,8 @@ public final class Forwarder {
             guard rc == 0 else {
                 throw LoopError("cannot listen on UDP \(forward.description.split(separator: " ").first ?? ""): \(String(cString: uv_strerror(rc)))")
             }
-            if udpListenerByDestination[forward.destination] == nil {
-                udpListenerByDestination[forward.destination] = udpListeners.count
-            }
+            if udpListenerOfPort.isEmpty { udpListenerOfPort = [Int32](repeating: -1, count: 65_536) }
+            listener.index = Int32(udpListeners.count)
             udpListeners.append(listener)
             logger.info("forwarding UDP \(forward.description)")
         }
@@ -234,6 +235,7 @@ public final class Forwarder {
         guard !shuttingDown, let client = SocketAddressConversion.endpoint(addr) else { return }
         let now = TunnelLoop.now()
         let port = core.udpPorts.port(for: client, now: now)
+        udpListenerOfPort[Int(port)] = listener.index
         let payload = UnsafeRawBufferPointer(rebasing: udpBuffer[0..<length])
         if core.sendDatagram(from: port, to: listener.forward.destination, payload: payload) {
             datagramsForwarded += 1
@@ -245,6 +247,8 @@ public final class Forwarder {
 
     /// Datagrams from the tunnel go back to the local client that owns their virtual port.
     func returnDatagrams() {
+        // The UDP listeners and flows are closing: a send on one would reopen its socket under libuv.
+        guard !shuttingDown else { return }
         let now = TunnelLoop.now()
         var budget = 4096
         while budget > 0, let d = core.pollDatagram(into: udpBuffer) {
@@ -253,7 +257,8 @@ public final class Forwarder {
                 remoteDatagram(forward, from: d.source, length: d.length)
                 continue
             }
-            guard let index = udpListenerByDestination[d.source],
+            let index = Int(udpListenerOfPort.isEmpty ? -1 : udpListenerOfPort[Int(d.destination.port)])
+            guard index >= 0, udpListeners[index].forward.destination == d.source,
                 let client = core.udpPorts.client(for: d.destination.port, now: now)
             else {
                 datagramsDropped += 1
@@ -337,6 +342,7 @@ public final class Forwarder {
     /// A datagram from the tunnel to a remote UDP forward's port: it goes out of the flow's own local
     /// socket, connected to the destination, whose replies return through the tunnel.
     func remoteDatagram(_ forward: RemoteForward, from remote: UDPEndpoint, length: Int) {
+        guard !shuttingDown else { return }
         let now = TunnelLoop.now()
         let key = RemoteFlowKey(port: forward.port, remote: remote)
         var flow = remoteFlows[key]
@@ -347,6 +353,13 @@ public final class Forwarder {
             let made = RemoteFlow(key: key, forwarder: self, now: now)
             var destination = forward.destination
             var rc = uv_udp_init_ex(driver.loop, made.handle, UInt32(destination.ss_family))
+            guard rc == 0 else {
+                // No socket (EMFILE, ENOBUFS): libuv never initialized the handle, so it must not be closed.
+                made.handle.deallocate()
+                logger.debug("remote UDP flow from \(remote): \(String(cString: uv_strerror(rc)))")
+                datagramsDropped += 1
+                return
+            }
             made.handle.pointee.data = Unmanaged.passRetained(made).toOpaque()
             if rc == 0 {
                 rc = withUnsafePointer(to: &destination) {
@@ -416,7 +429,7 @@ public final class Forwarder {
         uv_tcp_nodelay(client.handle, 1)
         guard let id = core.connect(to: forward.destination, port: forward.destinationPort, now: now) else {
             logger.error("cannot open a connection to \(forward.destination) port \(forward.destinationPort): no source address of its family, or no free port")
-            uv_tcp_close_reset(client.handle, Self.closed)
+            closeReset(client.handle)
             return
         }
         client.id = id
@@ -500,6 +513,11 @@ public final class Forwarder {
         }
         if !client.writePending { deliver(client, connection) }
         if client.closing { return }
+        if connection.hasEnded, let error = connection.error {
+            // Reset by the destination, refused, or timed out: the client sees a reset at once.
+            teardown(client, reset: true, reason: "\(error)")
+            return
+        }
         if !client.reading && !client.clientEOF && connection.writableBytes > 0 { startReading(client) }
         // The destination half-closed and every byte before its FIN reached the client: pass the FIN on.
         if connection.isReadClosed && !client.writePending && !client.shutdownSent {
@@ -512,10 +530,7 @@ public final class Forwarder {
         }
         switch connection.state {
         case .closed, .timeWait:
-            if let error = connection.error {
-                // Reset by the destination, refused, or timed out: the client sees a reset at once.
-                teardown(client, reset: true, reason: "\(error)")
-            } else if !client.writePending && connection.readableBytes == 0 {
+            if !client.writePending && connection.readableBytes == 0 {
                 teardown(client, reset: false, reason: "closed")
             }
         default:
@@ -577,7 +592,7 @@ public final class Forwarder {
         client.closing = true
         stopReading(client)
         if reset {
-            uv_tcp_close_reset(client.handle, Self.closed)
+            closeReset(client.handle)
         } else {
             uv_close(handle(client.handle), Self.closed)
         }
@@ -591,6 +606,12 @@ public final class Forwarder {
         connectionsClosed += 1
         let seconds = Double(TunnelLoop.now().since(client.opened)) / 1e9
         logger.debug("connection \(client.id): \(reason) after \((seconds * 1000).rounded() / 1000) s, \(client.bytesUp) bytes up, \(client.bytesDown) bytes down\(tcp)")
+    }
+
+    /// Closes with a RST; libuv refuses that (UV_EINVAL) while a shutdown request is in flight, and then
+    /// the socket is closed plainly (a FIN) rather than leaked.
+    func closeReset(_ tcp: UnsafeMutablePointer<uv_tcp_t>) {
+        if uv_tcp_close_reset(tcp, Self.closed) != 0 { uv_close(handle(tcp), Self.closed) }
     }
 
     static let closed: uv_close_cb = { handle in
@@ -615,6 +636,7 @@ public final class Forwarder {
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
         for flow in Array(remoteFlows.values) { closeFlow(flow) }
+        remoteUDP = [:]
         let wg = core.stats.wireGuard
         logger.info("shutting down after \(connectionsOpened) connections; \(driver.datagramsSent) datagrams sent (\(driver.sendFailures) not sent), \(driver.datagramsReceived) received; WireGuard dropped \(wg.dropped) in, \(core.packetsDropped) out")
         driver.stop()

@@ -11,6 +11,8 @@ public final class PcapWriter {
     var used = 0
     public private(set) var packets = 0
     public private(set) var failed = false
+    /// Why writing stopped (the reader of a FIFO left, the disk is full); capture ends there.
+    public private(set) var failure: String?
 
     static let linkTypeRaw: UInt32 = 101
     static let snapLength: UInt32 = 65_535
@@ -67,6 +69,7 @@ public final class PcapWriter {
                 continue
             } else {
                 failed = true
+                failure = n < 0 ? String(cString: strerror(errno)) : "nothing written"
             }
         }
         used = 0

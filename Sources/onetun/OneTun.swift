@@ -79,6 +79,9 @@ struct UsageError: Error, CustomStringConvertible {
 @main
 enum OneTun {
     static func main() {
+        // A closed pipe (a --pcap FIFO whose reader left, stderr piped into a pager) is a write error to
+        // handle, not a reason to die; client sockets already report EPIPE through libuv.
+        signal(SIGPIPE, SIG_IGN)
         let command: OneTunCommand
         do {
             command = try OneTunCommand.parse()

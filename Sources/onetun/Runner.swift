@@ -78,7 +78,14 @@ struct Runner {
         if let path = settings.pcap {
             let writer = try PcapWriter(path: path)
             core.packetTap = { packet, _ in writer.record(packet) }
-            loop.afterFlush = { writer.flush() }
+            var reported = false
+            loop.afterFlush = {
+                writer.flush()
+                if writer.failed && !reported {
+                    reported = true
+                    logger.error("capture to \(path) stopped: \(writer.failure ?? "write failed"); forwarding goes on")
+                }
+            }
             pcap = writer
             logger.info("capturing inner packets to \(path)")
         }

@@ -125,7 +125,7 @@ struct Settings {
                 throw UsageError("--ping \(target) and --source-peer-ip \(sourceText) must be the same IP version")
             }
             ping = address
-            guard c.pingCount > 0 else { throw UsageError("--ping-count must be at least 1") }
+            guard (1...65535).contains(c.pingCount) else { throw UsageError("--ping-count must be 1 to 65535 (one echo sequence number each)") }
             pingCount = c.pingCount
         }
     }

@@ -18,6 +18,7 @@ import Testing
         (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4"], "--source-peer-ip: '192.168.4' is not an IP address"),
         (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--keep-alive", "70000"], "--keep-alive"),
         (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--ping", "fd00::1"], "same IP version"),
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--ping", "192.168.4.2", "--ping-count", "70000"], "--ping-count must be 1 to 65535"),
         (["--bogus"], "--bogus"),
     ])
     func badInputIsAUsageError(args: [String], message: String) throws {

@@ -21,6 +21,56 @@ import Testing
         #expect(s.onetunLog.contains("unreachable"), "\(s.onetunLog)")
     }
 
+    /// 100 connections whose destination sends a goodbye, its FIN and at once a RST: each client sees the
+    /// connection end, and onetun keeps no descriptor of any of them (a RST refused by libuv while a
+    /// shutdown is in flight must still close the socket).
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func finThenResetLeavesNoDescriptorBehind() throws {
+        let s = try ForwardSession()
+        defer { s.close() }
+        try s.startServer(addresses: ["192.168.4.1"])
+        try s.startOnetun(s.onetunArguments(["127.0.0.1:18022:192.168.4.1:\(ServicePort.finreset)"], extra: []))
+        let onetun = try #require(s.onetun)
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(onetun.pid)/fd").count) ?? -1 }
+        _ = try s.client(18022, "closes")
+        usleep(200_000)
+        let before = descriptors()
+        let result = try s.client(18022, "closes-many", ["100"])
+        let outcomes = result.fields["outcomes"] as? [String: Any] ?? [:]
+        let ended = outcomes.filter { ["reset", "eof"].contains($0.key) }.values.compactMap { ($0 as? NSNumber)?.intValue }.reduce(0, +)
+        #expect(ended == 100, "\(result)")
+        // Teardown completes in the loop iteration after the last connection; give it a moment.
+        var after = descriptors()
+        for _ in 0..<20 where after > before {
+            usleep(100_000)
+            after = descriptors()
+        }
+        #expect(before > 0 && after == before, "onetun had \(before) descriptors, now \(after)")
+        #expect(onetun.isRunning, "\(s.onetunLog.suffix(3000))")
+    }
+
+    /// `--pcap` into a FIFO whose reader takes the file header and leaves: the next write fails with
+    /// EPIPE. onetun must log that capture stopped and go on forwarding, not die of SIGPIPE.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func pcapReaderLeavingStopsCaptureNotForwarding() throws {
+        let s = try ForwardSession()
+        defer { s.close() }
+        try s.startServer(addresses: ["192.168.4.1"])
+        let fifo = s.directory.appendingPathComponent("capture.fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reader = try s.namespace.spawn(["head", "-c", "24", fifo], logName: "fifo-reader.log")
+        defer { _ = reader.terminate(grace: 1) }
+        try s.startOnetun(s.onetunArguments(["127.0.0.1:18023:192.168.4.1:\(ServicePort.echo)", "--pcap", fifo], extra: []))
+        let onetun = try #require(s.onetun)
+        #expect(reader.waitForExit(seconds: 5), "the FIFO reader did not get the pcap header")
+        for _ in 0..<3 {
+            let echo = try s.client(18023, "echo", ["2", String(64 << 10)])
+            #expect(echo[int: "ok"] == 2, "\(echo)\n\(s.onetunLog.suffix(3000))")
+        }
+        #expect(onetun.isRunning, "onetun died: \(s.onetunLog.suffix(3000))")
+        try s.waitFor(onetun, "capture to \(fifo) stopped", seconds: 5)
+    }
+
     /// SIGTERM with a connection open: onetun resets it (the destination sees the connection end, it is
     /// not left half-open), closes everything and exits 0; SIGINT the same.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)), arguments: [SIGTERM, SIGINT])

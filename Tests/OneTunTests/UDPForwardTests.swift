@@ -93,6 +93,58 @@ import Testing
         }
     }
 
+    /// Two UDP forwards to the same destination: a client of the second gets its replies from the second
+    /// port. Its sockets are connected, so a reply sent from the first forward's socket would never reach
+    /// them.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func twoForwardsToOneDestinationAnswerFromTheirOwnPort() throws {
+        try withSession { s in
+            _ = try s.startUDPServer(addresses: ["192.168.4.1"])
+            try s.startOnetun(s.onetunArguments([
+                "127.0.0.1:18110:192.168.4.1:\(UDPServicePort.echo):UDP", "127.0.0.1:18111:192.168.4.1:\(UDPServicePort.echo):UDP",
+            ], extra: []))
+            for port: UInt16 in [18111, 18110, 18111] {
+                let echo = try s.udpClient(port, "echo", ["4", "200", "4"])
+                #expect(echo[int: "ok"] == 200 && echo[int: "lost"] == 0, "port \(port): \(echo)")
+                #expect(echo[int: "foreign"] == 0 && echo[int: "corrupt"] == 0, "port \(port): \(echo)")
+            }
+        }
+    }
+
+    /// SIGINT while datagrams stream both ways through a local and a remote UDP forward, three times: with
+    /// replies still queued in the core when the listeners close, onetun must neither abort (a send on a
+    /// closing libuv handle) nor hang (a remote flow opened after shutdown); it exits 0 within 5 s.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func signalDuringUDPTrafficExitsZero() throws {
+        try withSession { s in
+            _ = try s.startUDPServer(addresses: ["192.168.4.1"])
+            try s.startRemoteUDPEcho(address: "127.0.0.1", port: 7007)
+            for round in 1...3 {
+                try s.startOnetun(s.onetunArguments([
+                    "127.0.0.1:18100:192.168.4.1:\(UDPServicePort.echo):UDP", "--remote", "5557:127.0.0.1:7007:UDP",
+                ], extra: []))
+                let onetun = try #require(s.onetun)
+                try s.waitFor(onetun, "handshake with the peer complete", seconds: 10)
+                let local = try s.namespace.spawn(
+                    ["python3", s.udpScript.path, "client", "127.0.0.1", "18100", "echo", "20", "1000000", "32"],
+                    logName: "flood-local-\(round).log")
+                let remote = try s.namespace.spawn(
+                    ["python3", s.remoteScript.path, "udp-echo", "192.168.4.3", "5557", "20", "1000000", "32"],
+                    logName: "flood-remote-\(round).log")
+                defer {
+                    _ = local.terminate(grace: 1)
+                    _ = remote.terminate(grace: 1)
+                }
+                usleep(1_500_000)
+                kill(onetun.pid, SIGINT)
+                #expect(onetun.waitForExit(seconds: 5), "round \(round): onetun still running 5 s after SIGINT")
+                #expect(onetun.exitCode == 0, "round \(round): exit \(String(describing: onetun.exitCode)): \(s.onetunLog.suffix(3000))")
+                #expect(s.onetunLog.contains("shutting down"), "round \(round): \(s.onetunLog.suffix(3000))")
+                if onetun.isRunning { _ = onetun.terminate(grace: 1) }
+            }
+        }
+    }
+
     /// IPv6 inside the tunnel: onetun as fd00:4::3 forwarding to [fd00:4::1]:7000.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func echoOverIPv6Inside() throws {

@@ -6,16 +6,18 @@ import Glibc
 ///
 /// `serve` listens on the peer's tunnel addresses, one port per service: sink (reads to EOF, answers the
 /// SHA-256 of what it got, closes), source (reads "N\n", sends N bytes of a file, closes), echo, reset
-/// (closes with SO_LINGER 0, so RST) and halfclose (greeting, SHUT_WR, reads to EOF and logs the digest).
+/// (closes with SO_LINGER 0, so RST), halfclose (greeting, SHUT_WR, reads to EOF and logs the digest) and
+/// finreset (a goodbye, SHUT_WR and at once RST, the client's bytes unread).
 /// `client` runs one check against onetun's forwarded port on 127.0.0.1 and prints one JSON line: upload,
 /// download, echo (many concurrent connections), echo-late (reads back only after a delay, so both
-/// directions' windows close and must reopen), halfclose-client, halfclose-server, closes, connects.
+/// directions' windows close and must reopen), halfclose-client, halfclose-server, closes (and closes-many),
+/// connects.
 /// Every socket has a timeout, so no check can hang.
 enum ForwardCheckScript {
     static let source = #"""
         """End-to-end checks of a TCP port forwarder. Standard library only.
 
-        serve ADDR[,ADDR...] --sink P --source P --echo P --reset P --halfclose P [--file F]
+        serve ADDR[,ADDR...] --sink P --source P --echo P --reset P --halfclose P --finreset P [--file F]
             Listens on every ADDR with each service; prints "ready" once all are bound, and one line per
             half-close connection.
         client HOST PORT CHECK [ARGS...]
@@ -94,6 +96,15 @@ enum ForwardCheckScript {
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+        def finreset(conn):
+            # The client's first bytes arrive and stay unread; a goodbye and our FIN, then at once a RST
+            # (SO_LINGER 0): FIN and RST reach onetun back to back.
+            time.sleep(0.02)
+            conn.sendall(b"bye\n")
+            conn.shutdown(socket.SHUT_WR)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
         def halfclose(conn):
             # Greeting, then our FIN; the client keeps sending after it saw our EOF.
             conn.sendall(b"greeting\n")
@@ -107,7 +118,7 @@ enum ForwardCheckScript {
             opts = dict(zip(args[1::2], args[2::2]))
             path = opts.get("--file")
             services = {"--sink": sink, "--source": lambda c: source(c, path), "--echo": echo,
-                        "--reset": reset, "--halfclose": halfclose}
+                        "--reset": reset, "--halfclose": halfclose, "--finreset": finreset}
             listeners = []
             for flag, handler in services.items():
                 if flag not in opts:
@@ -340,6 +351,16 @@ enum ForwardCheckScript {
             return {"outcome": outcome, "seconds": time.monotonic() - start}
 
 
+        def check_closes_many(host, port, n):
+            """`closes` n times in a row; counts the outcomes."""
+            outcomes = {}
+            start = time.monotonic()
+            for _ in range(int(n)):
+                o = check_closes(host, port)["outcome"]
+                outcomes[o] = outcomes.get(o, 0) + 1
+            return {"outcomes": outcomes, "seconds": time.monotonic() - start}
+
+
         def check_connects(host, port):
             """Whether anything accepts a connection there."""
             try:
@@ -351,7 +372,7 @@ enum ForwardCheckScript {
 
         CHECKS = {"upload": check_upload, "download": check_download, "echo": check_echo, "echo-late": check_echo_late,
                   "halfclose-client": check_halfclose_client, "halfclose-server": check_halfclose_server,
-                  "closes": check_closes, "connects": check_connects}
+                  "closes": check_closes, "closes-many": check_closes_many, "connects": check_connects}
 
 
         def main(argv):
@@ -405,6 +426,7 @@ enum ServicePort {
     static let echo: UInt16 = 5003
     static let reset: UInt16 = 5004
     static let halfclose: UInt16 = 5005
+    static let finreset: UInt16 = 5006
     static let unused: UInt16 = 5009
 }
 
@@ -478,7 +500,8 @@ final class ForwardSession {
     func startServer(addresses: [String] = ["192.168.4.1", "fd00:4::1"], file: URL? = nil) throws {
         var args = ["python3", "-u", script.path, "serve", addresses.joined(separator: ","),
                     "--sink", "\(ServicePort.sink)", "--source", "\(ServicePort.source)", "--echo", "\(ServicePort.echo)",
-                    "--reset", "\(ServicePort.reset)", "--halfclose", "\(ServicePort.halfclose)"]
+                    "--reset", "\(ServicePort.reset)", "--halfclose", "\(ServicePort.halfclose)",
+                    "--finreset", "\(ServicePort.finreset)"]
         if let file { args += ["--file", file.path] }
         let child = try namespace.spawn(args, logName: "services.log")
         server = child

@@ -7,10 +7,12 @@
 /// - Packets: each is a control byte and `(control >> 2) * 8` bytes. Bit 0 asks for the packet to be
 ///   addressed to us with every checksum made valid; bit 1 first makes it UDP. A packet passed up as UDP
 ///   must parse as IP + UDP to one of our addresses, its checksum valid, its payload inside the packet.
-/// - Operations, two bytes each, on a 16-port pool (limit 4 per IP, 60 s idle): port(for:), client(for:),
-///   time moving on with expire(now:), or jumping to exactly nextDeadline (and 1 ns before it). A plain
+/// - Operations, two bytes each, on a 16-port pool (limit 4 per IP, 60 s idle): port(for:), client(for:)
+///   or reserve(_:), time moving on with expire(now:), or jumping to exactly nextDeadline (and 1 ns before
+///   it). A plain
 ///   reference model follows along: same ports for known clients, same reclaim victims, same expiries,
-///   same deadline; count ≤ capacity, per-IP ≤ limit, port ↔ client round trip.
+///   same deadline, same capacity; count ≤ capacity, per-IP ≤ limit, port ↔ client round trip, a reserved
+///   port never handed out.
 let ours = [IPAddress("192.168.4.3")!, IPAddress("fd00:4::3")!]
 let poolRange: ClosedRange<UInt16> = 1000...1015
 let perAddressLimit = 4
@@ -132,6 +134,7 @@ struct Model {
         var order: Int
     }
     var mappings: [Mapping] = []
+    var reserved: Set<UInt16> = []
     var clock = 0
     var reclaimed = 0
     var expired = 0
@@ -154,7 +157,7 @@ struct Model {
         }
         let sameAddress = mappings.filter { $0.client.address == client.address }.count
         let victim = sameAddress >= perAddressLimit ? oldest { $0.client.address == client.address }
-            : mappings.count >= poolRange.count ? oldest { _ in true } : nil
+            : mappings.count >= capacity ? oldest { _ in true } : nil
         if let victim {
             mappings.remove(at: victim)
             reclaimed += 1
@@ -177,6 +180,19 @@ struct Model {
         let before = mappings.count
         mappings.removeAll { $0.lastUsed.adding(idle) <= now }
         expired += before - mappings.count
+    }
+
+    var capacity: Int { poolRange.count - reserved.count }
+
+    /// Out of the range: refused. The last port that could be handed out: refused. Otherwise reserved, and
+    /// whoever held it loses the mapping (neither reclaimed nor expired).
+    mutating func reserve(_ port: UInt16) -> Bool {
+        guard poolRange.contains(port) else { return false }
+        if reserved.contains(port) { return true }
+        guard capacity > 1 else { return false }
+        reserved.insert(port)
+        mappings.removeAll { $0.port == port }
+        return true
     }
 
     var nextDeadline: Instant? { mappings.map { $0.lastUsed.adding(idle) }.min() }
@@ -203,6 +219,7 @@ func operations(_ input: UnsafeRawBufferPointer) {
             let known = model.prepare(c, now)
             let port = pool.port(for: c, now: now)
             precondition(poolRange.contains(port), "port \(port) outside the range")
+            precondition(!model.reserved.contains(port), "reserved port \(port) handed out")
             if let known {
                 precondition(port == known, "\(c) moved from port \(known) to \(port)")
             } else {
@@ -213,8 +230,12 @@ func operations(_ input: UnsafeRawBufferPointer) {
             precondition(pool.client(for: port, now: now) == c, "port \(port) does not lead back to \(c)")
             _ = model.client(for: port, now)
         case 1:
-            let port = poolRange.lowerBound &- 1 &+ UInt16(arg % UInt8(poolRange.count + 2))
-            precondition(pool.client(for: port, now: now) == model.client(for: port, now), "port \(port) maps differently")
+            let port = poolRange.lowerBound &- 1 &+ UInt16((arg & 0x7f) % UInt8(poolRange.count + 2))
+            if arg & 0x80 == 0 {
+                precondition(pool.client(for: port, now: now) == model.client(for: port, now), "port \(port) maps differently")
+            } else {
+                precondition(pool.reserve(port) == model.reserve(port), "reserving \(port) differs")
+            }
         case 2:
             // Time moves on: quarter seconds, or whole idle timeouts when the high bit is set.
             now = now.adding(arg & 0x80 == 0 ? UInt64(arg) * 250 * Nanos.millisecond : UInt64(arg & 0x7f) * idle / 8)
@@ -233,6 +254,7 @@ func operations(_ input: UnsafeRawBufferPointer) {
         }
         precondition(pool.count == model.mappings.count, "count \(pool.count), model \(model.mappings.count)")
         precondition(pool.count <= pool.capacity, "more mappings than ports")
+        precondition(pool.capacity == model.capacity, "capacity \(pool.capacity), model \(model.capacity)")
         precondition(pool.nextDeadline() == model.nextDeadline, "deadline differs from the model's")
         precondition(pool.reclaimed == model.reclaimed && pool.expired == model.expired, "reclaimed/expired differ")
         var perAddress: [IPAddress: Int] = [:]
