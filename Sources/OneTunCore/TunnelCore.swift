@@ -10,8 +10,10 @@ public struct TunnelCoreConfig: Sendable {
         self.wireGuard = wireGuard
         self.addresses = addresses
         var tcp = tcp
-        // MSS from the tunnel MTU: IPv4 (20) + TCP (20) headers; the stack takes 20 more off for IPv6.
-        tcp.mss = min(tcp.mss, max(wireGuard.mtu - 40, 536))
+        // MSS from the tunnel MTU: IPv4 (20) + TCP (20) headers; the stack takes 20 more off for IPv6. A
+        // jumbo MTU gets jumbo segments; an MSS set below the default stays as set.
+        let fromMTU = max(wireGuard.mtu - 40, 536)
+        tcp.mss = tcp.mss == TCPConfig().mss ? fromMTU : min(tcp.mss, fromMTU)
         self.tcp = tcp
     }
 }
@@ -230,7 +232,10 @@ public final class TunnelCore {
     /// Accepts TCP connections from the tunnel to `port` of our addresses (remote port forwarding).
     public func listen(port: UInt16) { tcp.listen(port: port) }
 
-    /// The next connection a listener accepted; its `localPort` says which listener.
+    /// The next connection a listener accepted; its `localPort` says which listener. Only connections whose
+    /// handshake completed are handed out (they may already hold data); half-open ones stay in the stack,
+    /// bounded, and are dropped there if the handshake never completes. Call after every input and inspect
+    /// what it returns: its first event may have been polled before you accepted it.
     public func accept() -> Int? { tcp.accept() }
 
     /// The application changed connection `id` (wrote, read, closed): it may have something to send.

@@ -34,6 +34,8 @@ public protocol DatagramCore: AnyObject {
     /// Starts the handshake; `wallClockOffset` is wall-clock ns minus `now`.
     func start(now: Instant, wallClockOffset: Int64)
     var isEstablished: Bool { get }
+    /// The buffer `pollTransmit` needs for one datagram (it grows with the MTU).
+    var transmitBufferSize: Int { get }
     var handshakeInitiationsSent: Int { get }
     var lastDropDescription: String? { get }
 }
@@ -45,6 +47,7 @@ extension TunnelCore: DatagramCore {
     }
 
     public var handshakeInitiationsSent: Int { stats.wireGuard.handshakeInitiationsSent }
+    public var transmitBufferSize: Int { Self.minimumTransmitBuffer(mtu: config.wireGuard.mtu) }
 }
 
 /// A WireGuard tunnel with a `TunnelPayload` inside, as a `DatagramCore`.
@@ -102,6 +105,7 @@ extension TunnelCore: DatagramCore {
     }
 
     public var isEstablished: Bool { tunnel.isEstablished }
+    public var transmitBufferSize: Int { TunnelCore.minimumTransmitBuffer(mtu: tunnel.config.mtu) }
     public var handshakeInitiationsSent: Int { tunnel.stats.handshakeInitiationsSent }
     public var lastDropDescription: String? { tunnel.lastDrop.map { "\($0)" } }
 }
@@ -121,8 +125,12 @@ public final class TunnelLoop {
     let prepare = UnsafeMutablePointer<uv_prepare_t>.allocate(capacity: 1)
     let signals = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 2)
     static let batch = 64
-    static let slot = 2048
-    /// recvmmsg's buffer (libuv splits it into `slot`-sized chunks) and the send slots.
+    /// The most one datagram may take in the send buffer: 2 KiB, or more for an MTU above about 1950.
+    let slot: Int
+    /// libuv's recvmmsg hands each datagram a 64 KiB chunk of the receive buffer (UV__UDP_DGRAM_MAXSIZE)
+    /// and reads at most 20 per call: a buffer of 20 chunks reads 20 datagrams per system call.
+    static let receiveChunks = 20
+    /// recvmmsg's buffer and the send slots.
     let receiveBuffer: UnsafeMutableRawBufferPointer
     let sendSlots: UnsafeMutableRawBufferPointer
     let sendLengths = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
@@ -156,8 +164,9 @@ public final class TunnelLoop {
         self.core = core
         self.logger = logger
         loop = uv_default_loop()
-        receiveBuffer = .allocate(byteCount: Self.batch * Self.slot, alignment: 16)
-        sendSlots = .allocate(byteCount: Self.batch * Self.slot, alignment: 16)
+        slot = (max(2048, core.transmitBufferSize) + 63) & ~63
+        receiveBuffer = .allocate(byteCount: Self.receiveChunks * 65_536, alignment: 16)
+        sendSlots = .allocate(byteCount: Self.batch * slot, alignment: 16)
     }
 
     deinit {
@@ -268,9 +277,9 @@ public final class TunnelLoop {
         while budget > 0 {
             var count = 0
             var offset = 0
-            while count < Self.batch && offset + Self.slot <= sendSlots.count {
-                let slot = UnsafeMutableRawBufferPointer(rebasing: sendSlots[offset..<(offset + Self.slot)])
-                guard let n = core.pollTransmit(into: slot, now: now) else { break }
+            while count < Self.batch && offset + slot <= sendSlots.count {
+                let room = UnsafeMutableRawBufferPointer(rebasing: sendSlots[offset..<(offset + slot)])
+                guard let n = core.pollTransmit(into: room, now: now) else { break }
                 sendLengths[count] = n
                 sendOffsets[count] = offset
                 offset += n

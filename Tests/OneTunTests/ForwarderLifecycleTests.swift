@@ -49,6 +49,20 @@ import Testing
         #expect(onetun.isRunning, "\(s.onetunLog.suffix(3000))")
     }
 
+    /// A jumbo tunnel MTU (8920, the peer's interface set to match): the datagrams are larger than the
+    /// loop's usual 2 KiB send slots, which must grow with the MTU. 8 MiB echo, byte-equal.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func jumboMTUForwards() throws {
+        let s = try ForwardSession()
+        defer { s.close() }
+        _ = try s.namespace.run(["ip", "link", "set", s.peer.peer.interface, "mtu", "8920"])
+        try s.startServer(addresses: ["192.168.4.1"])
+        try s.startOnetun(s.onetunArguments(["127.0.0.1:18024:192.168.4.1:\(ServicePort.echo)", "--max-transmission-unit", "8920"], extra: []))
+        let echo = try s.client(18024, "echo", ["4", String(2 << 20)])
+        #expect(echo[int: "ok"] == 4, "\(echo)\n\(s.onetunLog.suffix(3000))")
+        #expect(s.onetun?.isRunning == true, "\(s.onetunLog.suffix(3000))")
+    }
+
     /// `--pcap` into a FIFO whose reader takes the file header and leaves: the next write fails with
     /// EPIPE. onetun must log that capture stopped and go on forwarding, not die of SIGPIPE.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))

@@ -27,11 +27,17 @@
     var readyHead = 0
     var queued: [Bool] = []
     var listening: Set<UInt16> = []
-    /// Connections a listener made that the application has not accepted yet, at most (Linux's
-    /// somaxconn is 4096; a driver accepts after every batch of input, so this only bounds a flood).
+    /// Connections a listener made that the application has not accepted yet, at most; and, separately,
+    /// handshakes in progress (SYN-RECEIVED) at most. Linux keeps the same two queues (somaxconn and
+    /// max_syn_backlog). A SYN past either limit is dropped; the client retries.
     public let acceptBacklog: Int
     public private(set) var synsDropped = 0
+    /// Established connections waiting for `accept`, from `acceptHead` on.
     var acceptQueue: [Int] = []
+    var acceptHead = 0
+    /// Passive opens still in SYN-RECEIVED: not the application's until the handshake completes, so a
+    /// peer that sends SYNs and never completes them costs a bounded table and no driver resources.
+    var handshaking: Set<Int> = []
     /// Connections whose state input or timers changed, for the application (`pollEvent`), each once.
     var events: [Int] = []
     var eventHead = 0
@@ -115,8 +121,27 @@
 
     /// The next connection a listener accepted, if any.
     public func accept() -> Int? {
-        guard !acceptQueue.isEmpty else { return nil }
-        return acceptQueue.removeFirst()
+        guard acceptHead < acceptQueue.count else { return nil }
+        let id = acceptQueue[acceptHead]
+        acceptHead += 1
+        if acceptHead == acceptQueue.count {
+            acceptQueue.removeAll(keepingCapacity: true)
+            acceptHead = 0
+        }
+        return id
+    }
+
+    /// A passive open left SYN-RECEIVED: synchronized, it joins the accept queue (with an event, as it may
+    /// hold data already); reset or timed out, nobody will accept it, so it is released here.
+    func handshakeProgressed(_ id: Int) {
+        guard handshaking.contains(id), let connection = slots[id]?.connection, connection.state != .synReceived else { return }
+        handshaking.remove(id)
+        if connection.hasEnded {
+            release(id)
+        } else {
+            acceptQueue.append(id)
+            notify(id)
+        }
     }
 
     /// Forgets a connection the application is done with (closing or aborting it first if needed).
@@ -140,6 +165,7 @@
         slots[id] = nil
         deadlines.set(id, nil)
         releasedEarly.remove(id)
+        handshaking.remove(id)
         freeSlots.append(id)
     }
 
@@ -154,13 +180,14 @@
             slots[id]!.connection.handleSegment(repr, payload: segment.payload, now: now)
             markReady(id)
             notify(id)
+            handshakeProgressed(id)
             return true
         }
         guard listening.contains(segment.destinationPort), repr.flags.contains(.syn), !repr.flags.contains(.ack) else {
             return false
         }
-        guard acceptQueue.count < acceptBacklog else {
-            // A full backlog drops the SYN, as Linux does: the client retries after its RTO, and a SYN
+        guard acceptQueue.count - acceptHead < acceptBacklog, handshaking.count < acceptBacklog else {
+            // A full queue drops the SYN, as Linux does: the client retries after its RTO, and a SYN
             // flood cannot grow memory.
             synsDropped += 1
             return true
@@ -168,7 +195,7 @@
         guard let connection = TCPConnection(accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple), now: now)
         else { return false }
         let id = insert(connection, tuple)
-        acceptQueue.append(id)
+        handshaking.insert(id)
         return true
     }
 
@@ -206,7 +233,7 @@
                 eventHead = 0
             }
             eventQueued[id] = false
-            if slots[id] != nil && !releasedEarly.contains(id) { return id }
+            if slots[id] != nil && !releasedEarly.contains(id) && !handshaking.contains(id) { return id }
         }
         return nil
     }
@@ -249,6 +276,7 @@
             slots[id]?.connection.handleTimeout(now: now)
             markReady(id)
             notify(id)
+            handshakeProgressed(id)
         }
     }
 }

@@ -251,11 +251,16 @@ public final class TCPConnection {
     public var readableBytes: Int { receiveBuffer.count }
 
     public func consume(_ n: Int) {
-        let before = receiveWindow
         receiveBuffer.consume(n)
         bytesReadSinceStamp += n
-        // Tell the peer when the window opens substantially (RFC 9293 §3.8.6.2.2, receiver's SWS avoidance).
-        if before < config.mss && receiveWindow >= min(config.mss * 2, config.receiveBufferLimit / 2) { ackNow = true }
+        // Tell the peer when the window opens substantially (RFC 9293 §3.8.6.2.2, receiver's SWS avoidance),
+        // measured against what it was last told, as Linux's tcp_cleanup_rbuf does: the window now at
+        // least doubles what the peer may still send, by at least one MSS, while that is at most half the
+        // space. Measured against the window before this read instead, reads in chunks between one and two
+        // MSS after a zero window would never announce it, and the peer would wait for its persist timer.
+        let advertised = max(0, advertisedEdge - rcvNxt)
+        let window = receiveWindow
+        if 2 * advertised <= receiveSpace && window >= 2 * advertised && window - advertised >= config.mss { ackNow = true }
     }
 
     /// True once the peer's FIN has arrived and every byte before it has been read.
@@ -904,8 +909,16 @@ public final class TCPConnection {
     func fill(_ payload: UnsafeMutableRawBufferPointer, from seq: SeqNumber, max: Int) -> Int {
         let offset = seq - sendBase
         guard offset >= 0, offset < sendBuffer.count else { return 0 }
-        let n = min(max, sendBuffer.count - offset, payload.count)
+        let n = min(max, sendBuffer.count - offset, payload.count, effectiveMSS - sackOptionRoom)
         return sendBuffer.peek(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: payload[0..<n]))
+    }
+
+    /// Header bytes the SACK option takes in the next segment (NOP, NOP, kind, length, 8 per block): they
+    /// come out of the MSS, which counts data only (RFC 9293 §3.7.1; Linux's tcp_current_mss), or a full
+    /// segment would exceed the MTU while the receive side has holes.
+    var sackOptionRoom: Int {
+        guard sackEnabled && !assembler.isEmpty else { return 0 }
+        return 4 + 8 * min(assembler.islandCount, TCPSackBlocks.capacity)
     }
 
     /// Every segment but a SYN carries the current ACK and window; sending one clears pending ACKs.
@@ -981,8 +994,11 @@ public final class TCPConnection {
                 recoveryPoint = sndMax
                 highRxt = sndUna
                 unaRetransmittedAt = nil
-                // RFC 2018 §8: a receiver may renege. A third timeout in a row forgets the SACKs.
-                if retransmissions >= 3 { scoreboard.reset(una: sndUna.rawValue) }
+                // RFC 2018 §8: a receiver may renege. The cumulative ACK stuck at data it SACKed says so at
+                // once (Linux's tcp_timeout_mark_lost); otherwise a third timeout in a row forgets the SACKs.
+                if retransmissions >= 3 || scoreboard.sackedRangeEnd(containing: sndUna.rawValue) != nil {
+                    scoreboard.reset(una: sndUna.rawValue)
+                }
                 // Go back to SND.UNA; data and FIN go out again.
                 sndNxt = sndUna
             }

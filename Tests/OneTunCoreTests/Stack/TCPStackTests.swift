@@ -194,15 +194,67 @@ final class StackApp {
         for _ in 0..<10 {
             ids.append(try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: pair.now)))
         }
-        // Nobody accepts for a while: the stack holds at most the backlog, and drops the other SYNs.
+        // Nobody accepts for a while: the stack holds at most the backlog (the handshakes complete, and
+        // the connections wait in the accept queue), and drops the other SYNs.
         _ = pair.run(seconds: 0.5, app: {}, until: { false })
         #expect(server.count == 4)
         #expect(server.synsDropped >= 6)
         // Accepting frees the backlog; the dropped SYNs are retried and every client gets through.
         var accepted = 0
         let done = pair.run(seconds: 30, app: { while server.accept() != nil { accepted += 1 } },
-                            until: { ids.allSatisfy { pair.clientTCP.connection($0).state == .established } })
+                            until: { accepted == 10 && ids.allSatisfy { pair.clientTCP.connection($0).state == .established } })
         #expect(done && accepted == 10)
+    }
+}
+
+@Suite struct TCPStackHalfOpenTests {
+    /// 100 clients send SYNs and never answer the SYN,ACK (everything the server sends is lost): nothing
+    /// reaches `accept`, the server holds at most its backlog of half-open connections and drops the rest,
+    /// and once the SYN,ACK retries run out every one is gone. A client that completes the handshake is
+    /// accepted only then, already established.
+    @Test func halfOpenConnectionsAreBoundedAndNeverAccepted() throws {
+        let pair = StackPair(seed: 21)
+        let server = TCPStack(acceptBacklog: 8, random: SeededRandom(seed: 22))
+        pair.server.tcp = server
+        server.listen(port: 80)
+        for _ in 0..<100 {
+            _ = try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: pair.now))
+        }
+        // The client's SYNs reach the server; nothing from the server reaches the client.
+        var maximum = 0
+        let limit = pair.now.adding(200 * Nanos.second)
+        var steps = 0
+        while pair.now < limit && steps < 100_000 {
+            steps += 1
+            pair.drain()
+            for p in pair.inFlight where p.toServer {
+                _ = p.packet.withUnsafeBytes { pair.server.receive(packet: $0, now: pair.now) }
+            }
+            pair.inFlight.removeAll()
+            #expect(server.accept() == nil, "a half-open connection was handed to the application")
+            maximum = max(maximum, server.count)
+            var next = limit
+            for interface in [pair.client, pair.server] {
+                if let d = interface.nextDeadline() { next = min(next, d) }
+            }
+            pair.now = max(next, pair.now.adding(Nanos.millisecond))
+            for interface in [pair.client, pair.server] {
+                if let d = interface.nextDeadline(), d <= pair.now { interface.handleTimeout(now: pair.now) }
+            }
+        }
+        #expect(maximum == 8, "half-open connections held at once: \(maximum)")
+        #expect(server.synsDropped >= 92)
+        #expect(server.count == 0, "\(server.count) half-open connections left after the SYN,ACK retries")
+        #expect(server.handshaking.isEmpty)
+        // A client that completes the handshake gets through, and is accepted established.
+        let fresh = StackPair(seed: 23)
+        fresh.server.tcp = server
+        let id = try #require(fresh.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: pair.now))
+        fresh.now = pair.now
+        var accepted: Int?
+        let done = fresh.run(seconds: 5, app: { if accepted == nil { accepted = server.accept() } }, until: { accepted != nil })
+        #expect(done && fresh.clientTCP.connection(id).state == .established)
+        #expect(accepted.map { server.connection($0).state } == .established)
     }
 }
 
