@@ -9,24 +9,27 @@ import Logging
 struct OneTunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "onetun",
-        abstract: "Access a port behind a WireGuard peer, without root and without a kernel interface."
+        abstract: "Access a port behind a WireGuard peer, without root and without a kernel interface.",
+        version: OneTunCommand.version
     )
+    static let version = "0.1.0"
+
 
     @Argument(help: ArgumentHelp(
         "Port forwards: [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP]; also ONETUN_PORT_FORWARD_1, _2, ….",
         valueName: "port-forward"))
     var portForwards: [String] = []
 
-    @Option(help: "Our private key, base64 (ONETUN_PRIVATE_KEY). Prefer --private-key-file.")
+    @Option(help: "Our private key, base64 or hex (ONETUN_PRIVATE_KEY). Prefer --private-key-file.")
     var privateKey: String?
 
     @Option(help: "A file holding our private key (ONETUN_PRIVATE_KEY_FILE).")
     var privateKeyFile: String?
 
-    @Option(help: "The WireGuard peer's public key, base64 (ONETUN_ENDPOINT_PUBLIC_KEY).")
+    @Option(help: "The WireGuard peer's public key, base64 or hex (ONETUN_ENDPOINT_PUBLIC_KEY).")
     var endpointPublicKey: String?
 
-    @Option(help: "The preshared key configured with the peer, base64 (ONETUN_PRESHARED_KEY).")
+    @Option(help: "The preshared key configured with the peer, base64 or hex (ONETUN_PRESHARED_KEY).")
     var presharedKey: String?
 
     @Option(help: "The peer's address, host:port (ONETUN_ENDPOINT_ADDR). Example: 1.2.3.4:51820.")
@@ -44,11 +47,11 @@ struct OneTunCommand: ParsableCommand {
     @Option(help: "The tunnel MTU (ONETUN_MTU), default 1420.")
     var maxTransmissionUnit: String?
 
-    @Option(help: "Log level: error, warn, info, debug or trace (ONETUN_LOG), default info.")
+    @Option(help: "Log level: off, error, warn, info, debug or trace, or an env_logger filter such as 'onetun=debug' (ONETUN_LOG), default info.")
     var log: String?
 
-    @Option(name: [.customShort("r"), .customLong("remote")], help: ArgumentHelp(
-        "Remote port forward, [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] (ONETUN_REMOTE_PORT_FORWARD_1, _2, …): listen on src_port of the source peer IP inside the tunnel, forward to dst_host:dst_port here.",
+    @Option(name: [.customShort("r"), .customLong("remote")], parsing: .upToNextOption, help: ArgumentHelp(
+        "Remote port forwards, [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] (ONETUN_REMOTE_PORT_FORWARD_1, _2, …): listen on src_port of the source peer IP inside the tunnel, forward to dst_host:dst_port here. As with onetun, every value up to the next option belongs to -r.",
         valueName: "port-forward"))
     var remote: [String] = []
 

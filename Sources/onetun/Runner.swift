@@ -18,6 +18,8 @@ struct Runner {
         }
         let logger = Logger(label: "onetun")
         for warning in settings.warnings { logger.warning("\(warning)") }
+        // Whatever the level (this one says logging is off).
+        if let warning = settings.logFilterWarning { FileHandle.standardError.write(Data("onetun: warning: \(warning)\n".utf8)) }
         let config = WireGuardConfig(
             privateKey: settings.privateKey, peerPublicKey: settings.endpointPublicKey,
             presharedKey: settings.presharedKey, persistentKeepaliveSeconds: settings.keepAlive, mtu: settings.mtu)

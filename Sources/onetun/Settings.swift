@@ -18,6 +18,7 @@ struct Settings {
     var ping: IPAddress?
     var pingCount = 3
     var warnings: [String] = []
+    var logFilterWarning: String?
     var forwards: [PortForwardSpec] = []
     var remoteForwards: [PortForwardSpec] = []
     var pcap: String?
@@ -85,12 +86,13 @@ struct Settings {
             mtu = m
         }
         if let text = value(c.log, "ONETUN_LOG") {
-            // onetun takes env_logger filters such as "onetun=debug"; the level is what follows the last '='.
-            let level = text.split(separator: ",").last.map { $0.split(separator: "=").last.map(String.init) ?? "" } ?? ""
-            guard let parsed = Logger.Level(rawValue: level.lowercased() == "warn" ? "warning" : level.lowercased()) else {
-                throw UsageError("--log: '\(text)' is not one of error, warn, info, debug, trace")
+            guard let (level, applies) = Self.logLevel(filter: text) else {
+                throw UsageError("--log: '\(text)' is not a level (off, error, warn, info, debug, trace) or an env_logger filter")
             }
-            logLevel = parsed
+            if !applies {
+                logFilterWarning = "--log '\(text)' sets no level for onetun (no bare level, no onetun=…), so logging is off, as with env_logger"
+            }
+            logLevel = level
         }
         // Port forwards: the command line, or else ONETUN_PORT_FORWARD_1, _2, … (consecutive).
         var notations = c.portForwards.map { ($0, "port forward") }
@@ -99,7 +101,8 @@ struct Settings {
         }
         for (text, _) in notations {
             do {
-                forwards += try PortForwardSpec.parse(text)
+                // The same forward twice is one forward, as in onetun (a set), not a port conflict.
+                for spec in try PortForwardSpec.parse(text) where !forwards.contains(spec) { forwards.append(spec) }
             } catch {
                 throw UsageError("\(error)")
             }
@@ -113,7 +116,9 @@ struct Settings {
         if remoteNotations.isEmpty { remoteNotations = Self.numbered("ONETUN_REMOTE_PORT_FORWARD_", env) }
         for text in remoteNotations {
             do {
-                remoteForwards += try PortForwardSpec.parseRemote(text, sourcePeerIP: source)
+                for spec in try PortForwardSpec.parseRemote(text, sourcePeerIP: source) where !remoteForwards.contains(spec) {
+                    remoteForwards.append(spec)
+                }
             } catch {
                 throw UsageError("\(error)")
             }
@@ -141,12 +146,81 @@ struct Settings {
         return values
     }
 
+    /// A 32-byte key: base64 (as `wg` prints it; the padding may be left out) or 64 hex digits, both of
+    /// which onetun (boringtun's key parser) takes.
     static func key(_ text: String, _ option: String) throws -> Key32 {
-        guard let bytes = Base64.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw UsageError("\(option): not valid base64")
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if trimmed.utf8.count == 64, let bytes = hex(trimmed) { return Key32(bytes: bytes) }
+        let padded = trimmed.utf8.count % 4 == 0 ? trimmed : trimmed + String(repeating: "=", count: 4 - trimmed.utf8.count % 4)
+        guard let bytes = Base64.decode(padded) else {
+            throw UsageError("\(option): not valid base64 (or 64 hex digits)")
         }
         guard bytes.count == 32 else { throw UsageError("\(option): a key is 32 bytes, this one is \(bytes.count)") }
         return Key32(bytes: bytes)
+    }
+
+    static func hex(_ text: String) -> [UInt8]? {
+        var bytes: [UInt8] = []
+        var high: UInt8?
+        for c in text.utf8 {
+            let v: UInt8
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): v = c - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+            if let h = high {
+                bytes.append(h << 4 | v)
+                high = nil
+            } else {
+                high = v
+            }
+        }
+        return high == nil ? bytes : nil
+    }
+
+    /// The level for our messages from onetun's `--log`, an env_logger filter: directives separated by
+    /// commas, each `level`, `module` or `module=level`, optionally followed by `/regex`. A bare level
+    /// applies to everything; a directive for `onetun` (or `onetun::…`) wins; a bare module name means
+    /// trace for it; directives for other modules (smoltcp, boringtun) do not apply here. No directive at
+    /// all is env_logger's default, error; directives none of which applies to us turn our logging off,
+    /// as in env_logger (`applies` false then). `off` keeps only critical messages (onetun logs none).
+    /// nil: a level that is not one.
+    static func logLevel(filter: String) -> (level: Logger.Level, applies: Bool)? {
+        func level(_ word: Substring) -> Logger.Level? {
+            switch word.lowercased() {
+            case "off", "critical": return .critical
+            case "error": return .error
+            case "warn", "warning": return .warning
+            case "notice": return .notice
+            case "info": return .info
+            case "debug": return .debug
+            case "trace": return .trace
+            default: return nil
+            }
+        }
+        func isOurs(_ module: Substring) -> Bool { module == "onetun" || module.hasPrefix("onetun::") }
+        let directives = filter.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        var global: Logger.Level?
+        var ours: Logger.Level?
+        var any = false
+        for raw in directives.split(separator: ",") {
+            let d = Substring(raw.trimmingCharacters(in: .whitespaces))
+            if d.isEmpty { continue }
+            any = true
+            let parts = d.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.count == 2 {
+                guard let l = level(parts[1]) else { return nil }
+                if isOurs(parts[0]) { ours = l }
+            } else if let l = level(parts[0]) {
+                global = l
+            } else if isOurs(parts[0]) {
+                ours = .trace
+            }
+        }
+        if let level = ours ?? global { return (level, true) }
+        return any ? (.critical, false) : (.error, true)
     }
 }
 
@@ -163,7 +237,9 @@ enum SocketAddress {
         }
         guard let colon = text.lastIndex(of: ":") else { return nil }
         let host = String(text[..<colon])
-        guard !host.contains(":") else { return nil }
+        // An IPv6 literal without brackets ("::1:51820"): the port follows the last colon, as Rust's
+        // ToSocketAddrs reads it. Anything else with a colon in the host is ambiguous.
+        guard !host.contains(":") || IPAddress(host)?.isV4 == false else { return nil }
         return (host, String(text[text.index(after: colon)...]))
     }
 

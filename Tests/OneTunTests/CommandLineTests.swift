@@ -19,6 +19,10 @@ import Testing
         (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--keep-alive", "70000"], "--keep-alive"),
         (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--ping", "fd00::1"], "same IP version"),
         (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--ping", "192.168.4.2", "--ping-count", "70000"], "--ping-count must be 1 to 65535"),
+        // An unbracketed IPv6 endpoint is taken (as Rust's ToSocketAddrs does): the next problem is reported.
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "::1:51820"], "missing --source-peer-ip"),
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--log", "onetun=loud"], "--log"),
+        (["--private-key", String(repeating: "0g", count: 32), "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3"], "--private-key: a key is 32 bytes, this one is 48"),
         (["--bogus"], "--bogus"),
     ])
     func badInputIsAUsageError(args: [String], message: String) throws {
@@ -42,7 +46,13 @@ import Testing
             "ONETUN_SOURCE_PEER_IP": "192.168.4.3",
         ])
         #expect(outcome.status == 2)
-        #expect(outcome.stderr.contains("--endpoint-public-key: not valid base64"), "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("--endpoint-public-key: a key is 32 bytes, this one is 2"), "\(outcome.stderr)")
+    }
+
+    @Test func versionExitsZero() throws {
+        let outcome = try onetun(["--version"])
+        #expect(outcome.status == 0)
+        #expect(outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(outcome.stdout)")
     }
 
     @Test func helpExitsZero() throws {

@@ -178,6 +178,34 @@ import Testing
         }
     }
 
+    /// Notations the Rust onetun takes that a migrating user may have in a script: a private key in hex
+    /// (from the environment), the peer's key in base64 without its padding, one `-r` followed by two
+    /// remote forwards, the same local forward twice, and an env_logger filter for --log.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func onetunNotationsFromTheRustTool() throws {
+        try withSession { s in
+            try s.startServer(addresses: ["192.168.4.1", "127.0.0.1"])
+            let base64 = try String(contentsOf: s.peer.privateKeyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let hex = try #require(Data(base64Encoded: base64)).map { String(format: "%02x", $0) }.joined()
+            let unpadded = s.peer.peer.publicKey.replacingOccurrences(of: "=", with: "")
+            let forward = "127.0.0.1:18030:192.168.4.1:\(ServicePort.echo)"
+            try s.startOnetun([
+                forward, forward, "--endpoint-public-key", unpadded, "--endpoint-addr", "127.0.0.1:\(s.peer.peer.listenPort)",
+                "--source-peer-ip", "192.168.4.3", "--log", "onetun=debug,smoltcp=off",
+                "-r", "5561:127.0.0.1:\(ServicePort.echo)", "5562:127.0.0.1:\(ServicePort.echo)",
+            ], environment: ["ONETUN_PRIVATE_KEY": hex])
+            let echo = try s.client(18030, "echo", ["2", String(256 << 10)])
+            #expect(echo[int: "ok"] == 2, "\(echo)")
+            try s.waitFor(try #require(s.onetun), "handshake with the peer complete", seconds: 10)
+            for port: UInt16 in [5561, 5562] {
+                let remote = try s.client(port, "echo", ["1", String(64 << 10)], host: "192.168.4.3")
+                #expect(remote[int: "ok"] == 1, "remote forward on \(port): \(remote)")
+            }
+            #expect(s.onetunLog.split(separator: "\n").filter { $0.contains("forwarding TCP") }.count == 1, "\(s.onetunLog)")
+            #expect(s.onetunLog.contains("debug"), "onetun=debug should log at debug: \(s.onetunLog.suffix(2000))")
+        }
+    }
+
     // MARK: - Bad inputs
 
     /// onetun with a syntactically complete tunnel configuration (nothing listens at the endpoint) plus
