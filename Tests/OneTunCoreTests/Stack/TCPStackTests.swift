@@ -184,16 +184,25 @@ final class StackApp {
     }
 }
 
+extension StackPair {
+    /// Replaces the server's stack with one listening on port 80 with `backlog`, then opens `clients`
+    /// connections to it from the client; returns the server stack and the clients' ids.
+    func listen(backlog: Int, seed: UInt64, clients: Int) throws -> (TCPStack, [Int]) {
+        let stack = TCPStack(acceptBacklog: backlog, random: SeededRandom(seed: seed))
+        server.tcp = stack
+        stack.listen(port: 80)
+        var ids: [Int] = []
+        for _ in 0..<clients {
+            ids.append(try #require(clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: now)))
+        }
+        return (stack, ids)
+    }
+}
+
 @Suite struct TCPStackBacklogTests {
     @Test func aFullBacklogDropsSYNsAndClientsRetry() throws {
         let pair = StackPair(seed: 9)
-        let server = TCPStack(acceptBacklog: 4, random: SeededRandom(seed: 10))
-        pair.server.tcp = server
-        server.listen(port: 80)
-        var ids: [Int] = []
-        for _ in 0..<10 {
-            ids.append(try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: pair.now)))
-        }
+        let (server, ids) = try pair.listen(backlog: 4, seed: 10, clients: 10)
         // Nobody accepts for a while: the stack holds at most the backlog (the handshakes complete, and
         // the connections wait in the accept queue), and drops the other SYNs.
         _ = pair.run(seconds: 0.5, app: {}, until: { false })
@@ -214,12 +223,7 @@ final class StackApp {
     /// accepted only then, already established.
     @Test func halfOpenConnectionsAreBoundedAndNeverAccepted() throws {
         let pair = StackPair(seed: 21)
-        let server = TCPStack(acceptBacklog: 8, random: SeededRandom(seed: 22))
-        pair.server.tcp = server
-        server.listen(port: 80)
-        for _ in 0..<100 {
-            _ = try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: pair.now))
-        }
+        let (server, _) = try pair.listen(backlog: 8, seed: 22, clients: 100)
         // The client's SYNs reach the server; nothing from the server reaches the client.
         var maximum = 0
         let limit = pair.now.adding(200 * Nanos.second)
