@@ -68,6 +68,9 @@ public final class Forwarder {
     /// Which UDP listener a virtual port's client last wrote to: its replies leave from that listener's
     /// socket (two forwards may share a destination). -1: none; allocated with the first UDP listener.
     var udpListenerOfPort: [Int32] = []
+    /// The first UDP listener for each destination: replies to a client that wrote to two forwards from
+    /// one socket (one virtual port) come back through the forward of the destination that answers.
+    var udpListenerByDestination: [UDPEndpoint: Int] = [:]
     let udpBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
     public private(set) var datagramsForwarded = 0
     public private(set) var datagramsReturned = 0
@@ -225,6 +228,9 @@ public final class Forwarder {
             }
             if udpListenerOfPort.isEmpty { udpListenerOfPort = [Int32](repeating: -1, count: 65_536) }
             listener.index = Int32(udpListeners.count)
+            if udpListenerByDestination[forward.destination] == nil {
+                udpListenerByDestination[forward.destination] = udpListeners.count
+            }
             udpListeners.append(listener)
             logger.info("forwarding UDP \(forward.description)")
         }
@@ -257,10 +263,11 @@ public final class Forwarder {
                 remoteDatagram(forward, from: d.source, length: d.length)
                 continue
             }
-            let index = Int(udpListenerOfPort.isEmpty ? -1 : udpListenerOfPort[Int(d.destination.port)])
-            guard index >= 0, udpListeners[index].forward.destination == d.source,
-                let client = core.udpPorts.client(for: d.destination.port, now: now)
-            else {
+            var index = Int(udpListenerOfPort.isEmpty ? -1 : udpListenerOfPort[Int(d.destination.port)])
+            if index < 0 || udpListeners[index].forward.destination != d.source {
+                index = udpListenerByDestination[d.source] ?? -1
+            }
+            guard index >= 0, let client = core.udpPorts.client(for: d.destination.port, now: now) else {
                 datagramsDropped += 1
                 logger.trace("UDP datagram from \(d.source) to port \(d.destination.port) has no client; dropped")
                 continue

@@ -80,8 +80,10 @@ struct Settings {
             keepAlive = seconds
         }
         if let text = value(c.maxTransmissionUnit, "ONETUN_MTU") {
-            guard let m = Int(text), m >= 576, m <= 65_535 - 32 else {
-                throw UsageError("--max-transmission-unit: '\(text)' is not an MTU between 576 and 65503")
+            // The outer UDP payload is the MTU plus 32 bytes of WireGuard header and tag, and a UDP
+            // payload over IPv4 is at most 65507 bytes.
+            guard let m = Int(text), m >= 576, m <= 65_475 else {
+                throw UsageError("--max-transmission-unit: '\(text)' is not an MTU between 576 and 65475")
             }
             mtu = m
         }
@@ -181,14 +183,15 @@ struct Settings {
     }
 
     /// The level for our messages from onetun's `--log`, an env_logger filter: directives separated by
-    /// commas, each `level`, `module` or `module=level`, optionally followed by `/regex`. A bare level
-    /// applies to everything; a directive for `onetun` (or `onetun::…`) wins; a bare module name means
-    /// trace for it; directives for other modules (smoltcp, boringtun) do not apply here. No directive at
-    /// all is env_logger's default, error; directives none of which applies to us turn our logging off,
-    /// as in env_logger (`applies` false then). `off` keeps only critical messages (onetun logs none).
-    /// nil: a level that is not one.
+    /// commas, each `level`, `module`, `module=level` or `module=` (trace), optionally followed by
+    /// `/regex` (ignored). As in env_logger, the directive with the longest module name that prefixes
+    /// our module, `onetun`, applies (a bare level, or an empty name, prefixes everything), the later of
+    /// two equal ones; none applying turns logging off (`applies` false then); no directive at all is
+    /// env_logger's default, error. Directives for other modules (smoltcp, boringtun, onetun::x) do not
+    /// apply here. `off` keeps only critical messages (onetun logs none). nil: a level that is not one,
+    /// in a directive that applies to us.
     static func logLevel(filter: String) -> (level: Logger.Level, applies: Bool)? {
-        func level(_ word: Substring) -> Logger.Level? {
+        func level(_ word: String) -> Logger.Level? {
             switch word.lowercased() {
             case "off", "critical": return .critical
             case "error": return .error
@@ -200,26 +203,31 @@ struct Settings {
             default: return nil
             }
         }
-        func isOurs(_ module: Substring) -> Bool { module == "onetun" || module.hasPrefix("onetun::") }
         let directives = filter.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        var global: Logger.Level?
-        var ours: Logger.Level?
+        var best: (nameLength: Int, level: Logger.Level)?
         var any = false
         for raw in directives.split(separator: ",") {
-            let d = Substring(raw.trimmingCharacters(in: .whitespaces))
+            let d = raw.trimmingCharacters(in: .whitespaces)
             if d.isEmpty { continue }
             any = true
-            let parts = d.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            if parts.count == 2 {
-                guard let l = level(parts[1]) else { return nil }
-                if isOurs(parts[0]) { ours = l }
-            } else if let l = level(parts[0]) {
-                global = l
-            } else if isOurs(parts[0]) {
-                ours = .trace
+            let name: String
+            let chosen: Logger.Level?
+            if let eq = d.firstIndex(of: "=") {
+                name = d[..<eq].trimmingCharacters(in: .whitespaces)
+                let text = d[d.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+                chosen = text.isEmpty ? .trace : level(text)
+            } else if let l = level(d) {
+                name = ""
+                chosen = l
+            } else {
+                name = d
+                chosen = .trace
             }
+            guard "onetun".hasPrefix(name) else { continue }
+            guard let l = chosen else { return nil }
+            if best.map({ name.count >= $0.nameLength }) ?? true { best = (name.count, l) }
         }
-        if let level = ours ?? global { return (level, true) }
+        if let best { return (best.level, true) }
         return any ? (.critical, false) : (.error, true)
     }
 }

@@ -111,6 +111,41 @@ import Testing
         }
     }
 
+    /// One client socket writing to two UDP forwards with different destinations shares one virtual port:
+    /// each reply still comes back from the forward its destination belongs to.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func oneSocketTwoForwardsGetsBothReplies() throws {
+        try withSession { s in
+            _ = try s.startUDPServer(addresses: ["192.168.4.1"])
+            try s.startRemoteUDPEcho(address: "192.168.4.1", port: 7007)
+            try s.startOnetun(s.onetunArguments([
+                "127.0.0.1:18112:192.168.4.1:\(UDPServicePort.echo):UDP", "127.0.0.1:18113:192.168.4.1:7007:UDP",
+            ], extra: []))
+            let outcome = try s.peer.execute(["python3", "-c", """
+                import socket
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(0.5)
+                got = {}
+                for attempt in range(10):
+                    for port in (18112, 18113):
+                        if port not in got:
+                            s.sendto(b"to %d" % port, ("127.0.0.1", port))
+                    try:
+                        while len(got) < 2:
+                            data, peer = s.recvfrom(2048)
+                            if data == b"to %d" % peer[1]:
+                                got[peer[1]] = True
+                    except socket.timeout:
+                        pass
+                    if len(got) == 2:
+                        break
+                print(sorted(got))
+                """], timeout: 20)
+            #expect(outcome.stdout.trimmed == "[18112, 18113]", "\(outcome.stdout) \(outcome.stderr)")
+        }
+    }
+
     /// SIGINT while datagrams stream both ways through a local and a remote UDP forward, three times: with
     /// replies still queued in the core when the listeners close, onetun must neither abort (a send on a
     /// closing libuv handle) nor hang (a remote flow opened after shutdown); it exits 0 within 5 s.

@@ -206,6 +206,7 @@
         slots[id]!.connection.destinationUnreachable()
         markReady(id)
         notify(id)
+        handshakeProgressed(id)
     }
 
     /// The application touched connection `id` (wrote, read, closed): it may have output now.

@@ -156,6 +156,11 @@ public final class TCPConnection {
     /// original had arrived. Linux adapts its reordering metric the same way.
     var dupThresh = SackScoreboard.defaultDupThresh
     static let maximumDupThresh = 64
+    /// The DupThresh in use: the adapted one, but never more than the segments in flight can show (less
+    /// one), or a loss in a small flight would wait for the retransmission timer.
+    var lossThreshold: Int {
+        max(SackScoreboard.defaultDupThresh, min(dupThresh, flightSize / max(effectiveMSS, 1) - 1))
+    }
     /// Retransmissions found spurious (the originals arrived).
     var spuriousRetransmissions = 0
     /// The segment at SND.UNA last sent again, and when: the timing test for a spurious retransmission.
@@ -537,7 +542,7 @@ public final class TCPConnection {
             }
         }
         if !inRecovery, flightSize > 0, ack >= recoveryPoint,
-            dupAcks >= dupThresh || (sackEnabled && scoreboard.isLost(sndUna.rawValue, dupThresh: dupThresh, mss: mss))
+            dupAcks >= lossThreshold || (sackEnabled && scoreboard.isLost(sndUna.rawValue, dupThresh: lossThreshold, mss: mss))
         {
             // RFC 6675 §5 step 4 / RFC 6582 §3.2 step 2: enter recovery, retransmit the first lost segment.
             inRecovery = true
@@ -556,7 +561,7 @@ public final class TCPConnection {
             let minRTT = cc.minRTT > 0 ? cc.minRTT : srtt
             if now.since(at) >= minRTT + minRTT / 4 {
                 sackedSinceUnaRetransmit += newlySacked
-                if sackedSinceUnaRetransmit > (dupThresh - 1) * mss {
+                if sackedSinceUnaRetransmit > (lossThreshold - 1) * mss {
                     unaRetransmittedAt = nil
                     retransmitOne = true
                     stats.lostRetransmissions += 1
@@ -762,19 +767,21 @@ public final class TCPConnection {
             // In flight: what was resent since the timeout and not SACKed since.
             allowance = min(sndWnd, cwnd) - max(0, (sndNxt - sndUna) - scoreboard.sackedBytes(below: sndNxt.rawValue))
         } else if inRecovery && sackEnabled {
-            let pipe = scoreboard.pipe(highRxt: highRxt.rawValue, nxt: sndMax.rawValue, mss: mss, dupThresh: dupThresh)
+            let pipe = scoreboard.pipe(highRxt: highRxt.rawValue, nxt: sndMax.rawValue, mss: mss, dupThresh: lossThreshold)
             allowance = cwnd - pipe
             guard allowance > 0 else { return takeAck() }
             let unsent = sendBase + sendBuffer.count - sndMax
             let receiverRoom = sndWnd - (sndMax - sndUna)
             let next = scoreboard.nextSegment(
                 highRxt: highRxt.rawValue, nxt: sndMax.rawValue, newDataAvailable: max(0, min(unsent, receiverRoom)),
-                mss: mss, dupThresh: dupThresh, rescueAllowed: rescueRxt.map { sndUna > $0 } ?? true)
+                mss: mss, dupThresh: lossThreshold, rescueAllowed: rescueRxt.map { sndUna > $0 } ?? true)
             switch next?.rule {
             case .lost:
                 let start = SeqNumber(next!.start)
                 if let out = retransmit(from: start, length: next!.length, payload: payload, now: now) {
-                    highRxt = max(highRxt, SeqNumber(next!.end))
+                    // What went out: with SACK blocks in the header a segment carries less than an MSS,
+                    // and the rest of the lost range is still to resend.
+                    highRxt = max(highRxt, start + max(out.1, 1))
                     if start == sndUna {
                         unaRetransmittedAt = now
                         sackedSinceUnaRetransmit = 0
@@ -786,7 +793,9 @@ public final class TCPConnection {
                 // that are merely late, so we wait for them to be lost (or for the timer).
                 allowance = 0
             case .rescue:
-                if let out = retransmit(from: SeqNumber(next!.start), length: next!.length, payload: payload, now: now) {
+                // RFC 6675 rule (4): the segment MUST hold the highest unSACKed octet, so it ends there.
+                let size = min(next!.length, max(1, mss - sackOptionRoom))
+                if let out = retransmit(from: SeqNumber(next!.end) - size, length: size, payload: payload, now: now) {
                     rescueRxt = recoveryPoint
                     return out
                 }
@@ -909,7 +918,7 @@ public final class TCPConnection {
     func fill(_ payload: UnsafeMutableRawBufferPointer, from seq: SeqNumber, max: Int) -> Int {
         let offset = seq - sendBase
         guard offset >= 0, offset < sendBuffer.count else { return 0 }
-        let n = min(max, sendBuffer.count - offset, payload.count, effectiveMSS - sackOptionRoom)
+        let n = min(max, sendBuffer.count - offset, payload.count, Swift.max(1, effectiveMSS - sackOptionRoom))
         return sendBuffer.peek(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: payload[0..<n]))
     }
 

@@ -262,6 +262,30 @@ extension StackPair {
     }
 }
 
+extension TCPStackHalfOpenTests {
+    /// A handshake in SYN-RECEIVED ended by an ICMP destination-unreachable quoting our SYN,ACK: the stack
+    /// releases it (the application never saw it), so it holds no slot and no place in the half-open limit.
+    @Test func handshakeEndedByICMPIsReleased() throws {
+        let pair = StackPair(seed: 24)
+        let (server, _) = try pair.listen(backlog: 8, seed: 25, clients: 1)
+        pair.drain()
+        for p in pair.inFlight where p.toServer {
+            _ = p.packet.withUnsafeBytes { pair.server.receive(packet: $0, now: pair.now) }
+        }
+        pair.inFlight.removeAll()
+        pair.drain()
+        let synAck = try #require(pair.inFlight.first { !$0.toServer }?.packet)
+        try #require(server.handshaking.count == 1 && server.count == 1)
+        let icmp = ICMPUnreachableTests.unreachable(
+            quoting: synAck, from: IPv4Address(192, 168, 4, 3), to: IPv4Address(192, 168, 4, 1), code: 3)
+        _ = icmp.withUnsafeBytes { pair.server.receive(packet: $0, now: pair.now) }
+        pair.drain()
+        #expect(server.handshaking.isEmpty)
+        #expect(server.count == 0, "the ended handshake still holds its slot")
+        #expect(server.accept() == nil)
+    }
+}
+
 @Suite struct ICMPUnreachableTests {
     /// Wraps the first 28 bytes of `quoted` (IPv4 header + 8 bytes) in an ICMPv4 destination-unreachable
     /// message from `from` to `to`, as a router or the destination's host would send it (RFC 792).
