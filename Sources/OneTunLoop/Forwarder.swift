@@ -368,10 +368,8 @@ public final class Forwarder {
                 return
             }
             made.handle.pointee.data = Unmanaged.passRetained(made).toOpaque()
-            if rc == 0 {
-                rc = withUnsafePointer(to: &destination) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_connect(made.handle, $0) }
-                }
+            rc = withUnsafePointer(to: &destination) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_connect(made.handle, $0) }
             }
             if rc == 0 {
                 rc = uv_udp_recv_start(

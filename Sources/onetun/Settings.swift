@@ -152,7 +152,7 @@ struct Settings {
     /// which onetun (boringtun's key parser) takes.
     static func key(_ text: String, _ option: String) throws -> Key32 {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if trimmed.utf8.count == 64, let bytes = hex(trimmed) { return Key32(bytes: bytes) }
+        if trimmed.utf8.count == 64, let bytes = Hex.decode(trimmed) { return Key32(bytes: bytes) }
         let padded = trimmed.utf8.count % 4 == 0 ? trimmed : trimmed + String(repeating: "=", count: 4 - trimmed.utf8.count % 4)
         guard let bytes = Base64.decode(padded) else {
             throw UsageError("\(option): not valid base64 (or 64 hex digits)")
@@ -161,26 +161,6 @@ struct Settings {
         return Key32(bytes: bytes)
     }
 
-    static func hex(_ text: String) -> [UInt8]? {
-        var bytes: [UInt8] = []
-        var high: UInt8?
-        for c in text.utf8 {
-            let v: UInt8
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): v = c - UInt8(ascii: "A") + 10
-            default: return nil
-            }
-            if let h = high {
-                bytes.append(h << 4 | v)
-                high = nil
-            } else {
-                high = v
-            }
-        }
-        return high == nil ? bytes : nil
-    }
 
     /// The level for our messages from onetun's `--log`, an env_logger filter: directives separated by
     /// commas, each `level`, `module`, `module=level` or `module=` (trace), optionally followed by

@@ -56,6 +56,34 @@ public struct Key32: Equatable, Hashable, Sendable, BitwiseCopyable {
     public func hash(into hasher: inout Hasher) { withUnsafeBytes { hasher.combine(bytes: $0) } }
 }
 
+/// Hexadecimal text, as an IPv6 group or a key written as 64 digits.
+@_spi(OneTunInternals) public enum Hex {
+    /// The value of one digit, either case; nil for anything else.
+    @inline(__always) public static func digit(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// Bytes from an even number of digits; nil for an odd count or any other character.
+    public static func decode(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(chars.count / 2)
+        var i = 0
+        while i < chars.count {
+            guard let high = digit(chars[i]), let low = digit(chars[i + 1]) else { return nil }
+            out.append(high << 4 | low)
+            i += 2
+        }
+        return out
+    }
+}
+
 /// Standard base64 (RFC 4648 §4) with padding, as WireGuard keys are written.
 @_spi(OneTunInternals) public enum Base64 {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)

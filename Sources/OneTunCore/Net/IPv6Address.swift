@@ -149,8 +149,8 @@ public struct IPv6Address: Hashable, Comparable, Sendable, BitwiseCopyable, Cust
             guard digits >= 1, digits <= 4, count < 8 else { return nil }
             var value: UInt16 = 0
             for k in i..<tokenEnd {
-                guard let h = hexValue(text[k]) else { return nil }
-                value = value << 4 | h
+                guard let h = Hex.digit(text[k]) else { return nil }
+                value = value << 4 | UInt16(h)
             }
             groups[count] = value
             count += 1
@@ -180,12 +180,4 @@ public struct IPv6Address: Hashable, Comparable, Sendable, BitwiseCopyable, Cust
         return IPv6Address(groups[0], groups[1], groups[2], groups[3], groups[4], groups[5], groups[6], groups[7])
     }
 
-    private static func hexValue(_ c: UInt8) -> UInt16? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt16(c - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt16(c - UInt8(ascii: "a") + 10)
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): UInt16(c - UInt8(ascii: "A") + 10)
-        default: nil
-        }
-    }
 }

@@ -131,6 +131,14 @@
         return id
     }
 
+    /// Input or a timer moved connection `id`: poll its output, tell the application, and settle a
+    /// handshake in progress.
+    func changed(_ id: Int) {
+        markReady(id)
+        notify(id)
+        handshakeProgressed(id)
+    }
+
     /// A passive open left SYN-RECEIVED: synchronized, it joins the accept queue (with an event, as it may
     /// hold data already); reset or timed out, nobody will accept it, so it is released here.
     func handshakeProgressed(_ id: Int) {
@@ -178,9 +186,7 @@
         let repr = TCPRepr.parse(segment)
         if let id = byTuple[tuple] {
             slots[id]!.connection.handleSegment(repr, payload: segment.payload, now: now)
-            markReady(id)
-            notify(id)
-            handshakeProgressed(id)
+            changed(id)
             return true
         }
         guard listening.contains(segment.destinationPort), repr.flags.contains(.syn), !repr.flags.contains(.ack) else {
@@ -204,9 +210,7 @@
         let tuple = FourTuple(local: local, localPort: localPort, remote: remote, remotePort: remotePort)
         guard let id = byTuple[tuple] else { return }
         slots[id]!.connection.destinationUnreachable()
-        markReady(id)
-        notify(id)
-        handshakeProgressed(id)
+        changed(id)
     }
 
     /// The application touched connection `id` (wrote, read, closed): it may have output now.
@@ -275,9 +279,7 @@
         while budget > 0, let id = deadlines.popExpired(now: now) {
             budget -= 1
             slots[id]?.connection.handleTimeout(now: now)
-            markReady(id)
-            notify(id)
-            handshakeProgressed(id)
+            changed(id)
         }
     }
 }

@@ -794,7 +794,7 @@ public final class TCPConnection {
                 allowance = 0
             case .rescue:
                 // RFC 6675 rule (4): the segment MUST hold the highest unSACKed octet, so it ends there.
-                let size = min(next!.length, max(1, mss - sackOptionRoom))
+                let size = min(next!.length, segmentPayloadLimit)
                 if let out = retransmit(from: SeqNumber(next!.end) - size, length: size, payload: payload, now: now) {
                     rescueRxt = recoveryPoint
                     return out
@@ -918,7 +918,7 @@ public final class TCPConnection {
     func fill(_ payload: UnsafeMutableRawBufferPointer, from seq: SeqNumber, max: Int) -> Int {
         let offset = seq - sendBase
         guard offset >= 0, offset < sendBuffer.count else { return 0 }
-        let n = min(max, sendBuffer.count - offset, payload.count, Swift.max(1, effectiveMSS - sackOptionRoom))
+        let n = min(max, sendBuffer.count - offset, payload.count, segmentPayloadLimit)
         return sendBuffer.peek(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: payload[0..<n]))
     }
 
@@ -929,6 +929,9 @@ public final class TCPConnection {
         guard sackEnabled && !assembler.isEmpty else { return 0 }
         return 4 + 8 * min(assembler.islandCount, TCPSackBlocks.capacity)
     }
+
+    /// The most data the next segment carries: the MSS less the SACK option's room (at least one byte).
+    var segmentPayloadLimit: Int { max(1, effectiveMSS - sackOptionRoom) }
 
     /// Every segment but a SYN carries the current ACK and window; sending one clears pending ACKs.
     func header(seq: SeqNumber, flags: TCPFlags) -> TCPRepr {
