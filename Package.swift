@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "OneTunCore", targets: ["OneTunCore"]),
         .library(name: "OneTunLoop", targets: ["OneTunLoop"]),
         .executable(name: "onetun", targets: ["onetun"]),
+        .executable(name: "netem-relay", targets: ["NetemRelay"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -34,6 +35,8 @@ let package = Package(
         ),
         // Drives the core with poll(2) and plain sockets: proof that it needs no libuv.
         .executableTarget(name: "PollForwarder", dependencies: ["OneTunCore"], path: "Examples/PollForwarder", exclude: ["README.md"]),
+        // A UDP relay adding delay, loss, reordering, duplication and a bottleneck: the WAN of benchmarks and tests.
+        .executableTarget(name: "NetemRelay", dependencies: ["CUV"], path: "Tools/NetemRelay"),
         .testTarget(name: "OneTunCoreTests", dependencies: ["OneTunCore"]),
         .testTarget(name: "OneTunTests", dependencies: ["OneTunCore", "OneTunLoop"]),
     ]

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Network benchmark: onetun against wireguard-go + kernel TCP, with loopback as the limit.
 
-    python3 scripts/bench.py [--onetun PATH] [--seconds N] [--rows loopback,kernel,onetun] [--json FILE]
+    python3 scripts/bench.py [--onetun PATH] [--relay PATH] [--seconds N] [--rows loopback,kernel,onetun]
+                             [--paths direct,wan,loss1,lossy] [--json FILE]
 
 Needs root, iperf3, wireguard-go, wg and ip. Python standard library only. Three rows, each in network
 namespaces of its own that are torn down before the next row starts:
@@ -20,6 +21,16 @@ request/response round-trip time (one connection, 64-byte ping-pong) p50 and p99
 the client side's process (wireguard-go in A, or onetun): peak RSS (VmHWM), CPU seconds (utime + stime)
 over the row, and the peak VmRSS sampled every 50 ms during the 4-stream upload (the target: <= 64 MiB).
 Ratios are against the kernel row.
+
+Paths (--paths): `direct` is the above, every WireGuard datagram crossing the veth pair as it is. The other
+paths put netem-relay (Tools/NetemRelay) in B between the two WireGuard ends, for the kernel row and the
+onetun row alike: A's endpoint becomes 10.77.0.2:51821, the relay forwards to B's wireguard-go on
+127.0.0.1:51820 and back.
+
+  wan    25 ms each way (50 ms RTT): iperf3 upload and download, 1 and 4 streams.
+  loss1  50 ms RTT and 1 % random loss each way: upload and download, 1 stream.
+  lossy  2 % loss, 2 % reordering (a reordered datagram is held 3 ms longer), 1 % duplication, 1 ms each
+         way: 64 MiB uploaded and 64 MiB downloaded (iperf3 -n), timed.
 
 Every wait is bounded; every process is ours, started here and stopped by its PID; everything is torn
 down in a finally block, also after Ctrl-C or SIGTERM. Traffic goes only to loopback and to addresses in
@@ -52,6 +63,28 @@ RTT_SIZE = 64
 CPS_SECONDS = 3.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_ROWS = ("loopback", "kernel", "onetun")
+RELAY_PORT = 51821
+KERNEL_CC = ["cubic"]  # --kernel-cc
+LOSSY_BYTES = 64 << 20
+# Per path: the relay's arguments (None: no relay) and the measurements, each (name, streams, reverse,
+# bytes or None for --seconds).
+PATHS = {
+    "direct": (None, [("up1", 1, False, None), ("down1", 1, True, None), ("up4", 4, False, None),
+                      ("down4", 4, True, None)]),
+    "wan": (["--delay-ms", "25"], [("up1", 1, False, None), ("down1", 1, True, None), ("up4", 4, False, None),
+                                   ("down4", 4, True, None)]),
+    "loss1": (["--delay-ms", "25", "--loss", "0.01", "--seed", "11"],
+              [("up1", 1, False, None), ("down1", 1, True, None)]),
+    "lossy": (["--delay-ms", "1", "--loss", "0.02", "--reorder", "0.02", "--reorder-delay-ms", "3",
+               "--duplicate", "0.01", "--seed", "7"],
+              [("up64", 1, False, LOSSY_BYTES), ("down64", 1, True, LOSSY_BYTES)]),
+}
+PATH_TITLES = {
+    "direct": "direct (veth, no relay)",
+    "wan": "wan: 50 ms RTT (netem-relay, 25 ms each way)",
+    "loss1": "loss1: 50 ms RTT, 1 % random loss each way",
+    "lossy": "lossy: 2 % loss, 2 % reordering, 1 % duplication, 2 ms RTT; 64 MiB each way",
+}
 TITLES = {"loopback": "loopback", "kernel": "wireguard-go + kernel TCP", "onetun": "onetun"}
 
 
@@ -266,6 +299,7 @@ class Teardown:
         self.procs = []       # (Popen, name)
         self.namespaces = []  # names
         self.wg_sockets = []  # /var/run/wireguard/IF.sock paths
+        self.relay_log = None  # netem-relay's output: its counters, as JSON, once it has stopped
 
     def popen(self, cmd, name, logname=None, env=None):
         out = open(os.path.join(self.workdir, logname), "w") if logname else subprocess.DEVNULL
@@ -472,12 +506,17 @@ class Sampler(threading.Thread):
         self.join(timeout=2)
 
 
-def iperf(ns, host, port, seconds, streams, reverse):
-    cmd = ["ip", "netns", "exec", ns, "iperf3", "-c", host, "-p", str(port), "-J", "-t", str(seconds),
-           "-P", str(streams), "--connect-timeout", "3000"]
+def iperf(ns, host, port, seconds, streams, reverse, nbytes=None):
+    """Mbit/s received: for `seconds`, or until `nbytes` have been sent (then at most 120 s)."""
+    # The kernel's congestion control, set per socket on both ends (iperf3 -C) and the same in every row: a
+    # host may have made BBR its default (and may not let a namespace change it); Linux's own default, and
+    # the reference here, is CUBIC.
+    cmd = ["ip", "netns", "exec", ns, "iperf3", "-c", host, "-p", str(port), "-J",
+           "-P", str(streams), "--connect-timeout", "3000", "-C", KERNEL_CC[0]]
+    cmd += ["-n", str(nbytes)] if nbytes else ["-t", str(seconds)]
     if reverse:
         cmd.append("-R")
-    timeout = seconds + 20
+    timeout = (120 if nbytes else seconds) + 20
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -519,32 +558,35 @@ def probe_echo(ns, host, port, seconds):
     return why
 
 
-def measure(row, ns, iperf_host, iperf_port, echo_host, echo_port, seconds, sampler, alive):
-    """Runs every measurement; one failing does not stop the others unless `alive()` says the process
-    under test has gone (then the rest are recorded as skipped)."""
+def measure(row, ns, iperf_host, iperf_port, echo_host, echo_port, seconds, sampler, alive, path="direct"):
+    """Runs every measurement of `path`; one failing does not stop the others unless `alive()` says the
+    process under test has gone (then the rest are recorded as skipped). Connections per second and
+    round trips only on the direct path."""
     m = row["results"]
     errors = row["errors"]
-    tests = [("up1", 1, False), ("down1", 1, True), ("up4", 4, False), ("down4", 4, True)]
-    for name, streams, reverse in tests:
+    for name, streams, reverse, nbytes in PATHS[path][1]:
         why = alive()
         if why:
             errors[name] = why
             continue
-        log("  iperf3 %s, %d stream%s, %d s" % ("download" if reverse else "upload", streams,
-                                               "s" if streams > 1 else "", seconds))
-        if sampler and name == "up4":
+        log("  iperf3 %s, %d stream%s, %s" % ("download" if reverse else "upload", streams,
+                                             "s" if streams > 1 else "",
+                                             "%d MiB" % (nbytes >> 20) if nbytes else "%d s" % seconds))
+        if sampler and name == "up4" and path == "direct":
             sampler.start_window()
         try:
-            m[name + "_mbps"] = iperf(ns, iperf_host, iperf_port, seconds, streams, reverse)
+            m[name + "_mbps"] = iperf(ns, iperf_host, iperf_port, seconds, streams, reverse, nbytes)
+            if nbytes:
+                m[name + "_s"] = nbytes * 8 / 1e6 / m[name + "_mbps"]
         except BenchError as e:
             errors[name] = str(e)
             log("    " + str(e))
             row["restart_iperf"]()
         finally:
-            if sampler and name == "up4":
+            if sampler and name == "up4" and path == "direct":
                 sampler.end_window("up4")
         time.sleep(0.5)
-    for name in ("cps", "rtt"):
+    for name in (("cps", "rtt") if path == "direct" else ()):
         why = alive()
         if why:
             errors[name] = why
@@ -568,9 +610,76 @@ def measure(row, ns, iperf_host, iperf_port, echo_host, echo_port, seconds, samp
             log("    " + str(e))
 
 
-def new_row(name):
-    return {"name": name, "title": TITLES[name], "results": {}, "errors": {}, "skipped": None,
+def new_row(name, path="direct"):
+    return {"name": name, "path": path, "title": TITLES[name], "results": {}, "errors": {}, "skipped": None,
             "restart_iperf": lambda: None}
+
+
+def udp_bound(pid, port):
+    """Is there a UDP socket bound to `port` in the namespace of process `pid`?"""
+    want = ":%04X" % port
+    for name in ("udp", "udp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, name)) as f:
+                next(f)
+                for line in f:
+                    if line.split()[1].endswith(want):
+                        return True
+        except (OSError, StopIteration):
+            pass
+    return False
+
+
+def drop_counters(ns):
+    """Where datagrams and packets died in `ns`: UDP receive-buffer overflows (the kernel's Udp
+    RcvbufErrors and Udp6's) and every interface's RX/TX drops, only the nonzero ones."""
+    out = {}
+    p = run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp", "/proc/net/snmp6", "/proc/net/netstat"], check=False)
+    lines = p.stdout.splitlines()
+    for head, values in zip(lines, lines[1:]):
+        # A receiver short of memory drops segments and prunes (reneges on) out-of-order data.
+        if head.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            for k, v in zip(head.split()[1:], values.split()[1:]):
+                if k in ("PruneCalled", "RcvPruned", "OfoPruned", "TCPRcvQDrop", "TCPOFODrop", "TCPBacklogDrop",
+                         "TCPZeroWindowDrop", "TCPRenoReorder", "TCPSACKReneging") and int(v):
+                    out["tcp " + k] = int(v)
+    for head, values in zip(lines, lines[1:]):
+        if head.startswith("Udp:") and values.startswith("Udp:"):
+            for k, v in zip(head.split()[1:], values.split()[1:]):
+                if k in ("RcvbufErrors", "SndbufErrors", "InErrors") and int(v):
+                    out["udp " + k] = int(v)
+    for line in lines:
+        f = line.split()
+        if len(f) == 2 and f[0] in ("Udp6RcvbufErrors", "Udp6SndbufErrors") and int(f[1]):
+            out[f[0]] = int(f[1])
+    p = run(["ip", "-n", ns, "-s", "-j", "link", "show"], check=False)
+    try:
+        for link in json.loads(p.stdout):
+            st = link.get("stats64") or link.get("stats") or {}
+            for way in ("rx", "tx"):
+                d = st.get(way, {}).get("dropped", 0)
+                if d:
+                    out["%s %s dropped" % (link["ifname"], way)] = d
+    except ValueError:
+        pass
+    return out
+
+
+def endpoint_for(td, ns_b, path, relay):
+    """The WireGuard endpoint A uses on `path`: B's wireguard-go itself, or netem-relay in B in front of it."""
+    args = PATHS[path][0]
+    if args is None:
+        return "%s:%d" % (VETH_B, WG_PORT)
+    cmd = ["ip", "netns", "exec", ns_b, relay, "--listen", "%s:%d" % (VETH_B, RELAY_PORT),
+           "--target", "127.0.0.1:%d" % WG_PORT] + args
+    log("  netem-relay " + " ".join(args))
+    proc = td.popen(cmd, "netem-relay", "relay-%s.log" % ns_b)
+    td.relay_log = os.path.join(td.workdir, "relay-%s.log" % ns_b)
+    if not wait_until(lambda: udp_bound(proc.pid, RELAY_PORT) or proc.poll() is not None, 10):
+        raise BenchError("netem-relay is not bound to port %d after 10 s" % RELAY_PORT)
+    if proc.poll() is not None:
+        raise BenchError("netem-relay exited (%s): %s" % (proc.returncode, tail(os.path.join(td.workdir, "relay-%s.log" % ns_b))))
+    return "%s:%d" % (VETH_B, RELAY_PORT)
 
 
 def servers(td, ns, bind):
@@ -604,16 +713,17 @@ def row_loopback(td, seconds):
     return row
 
 
-def row_kernel(td, seconds):
-    row = new_row("kernel")
+def row_kernel(td, seconds, path="direct", relay=None):
+    row = new_row("kernel", path)
     ns_a, ns_b = make_pair(td, "kernel")
     # A's key first: B needs it as its peer.
     if_a = "obkwa%d" % os.getpid()
     wg_a = start_wireguard_go(td, ns_a, if_a)
     key_a, _, pub_a = genkey(td.workdir, if_a)
     if_b, _, pub_b = wg_peer_b(td, ns_b, "kernel", pub_a)
+    endpoint = endpoint_for(td, ns_b, path, relay)
     run(["ip", "netns", "exec", ns_a, "wg", "set", if_a, "private-key", key_a, "listen-port", str(WG_PORT),
-         "peer", pub_b, "allowed-ips", TUN_B + "/32", "endpoint", "%s:%d" % (VETH_B, WG_PORT),
+         "peer", pub_b, "allowed-ips", TUN_B + "/32", "endpoint", endpoint,
          "persistent-keepalive", "10"])
     run(["ip", "-n", ns_a, "addr", "add", TUN_A + "/24", "dev", if_a])
     run(["ip", "-n", ns_a, "link", "set", if_a, "up"])
@@ -630,7 +740,8 @@ def row_kernel(td, seconds):
             return "wireguard-go in A exited (%s)" % wg_a.returncode
         return None
 
-    measure(row, ns_a, TUN_B, IPERF_PORT, TUN_B, ECHO_PORT, seconds, sampler, alive)
+    measure(row, ns_a, TUN_B, IPERF_PORT, TUN_B, ECHO_PORT, seconds, sampler, alive, path)
+    row["drops"] = {"A": drop_counters(ns_a), "B": drop_counters(ns_b)}
     sampler.finish()
     row["results"]["peak_rss_mib"] = sampler.hwm_kib / 1024
     row["results"]["cpu_s"] = sampler.cpu_s
@@ -640,22 +751,23 @@ def row_kernel(td, seconds):
     return row
 
 
-def row_onetun(td, seconds, onetun, onetun_log):
-    row = new_row("onetun")
+def row_onetun(td, seconds, onetun, onetun_log, path="direct", relay=None):
+    row = new_row("onetun", path)
     ns_a, ns_b = make_pair(td, "onetun")
     _, private, public = genkey(td.workdir, "onetun")
     if_b, _, pub_b = wg_peer_b(td, ns_b, "onetun", public)
+    endpoint = endpoint_for(td, ns_b, path, relay)
     row["restart_iperf"] = servers(td, ns_b, "0.0.0.0")
     # The private key through the environment, which both onetuns read and other users cannot see.
     env = dict(os.environ, ONETUN_PRIVATE_KEY=private)
     cmd = ["ip", "netns", "exec", ns_a, onetun,
            "127.0.0.1:%d:%s:%d" % (FWD_IPERF_PORT, TUN_B, IPERF_PORT),
            "127.0.0.1:%d:%s:%d" % (FWD_ECHO_PORT, TUN_B, ECHO_PORT),
-           "--endpoint-addr", "%s:%d" % (VETH_B, WG_PORT), "--endpoint-public-key", pub_b,
+           "--endpoint-addr", endpoint, "--endpoint-public-key", pub_b,
            "--source-peer-ip", TUN_A, "--keep-alive", "10", "--log", onetun_log]
     log("  " + " ".join(cmd[4:]))
-    proc = td.popen(cmd, "onetun", "onetun.log", env=env)
-    logpath = os.path.join(td.workdir, "onetun.log")
+    proc = td.popen(cmd, "onetun", "onetun-%s.log" % path, env=env)
+    logpath = os.path.join(td.workdir, "onetun-%s.log" % path)
     row["process"] = "onetun"
     sampler = Sampler(proc.pid)
     sampler.start()
@@ -681,7 +793,8 @@ def row_onetun(td, seconds, onetun, onetun_log):
                          % (why, "done" if hs else "none",
                             "" if proc.poll() is None else "; onetun exited (%s)" % proc.returncode,
                             tail(logpath)))
-    measure(row, ns_a, "127.0.0.1", FWD_IPERF_PORT, "127.0.0.1", FWD_ECHO_PORT, seconds, sampler, alive)
+    measure(row, ns_a, "127.0.0.1", FWD_IPERF_PORT, "127.0.0.1", FWD_ECHO_PORT, seconds, sampler, alive, path)
+    row["drops"] = {"A": drop_counters(ns_a), "B": drop_counters(ns_b)}
     sampler.finish()
     row["results"]["peak_rss_mib"] = sampler.hwm_kib / 1024
     row["results"]["cpu_s"] = sampler.cpu_s
@@ -701,6 +814,8 @@ COLUMNS = [  # key, heading, format
     ("up4_mbps", "up 4", "%.1f"),
     ("down1_mbps", "down 1", "%.1f"),
     ("down4_mbps", "down 4", "%.1f"),
+    ("up64_s", "up 64M s", "%.2f"),
+    ("down64_s", "down 64M s", "%.2f"),
     ("cps", "conn/s", "%.0f"),
     ("rtt_p50_us", "RTT p50", "%.0f"),
     ("rtt_p99_us", "RTT p99", "%.0f"),
@@ -708,42 +823,75 @@ COLUMNS = [  # key, heading, format
     ("up4_peak_rss_mib", "RSS up 4", "%.1f"),
     ("cpu_s", "CPU s", "%.2f"),
 ]
+# Smaller is better: the ratio printed is reference / value, so above 1 always means onetun is better.
+LOWER_IS_BETTER = {"up64_s", "down64_s", "rtt_p50_us", "rtt_p99_us", "peak_rss_mib", "up4_peak_rss_mib", "cpu_s"}
 
 
 def print_table(rows, seconds):
-    ref = next((r for r in rows if r["name"] == "kernel" and not r["skipped"]), None)
-    width = max(len(r["title"]) for r in rows) + 2
-    head = "".join("%10s" % h for _, h, _ in COLUMNS)
     print()
-    print("Throughput in Mbit/s (iperf3, %d s, 1 or 4 streams); RTT in µs (%d-byte ping-pong); RSS in MiB;"
+    print("Throughput in Mbit/s (iperf3, %d s, 1 or 4 streams); 64M s = seconds for 64 MiB; RTT in µs (%d-byte"
           % (seconds, RTT_SIZE))
-    print("CPU s = utime + stime of the client side's process over its row; ratios against the kernel row.")
-    print("%-*s%s" % (width, "", head))
-    for r in rows:
-        if r["skipped"]:
-            print("%-*s%s" % (width, r["title"], "skipped: " + r["skipped"].splitlines()[0]))
+    print("ping-pong); RSS in MiB; CPU s = utime + stime of the client side's process over its row. Under each")
+    print("onetun row its ratio to the kernel row of the same path, oriented so that above 1 is better. Kernel")
+    print("TCP congestion control: %s." % KERNEL_CC[0])
+    for path in PATHS:
+        prow = [r for r in rows if r["path"] == path]
+        if not prow:
             continue
-        cells = []
-        ratios = []
-        for key, _, fmt in COLUMNS:
-            v = r["results"].get(key)
-            cells.append("%10s" % (fmt % v if v is not None else "-"))
-            rv = ref["results"].get(key) if ref else None
-            if v is not None and rv:
-                ratios.append("%10s" % ("%.2fx" % (v / rv)))
-            else:
-                ratios.append("%10s" % "")
-        print("%-*s%s" % (width, r["title"], "".join(cells)))
-        if ref and r is not ref:
-            print("%-*s%s" % (width, "", "".join(ratios)))
-    for r in rows:
-        for name, why in r["errors"].items():
-            print("%s: %s: %s" % (r["title"], name, why.splitlines()[0] if why else why))
-    onetun = next((r for r in rows if r["name"] == "onetun" and not r["skipped"]), None)
+        cols = [c for c in COLUMNS if any(r["results"].get(c[0]) is not None for r in prow)] or COLUMNS[:4]
+        ref = next((r for r in prow if r["name"] == "kernel" and not r["skipped"]), None)
+        width = max(len(r["title"]) for r in prow) + 2
+        print()
+        print(PATH_TITLES[path])
+        print("%-*s%s" % (width, "", "".join("%11s" % h for _, h, _ in cols)))
+        for r in prow:
+            if r["skipped"]:
+                print("%-*s%s" % (width, r["title"], "skipped: " + r["skipped"].splitlines()[0]))
+                continue
+            cells, ratios = [], []
+            for key, _, fmt in cols:
+                v = r["results"].get(key)
+                cells.append("%11s" % (fmt % v if v is not None else "-"))
+                rv = ref["results"].get(key) if ref else None
+                if v and rv:
+                    ratios.append("%11s" % ("%.2fx" % ((rv / v) if key in LOWER_IS_BETTER else (v / rv))))
+                else:
+                    ratios.append("%11s" % "")
+            print("%-*s%s" % (width, r["title"], "".join(cells)))
+            if ref and r is not ref:
+                print("%-*s%s" % (width, "", "".join(ratios)))
+        for r in prow:
+            for name, why in r["errors"].items():
+                print("%s: %s: %s" % (r["title"], name, why.splitlines()[0] if why else why))
+            if r.get("relay"):
+                print("%s: relay: %s" % (r["title"], r["relay"]))
+            drops = ", ".join("%s %s %d" % (side, k, v) for side, d in sorted((r.get("drops") or {}).items())
+                              for k, v in sorted(d.items()))
+            if drops:
+                print("%s: drops: %s" % (r["title"], drops))
+    onetun = next((r for r in rows if r["name"] == "onetun" and r["path"] == "direct" and not r["skipped"]), None)
     if onetun and onetun["results"].get("up4_peak_rss_mib") is not None:
         peak = onetun["results"]["up4_peak_rss_mib"]
         print("onetun peak RSS during the 4-stream upload: %.1f MiB (target <= 64 MiB: %s)"
               % (peak, "met" if peak <= 64 else "NOT met"))
+
+
+def relay_summary(path):
+    """netem-relay's counters (its last line, JSON) in a few words; None without a relay."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            c = json.loads(f.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return "no counters"
+    parts = []
+    for way in ("to_target", "to_client"):
+        w = c[way]
+        parts.append("%s %d in, %d out, %d lost, %d queue drops, %d reordered, %d duplicated, %d send errors"
+                     % (way.replace("_", " "), w["received"], w["sent"], w["lost"], w["queue_drops"],
+                        w["reordered"], w["duplicated"], w["send_errors"]))
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -756,13 +904,25 @@ def main():
     ap.add_argument("--onetun", default=".build/release/onetun", help="the onetun binary (row onetun)")
     ap.add_argument("--seconds", type=int, default=5, help="seconds per iperf3 run (default 5)")
     ap.add_argument("--rows", default=",".join(ALL_ROWS), help="comma-separated: loopback,kernel,onetun")
+    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated: " + ",".join(PATHS))
+    ap.add_argument("--relay", default=".build/release/netem-relay", help="netem-relay (paths other than direct)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--onetun-log", default="warn", help="onetun's --log level (default warn)")
+    ap.add_argument("--kernel-cc", default="cubic", help="the kernel's TCP congestion control in the namespaces (default cubic, Linux's default)")
+    ap.add_argument("--logs", help="copy every process's log (onetun, relay, wireguard-go, iperf3) to this directory")
     args = ap.parse_args()
     rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     for r in rows_wanted:
         if r not in ALL_ROWS:
             ap.error("unknown row %r; rows are %s" % (r, ",".join(ALL_ROWS)))
+    KERNEL_CC[0] = args.kernel_cc
+    paths_wanted = [p.strip() for p in args.paths.split(",") if p.strip()]
+    for p in paths_wanted:
+        if p not in PATHS:
+            ap.error("unknown path %r; paths are %s" % (p, ",".join(PATHS)))
+    relay = os.path.abspath(args.relay)
+    if set(paths_wanted) - {"direct"} and not (os.path.isfile(relay) and os.access(relay, os.X_OK)):
+        sys.exit("%s is missing or not executable (swift build -c release --product netem-relay)" % args.relay)
     if not 1 <= args.seconds <= 600:
         ap.error("--seconds must be between 1 and 600")
     if os.geteuid() != 0:
@@ -781,50 +941,60 @@ def main():
     workdir = tempfile.mkdtemp(prefix="onetun-bench-")
     rows = []
     try:
-        for name in ALL_ROWS:
-            if name not in rows_wanted:
+        for path in PATHS:
+            if path not in paths_wanted:
                 continue
-            log("== %s" % TITLES[name])
-            if name == "onetun":
-                onetun = os.path.abspath(args.onetun)
-                if not (os.path.isfile(onetun) and os.access(onetun, os.X_OK)):
-                    row = new_row(name)
-                    row["skipped"] = "%s is missing or not executable (swift build -c release)" % args.onetun
-                    log("  " + row["skipped"])
-                    rows.append(row)
+            for name in ALL_ROWS:
+                if name not in rows_wanted or (name == "loopback" and path != "direct"):
                     continue
-            td = Teardown(workdir)
-            try:
-                if name == "loopback":
-                    row = row_loopback(td, args.seconds)
-                elif name == "kernel":
-                    row = row_kernel(td, args.seconds)
-                else:
-                    row = row_onetun(td, args.seconds, onetun, args.onetun_log)
-            except BenchError as e:
-                row = new_row(name)
-                row["skipped"] = "failed: " + str(e)
-                log("  " + row["skipped"])
-            finally:
-                # A second Ctrl-C must not cut the teardown short.
-                old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                log("== %s, path %s" % (TITLES[name], path))
+                if name == "onetun":
+                    onetun = os.path.abspath(args.onetun)
+                    if not (os.path.isfile(onetun) and os.access(onetun, os.X_OK)):
+                        row = new_row(name, path)
+                        row["skipped"] = "%s is missing or not executable (swift build -c release)" % args.onetun
+                        log("  " + row["skipped"])
+                        rows.append(row)
+                        continue
+                td = Teardown(workdir)
                 try:
-                    td.close()
+                    if name == "loopback":
+                        row = row_loopback(td, args.seconds)
+                    elif name == "kernel":
+                        row = row_kernel(td, args.seconds, path, relay)
+                    else:
+                        row = row_onetun(td, args.seconds, onetun, args.onetun_log, path, relay)
+                except BenchError as e:
+                    row = new_row(name, path)
+                    row["skipped"] = "failed: " + str(e)
+                    log("  " + row["skipped"])
                 finally:
-                    signal.signal(signal.SIGINT, old)
-            rows.append(row)
+                    # A second Ctrl-C must not cut the teardown short.
+                    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    try:
+                        td.close()
+                    finally:
+                        signal.signal(signal.SIGINT, old)
+                row["relay"] = relay_summary(td.relay_log)
+                rows.append(row)
     except (KeyboardInterrupt, Terminated):
         log("interrupted; torn down")
         return 130
     finally:
+        if args.logs:
+            os.makedirs(args.logs, exist_ok=True)
+            for f in os.listdir(workdir):
+                if f.endswith(".log"):
+                    shutil.copy(os.path.join(workdir, f), args.logs)
         shutil.rmtree(workdir, ignore_errors=True)
 
     print_table(rows, args.seconds)
     if args.json:
-        out = {"seconds": args.seconds, "rtt_rounds": RTT_ROUNDS, "rtt_size": RTT_SIZE,
+        out = {"seconds": args.seconds, "kernel_cc": KERNEL_CC[0], "rtt_rounds": RTT_ROUNDS, "rtt_size": RTT_SIZE,
                "cps_seconds": CPS_SECONDS, "cpus": os.cpu_count(), "rows": []}
         for r in rows:
-            out["rows"].append({k: r.get(k) for k in ("name", "title", "results", "errors", "skipped", "process")})
+            out["rows"].append({k: r.get(k) for k in ("name", "path", "title", "results", "errors", "skipped",
+                                                      "process", "relay", "drops")})
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
             f.write("\n")

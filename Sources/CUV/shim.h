@@ -11,6 +11,12 @@ struct onetun_mmsghdr {
     unsigned int msg_len;
 };
 extern int onetun_sendmmsg_raw(int fd, struct onetun_mmsghdr *messages, unsigned int count, int flags) __asm__("sendmmsg");
+#include <poll.h>
+#include <time.h>
+extern int onetun_recvmmsg_raw(int fd, struct onetun_mmsghdr *messages, unsigned int count, int flags,
+                               struct timespec *timeout) __asm__("recvmmsg");
+/// ppoll(2): poll with a nanosecond timeout (glibc declares it only under _GNU_SOURCE).
+extern int onetun_ppoll(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const void *sigmask) __asm__("ppoll");
 
 /// Sends `count` buffers, one datagram each, on a connected socket with one system call.
 /// Returns how many were sent, or -1 with errno.

@@ -3,7 +3,9 @@ public enum CongestionAlgorithm: Sendable, Equatable {
     /// A model-based controller after BBR v1 (draft-cardwell-iccrg-bbr-congestion-control-00): the window is
     /// twice the measured bandwidth-delay product, and random loss does not shrink it. It keeps a lossy
     /// long path full where a loss-based controller collapses (at 1 % loss and 50 ms RTT, Reno's
-    /// MSS/RTT·1.22/√p bound is about 3 Mbit/s). There is no pacing: the window alone bounds what is in flight.
+    /// MSS/RTT·1.22/√p bound is about 3 Mbit/s). Segments are paced at a gain times the bandwidth estimate
+    /// (`Pacer`): 2.885 in startup, its inverse while the queue startup built drains, then BBR's ProbeBW
+    /// cycle (1.25, 0.75, then 1 for six rounds).
     case bbr
     /// RFC 5681 slow start and congestion avoidance, halving on loss (RFC 6582 / RFC 6675 recovery).
     case newReno
@@ -48,10 +50,21 @@ struct CongestionControl {
     private(set) var inflightHigh = Int.max
     private var probeUpSegments = 1
     static let lossThreshold = 0.02
+    /// ...and at least this many segments lost in it (BBR v2's bbr_full_loss_cnt): at 1 % random loss a
+    /// round of 80 segments loses more than 2 % one time in five by chance alone, and cutting the window
+    /// each time pinned a 50 ms path at a twentieth of its speed.
+    static let lossEvents = 8
     /// The allowance never exceeds one batch of the driver's datagrams.
     static let maximumAggregation = 64
     private var probeRTTDone: Instant?
     private var priorCwnd = 0
+    /// After startup filled the pipe, pacing below the bandwidth drains the queue it built, until what is
+    /// in flight is down to one BDP (BBR's DRAIN).
+    private(set) var draining = false
+    /// BBR's ProbeBW: the phase of the gain cycle, and when it began; each phase lasts one minimum RTT.
+    private var cyclePhase = 2
+    private var cycleStart = Instant.zero
+    static let cycleGains: [Double] = [1.25, 0.75, 1, 1, 1, 1, 1, 1]
 
     static let bandwidthRounds = 10
     static let minRTTWindow: UInt64 = 10 * Nanos.second
@@ -141,14 +154,17 @@ struct CongestionControl {
     /// counts if it raises the estimate.
     mutating func roundEnded(rate: Int, appLimited: Bool, inFlight: Int, delivered: Int, lost: Int, now: Instant) {
         guard algorithm == .bbr else { return }
-        if lost > 0 && Double(lost) > Self.lossThreshold * Double(delivered + lost) {
+        if lost >= Self.lossEvents * mss && Double(lost) > Self.lossThreshold * Double(delivered + lost) {
             // Never below 16 segments: a smaller window cannot gather the duplicate ACKs that fast
             // recovery needs, and every further loss would cost a timeout.
             inflightHigh = max(16 * mss, Int(Double(max(cwnd, inFlight)) * 0.7))
             cwnd = min(cwnd, inflightHigh)
             probeUpSegments = 1
             // Startup ends on heavy loss as well as on a filled pipe.
-            filledPipe = true
+            if !filledPipe {
+                filledPipe = true
+                draining = true
+            }
         } else if lost == 0 && inflightHigh != Int.max && !appLimited {
             inflightHigh += probeUpSegments * mss
             probeUpSegments = min(probeUpSegments * 2, 1 << 12)
@@ -178,6 +194,7 @@ struct CongestionControl {
                 fullBandwidthRounds += 1
                 if fullBandwidthRounds >= 3 {
                     filledPipe = true
+                    draining = true
                     // Drain: the window falls to the steady-state target; the excess leaves the queue.
                     if let target = targetWindow { cwnd = min(cwnd, target) }
                 }
@@ -206,6 +223,55 @@ struct CongestionControl {
             minRTTStamp = now
             cwnd = max(cwnd, priorCwnd)
             priorCwnd = 0
+        }
+    }
+
+    // MARK: Pacing
+
+    /// Bytes per second to pace at, 0 before there is anything to base it on. `srtt` serves NewReno, and
+    /// BBR before its first bandwidth sample.
+    func pacingRate(srtt: UInt64) -> Int {
+        switch algorithm {
+        case .newReno:
+            guard srtt > 0 else { return 0 }
+            // Linux's tcp_update_pacing_rate: 200 % of cwnd/srtt in slow start, 120 % after.
+            return Self.rate((cwnd < ssthresh ? 2.0 : 1.2) * Double(cwnd) * 1e9 / Double(srtt))
+        case .bbr:
+            if filledPipe && bottleneckBandwidth > 0 {
+                let gain = probingRTT ? 1 : draining ? 1 / Self.startupGain : Self.cycleGains[cyclePhase]
+                return Self.rate(gain * Double(bottleneckBandwidth))
+            }
+            // Startup: the window doubles every round; pace at the startup gain over what it implies.
+            let rtt = minRTT > 0 ? minRTT : srtt
+            guard rtt > 0 else { return 0 }
+            return Self.rate(Self.startupGain * max(Double(bottleneckBandwidth), Double(cwnd) * 1e9 / Double(rtt)))
+        }
+    }
+
+    /// Bytes per second as an Int, saturating at the rate the pacer treats as unpaced.
+    private static func rate(_ value: Double) -> Int { value < Double(Pacer.unpacedRate) ? Int(value) : Pacer.unpacedRate }
+
+    /// On every ACK that delivered data: leaves DRAIN once the queue is gone, and moves the ProbeBW gain
+    /// cycle on once a phase has lasted a minimum RTT (the 0.75 phase ends early once in flight is down
+    /// to the BDP).
+    mutating func advanceCycle(inFlight: Int, now: Instant) {
+        guard algorithm == .bbr, filledPipe, let bdp else { return }
+        if draining {
+            guard inFlight <= bdp else { return }
+            draining = false
+            cyclePhase = 2
+            cycleStart = now
+            return
+        }
+        let elapsed = now.since(cycleStart) > minRTT
+        let advance: Bool
+        switch cyclePhase {
+        case 1: advance = elapsed || inFlight <= bdp
+        default: advance = elapsed
+        }
+        if advance {
+            cyclePhase = (cyclePhase + 1) % Self.cycleGains.count
+            cycleStart = now
         }
     }
 

@@ -4,7 +4,9 @@
 ///
 /// RFC 6675 §3: "The scoreboard ... stores SACK information ... to track those segments that have been
 /// selectively acknowledged by the receiver." We keep it as at most `capacity` sorted, disjoint, non-adjacent
-/// ranges stored inline (no heap allocation); overlapping or touching blocks are merged as they arrive.
+/// ranges; overlapping or touching blocks are merged as they arrive. The storage grows with the number of
+/// ranges (none until the first SACK), up to enough for every other segment of a 4 MiB window to be
+/// missing.
 ///
 /// Conventions. Sequence numbers are plain `UInt32` compared modulo 2^32 relative to `una` (RFC 9293 §3.4),
 /// so every stored octet is within 2^31 of `una`. Ranges are half-open `[start, end)`. The RFC's variables
@@ -22,8 +24,11 @@
 /// data; only a cumulative ACK (`ackAdvanced(to:)`) does.
 struct SackScoreboard {
     /// How many disjoint SACKed ranges are kept. A receiver reports at most 4 blocks per segment
-    /// (RFC 2018 §3), but holes accumulate across segments; 32 is ample for one window.
-    static let capacity = 32
+    /// (RFC 2018 §3), and only the most recent ones: a range forgotten here is seldom reported again, so its
+    /// hole is never found lost and the cumulative ACK waits on it. A startup that overshoots a shallow
+    /// buffer loses hundreds of scattered segments of one window; 32 ranges (as this once was) left
+    /// recovery repairing one hole per round trip.
+    static let capacity = 2048
 
     /// RFC 6675 §2 `DupThresh`: "The number of duplicate acknowledgments required to trigger a fast
     /// retransmission. ... 3 as specified in [RFC5681]."
@@ -38,9 +43,10 @@ struct SackScoreboard {
     /// Number of disjoint SACKed ranges, lowest first in `block(_:)`.
     private(set) var blockCount = 0
 
-    // Absolute sequence numbers; sorted by offset from `una`, disjoint and never touching.
-    private var starts = InlineArray<32, UInt32>(repeating: 0)
-    private var ends = InlineArray<32, UInt32>(repeating: 0)
+    // Absolute sequence numbers; sorted by offset from `una`, disjoint and never touching. Only the first
+    // `blockCount` entries are in use.
+    private var starts: [UInt32] = []
+    private var ends: [UInt32] = []
 
     init(una: UInt32) {
         self.una = una
@@ -163,6 +169,10 @@ struct SackScoreboard {
                 if first == blockCount { return 0 }
                 sackedBytes -= length(blockCount - 1)
                 blockCount -= 1
+            }
+            if blockCount == starts.count {
+                starts.append(0)
+                ends.append(0)
             }
             var i = blockCount
             while i > first {
@@ -331,21 +341,24 @@ struct SackScoreboard {
         let limit = offset(nxt)
         guard limit > 0 else { return 0 }
         let retransmitted = min(max(offset(highRxt), 0), limit)
+        let byteThreshold = (dupThresh - 1) * mss
         var pipe = 0
-        var holeStart = 0
-        var i = 0
-        while i <= blockCount {
+        // From the top down, so the SACKed octets above each hole are a running sum: one pass, not one
+        // per hole.
+        var bytesAbove = 0
+        var i = blockCount
+        while i >= 0 {
+            if i < blockCount { bytesAbove += length(i) }
+            let holeStart = i == 0 ? 0 : offset(ends[i - 1])
             let holeEnd = i == blockCount ? limit : offset(starts[i])
             if holeStart < holeEnd {
-                // (a) not lost: still in the network.
-                if i == blockCount || !holeIsLost(i, dupThresh: dupThresh, mss: mss) {
-                    pipe += holeEnd - holeStart
-                }
+                // (a) not lost: still in the network. The hole above every range has nothing SACKed above it.
+                let lost = i < blockCount && (blockCount - i >= dupThresh || bytesAbove > byteThreshold)
+                if !lost { pipe += holeEnd - holeStart }
                 // (b) retransmitted: the retransmission is in the network.
                 pipe += max(0, min(holeEnd, retransmitted) - holeStart)
             }
-            if i < blockCount { holeStart = offset(ends[i]) }
-            i += 1
+            i -= 1
         }
         return pipe
     }

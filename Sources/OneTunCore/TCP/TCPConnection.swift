@@ -169,6 +169,9 @@ public final class TCPConnection {
     /// lost and resent in order from SND.UNA (SND.NXT rewinds), skipping SACKed ranges.
     var recoveryAfterTimeout = false
 
+    /// Data segments leave at the controller's pacing rate.
+    var pacer = Pacer()
+
     // Delivery-rate rounds for the model: a round ends when data sent after its start is delivered
     // (an edge past `roundEnd`, SND.MAX when the round began), so it lasts at least one round trip.
     var delivered = 0
@@ -310,6 +313,11 @@ public final class TCPConnection {
     var receiveWindow: Int { max(0, min(receiveBuffer.free, receiveSpace - receiveBuffer.count)) }
 
     var flightSize: Int { sndMax - sndUna }
+
+    /// What the model compares with its BDP: the flight less what the receiver SACKed. Data above a hole
+    /// has left the network; counting it kept a model that had overshot in DRAIN for as long as the hole
+    /// lasted, pacing at a third of the bandwidth.
+    var unsackedInFlight: Int { max(0, flightSize - scoreboard.sackedBytes) }
 
     var finSeq: SeqNumber? { finRequested ? sendBase + sendBuffer.count : nil }
 
@@ -582,15 +590,16 @@ public final class TCPConnection {
                 if interval > 0 {
                     let rate = Int(Double(delivered - roundDelivered) * 1e9 / Double(interval))
                     cc.roundEnded(
-                        rate: rate, appLimited: roundAppLimited, inFlight: flightSize,
+                        rate: rate, appLimited: roundAppLimited, inFlight: unsackedInFlight,
                         delivered: delivered - roundDelivered, lost: roundRetransmitted, now: now)
                 }
                 startRound(now)
             }
             cc.measureAggregation(newlyDelivered, now: now)
             cc.delivered(newlyDelivered, inRecovery: inRecovery)
+            cc.advanceCycle(inFlight: unsackedInFlight, now: now)
         }
-        if cc.probingRTT { cc.updateProbeRTT(inFlight: flightSize, now: now) }
+        if cc.probingRTT { cc.updateProbeRTT(inFlight: unsackedInFlight, now: now) }
 
         // A peer answering our probes of its closed window is alive: probing continues indefinitely.
         if ack == sndUna && window == 0 { retransmissions = 0 }
@@ -749,6 +758,12 @@ public final class TCPConnection {
             break
         }
         let mss = effectiveMSS
+        // Data waits for its departure time; ACKs never do.
+        guard pacer.allows(now) else {
+            if hasDataToSend { pacer.waiting = true }
+            return takeAck()
+        }
+        pacer.waiting = false
         // A retransmission of the first unacknowledged segment (fast retransmit, NewReno partial ACK, or a
         // retransmission found lost).
         if retransmitOne {
@@ -757,7 +772,7 @@ public final class TCPConnection {
                 highRxt = max(highRxt, sndUna + max(out.1, 1))
                 unaRetransmittedAt = now
                 sackedSinceUnaRetransmit = 0
-                return out
+                return paced(out, now)
             }
         }
         // What the window lets out: outside recovery min(SND.WND, cwnd) less the octets in flight; in SACK
@@ -786,7 +801,7 @@ public final class TCPConnection {
                         unaRetransmittedAt = now
                         sackedSinceUnaRetransmit = 0
                     }
-                    return out
+                    return paced(out, now)
                 }
             case .unsackedBelowHighestSack:
                 // Rule (3) is a SHOULD; under reordering or a closed receive window it resends segments
@@ -797,7 +812,7 @@ public final class TCPConnection {
                 let size = min(next!.length, segmentPayloadLimit)
                 if let out = retransmit(from: SeqNumber(next!.end) - size, length: size, payload: payload, now: now) {
                     rescueRxt = recoveryPoint
-                    return out
+                    return paced(out, now)
                 }
             case .newData:
                 // Rule (2): new data, within what the receiver allows.
@@ -856,7 +871,7 @@ public final class TCPConnection {
                     }
                     if rtoDeadline == nil { armRTO(now) }
                     if unsent == n { flags.insert(.psh) }
-                    return (header(seq: seq, flags: flags), n)
+                    return paced((header(seq: seq, flags: flags), n), now)
                 }
             } else if sndWnd < cwnd {
                 // Held back by the receiver's window, not the path: the round says nothing about bandwidth.
@@ -875,6 +890,20 @@ public final class TCPConnection {
             return (header(seq: fin, flags: [.ack, .fin]), 0)
         }
         return takeAck()
+    }
+
+    /// A data segment leaves now: the next one waits its turn at the pacing rate.
+    func paced(_ out: (TCPRepr, Int), _ now: Instant) -> (TCPRepr, Int) {
+        pacer.departed(out.1, rate: cc.pacingRate(srtt: hasRTTSample ? srtt : 0), mss: effectiveMSS, now: now)
+        return out
+    }
+
+    /// Something besides an ACK would go out if pacing allowed: a retransmission, a probe, recovery's
+    /// next segment, the FIN, or new data the windows let out.
+    var hasDataToSend: Bool {
+        if retransmitOne || probeOne || inRecovery { return true }
+        if let fin = finSeq, sndNxt <= fin { return true }
+        return sendBase + sendBuffer.count > sndNxt && sndNxt - sndUna < min(sndWnd, cwnd)
     }
 
     func finSent() {
@@ -957,15 +986,18 @@ public final class TCPConnection {
 
     // MARK: Time
 
-    /// The earliest of the three timers; no collection is built, as the stack asks after every poll.
+    /// The earliest of the timers (retransmission, delayed ACK, TIME-WAIT, and the departure time of a
+    /// paced segment); no collection is built, as the stack asks after every poll.
     @_spi(OneTunInternals) public func nextDeadline() -> Instant? {
         var earliest = rtoDeadline
         if let d = ackDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         if let d = timeWaitDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
+        if pacer.waiting, earliest.map({ pacer.nextDeparture < $0 }) ?? true { earliest = pacer.nextDeparture }
         return earliest
     }
 
     @_spi(OneTunInternals) public func handleTimeout(now: Instant) {
+        if pacer.waiting && pacer.allows(now) { pacer.waiting = false }
         if let d = ackDeadline, d <= now {
             ackDeadline = nil
             ackNow = true

@@ -260,23 +260,46 @@ private func sameBlocks(_ board: SackScoreboard, _ expected: [(UInt32, UInt32)])
 
 @Test func capacityKeepsTheLowestRanges() {
     var board = SackScoreboard(una: 0)
-    let nxt: UInt32 = 100_000
-    for i in 0..<SackScoreboard.capacity {
+    let capacity = SackScoreboard.capacity
+    let nxt = UInt32(capacity * 100 + 10_000)
+    for i in 0..<capacity {
         #expect(board.addSack(start: UInt32(100 + i * 100), end: UInt32(150 + i * 100), nxt: nxt) == 50)
     }
-    #expect(board.blockCount == SackScoreboard.capacity)
+    #expect(board.blockCount == capacity)
     // A new highest range does not fit.
-    #expect(board.addSack(start: 50_000, end: 50_100, nxt: nxt) == 0)
-    #expect(board.highestSackedEnd == UInt32(150 + 31 * 100))
+    #expect(board.addSack(start: nxt - 200, end: nxt - 100, nxt: nxt) == 0)
+    #expect(board.highestSackedEnd == UInt32(150 + (capacity - 1) * 100))
     // A new lowest range evicts the highest one.
     #expect(board.addSack(start: 10, end: 20, nxt: nxt) == 10 - 50)
-    #expect(board.blockCount == SackScoreboard.capacity)
+    #expect(board.blockCount == capacity)
     #expect(board.block(0) == (10, 20))
-    #expect(board.highestSackedEnd == UInt32(150 + 30 * 100))
-    #expect(board.sackedBytes == 31 * 50 + 10)
+    #expect(board.highestSackedEnd == UInt32(150 + (capacity - 2) * 100))
+    #expect(board.sackedBytes == (capacity - 1) * 50 + 10)
     // Merging still works when full.
     #expect(board.addSack(start: 150, end: 200, nxt: nxt) == 50)
-    #expect(board.blockCount == SackScoreboard.capacity - 1)
+    #expect(board.blockCount == capacity - 1)
+}
+
+/// A startup that overshot loses hundreds of scattered segments of one window; the receiver reports each
+/// range once, newest first. Every hole must be known, and found lost, or recovery repairs one per round trip.
+@Test func hundredsOfHolesAreAllRecoverable() {
+    var board = SackScoreboard(una: 0)
+    let mss = 1000
+    let holes = 500
+    let nxt = UInt32(2 * holes * mss)
+    // Every other segment arrives; each range reported once, highest first as a receiver would.
+    for i in (0..<holes).reversed() {
+        board.addSack(start: UInt32((2 * i + 1) * mss), end: UInt32((2 * i + 2) * mss), nxt: nxt)
+    }
+    #expect(board.blockCount == holes)
+    var highRxt: UInt32 = 0
+    var resent = 0
+    while let next = board.nextSegment(highRxt: highRxt, nxt: nxt, newDataAvailable: 0, mss: mss), next.rule == .lost {
+        resent += 1
+        highRxt = next.end
+    }
+    // All but the top DupThresh - 1 holes have enough SACKed data above them to count as lost.
+    #expect(resent == holes - (SackScoreboard.defaultDupThresh - 1))
 }
 
 // MARK: - Against a per-octet model
