@@ -1,89 +1,17 @@
-/// Settings of one TCP connection.
-public struct TCPConfig: Sendable {
-    /// Our MSS: MTU minus the IP and TCP headers (RFC 9293 §3.7.1).
-    public var mss: Int
-    /// Receive and send buffers grow with the data in flight up to these caps.
-    public var receiveBufferLimit: Int
-    public var sendBufferLimit: Int
-    /// How long TIME-WAIT lasts; short, because a forwarder's ports are virtual and plentiful.
-    public var timeWait: UInt64
-    /// Delayed ACKs wait at most this long (RFC 9293 §3.8.6.3: under 0.5 s; Linux uses 40 ms).
-    public var delayedAck: UInt64
-    public var initialRTO: UInt64
-    public var minimumRTO: UInt64
-    public var maximumRTO: UInt64
-    /// Retransmissions of one segment before the connection is given up.
-    public var maximumRetransmissions: Int
-    /// Retransmissions of a SYN before an opening connection is given up (Linux: 6, about 2 minutes).
-    public var maximumSynRetransmissions: Int
-    public var congestionControl: CongestionAlgorithm
-    /// The receive window a connection starts with; it grows towards `receiveBufferLimit` as the
-    /// application reads faster (receive-buffer autotuning: twice what was read per round trip).
-    public var initialReceiveWindow: Int
-
-    public init(
-        mss: Int = 1380, receiveBufferLimit: Int = 4 << 20, sendBufferLimit: Int = 4 << 20,
-        timeWait: UInt64 = 2 * Nanos.second, delayedAck: UInt64 = 40 * Nanos.millisecond,
-        initialRTO: UInt64 = Nanos.second, minimumRTO: UInt64 = 200 * Nanos.millisecond,
-        maximumRTO: UInt64 = 60 * Nanos.second, maximumRetransmissions: Int = 12, maximumSynRetransmissions: Int = 6,
-        congestionControl: CongestionAlgorithm = .bbr, initialReceiveWindow: Int = 128 << 10
-    ) {
-        self.mss = mss
-        self.receiveBufferLimit = receiveBufferLimit
-        self.sendBufferLimit = sendBufferLimit
-        self.timeWait = timeWait
-        self.delayedAck = delayedAck
-        self.initialRTO = initialRTO
-        self.minimumRTO = minimumRTO
-        self.maximumRTO = maximumRTO
-        self.maximumRetransmissions = maximumRetransmissions
-        self.maximumSynRetransmissions = maximumSynRetransmissions
-        self.congestionControl = congestionControl
-        self.initialReceiveWindow = initialReceiveWindow
-    }
-}
-
-/// Counters of one connection, for logs and tests.
-public struct TCPStats: Equatable, Sendable {
-    public var segmentsSent = 0
-    public var segmentsReceived = 0
-    public var bytesSent = 0
-    public var bytesReceived = 0
-    public var timeouts = 0
-    public var fastRetransmits = 0
-    /// Segments sent again: fast retransmits, SACK recovery and go-back-N after a timeout.
-    public var retransmittedSegments = 0
-    /// Retransmissions found lost again (SACKs for data sent after them arrived first).
-    public var lostRetransmissions = 0
-    public var outOfOrderSegments = 0
-    public init() {}
-}
-
-/// The connection states of RFC 9293 §3.3.2.
-public enum TCPState: Equatable, Sendable {
-    case closed, listen, synSent, synReceived, established, finWait1, finWait2, closeWait, closing, lastAck, timeWait
-}
-
-/// Why a connection ended other than by an orderly close.
-public enum TCPError: Error, Equatable, Sendable {
-    /// The peer answered our SYN with RST.
-    case refused
-    /// The peer reset an established connection.
-    case reset
-    /// Retransmissions ran out.
-    case timedOut
-    /// An ICMP destination-unreachable error answered our SYN.
-    case unreachable
-}
-
 /// One TCP connection, sans-I/O: segments in (`handleSegment`), segments out (`pollSegment`), the
 /// application's bytes in and out through bounded buffers, one deadline (`nextDeadline`).
 ///
 /// RFC 9293 for the state machine, RFC 7323 window scaling, RFC 6298 RTO with Karn's rule and backoff,
 /// SACK (RFC 2018) both ways with RFC 6675 loss recovery (NewReno, RFC 6582, when the peer has no SACK),
 /// lost retransmissions detected from later SACKs, a BBR-style model or NewReno for the congestion window
-/// (`CongestionControl`), RFC 6928 initial window, delayed ACKs at most every second full segment, and a
-/// receive window that grows with what the application reads. No Nagle delay: a forwarder must not add latency.
+/// (`CongestionControl`), paced sending (`Pacer`), RFC 6928 initial window, delayed ACKs at most every
+/// second full segment, and a receive window that grows with what the application reads. No Nagle delay:
+/// a forwarder must not add latency.
+///
+/// The class keeps the state machine and the sequence spaces; each mechanism with state of its own lives
+/// in its own type: `RTTEstimator` (RFC 6298), `LossRecovery` (RFC 6675 / 6582 phases),
+/// `SackScoreboard` (RFC 6675 §4), `DeliveryRounds` and `CongestionControl` (the model), `Pacer`,
+/// `ReceiveAutotuner`, `Assembler` (out-of-order data), and `PendingOutput` (control segments owed).
 public final class TCPConnection {
     public let config: TCPConfig
     public let localPort: UInt16
@@ -120,77 +48,41 @@ public final class TCPConnection {
     public private(set) var finReceived = false
     /// The right edge we last advertised; never moved left (RFC 9293 §3.8.6.2.2).
     var advertisedEdge = SeqNumber(0)
+    var autotuner: ReceiveAutotuner
 
-    // Timers.
+    // Output owed, and timers.
+    var pending: PendingOutput = []
+    /// The sequence number of a RST answering an unacceptable ACK; nil for our own abort (SND.MAX).
+    var pendingResetSeq: SeqNumber?
+    /// Full segments received since our last ACK (every second one is acknowledged at once).
+    var fullSegmentsUnacked = 0
     var rtoDeadline: Instant?
     var ackDeadline: Instant?
     var timeWaitDeadline: Instant?
-    var rto: UInt64
-    var srtt: UInt64 = 0
-    var rttvar: UInt64 = 0
-    var hasRTTSample = false
-    var timedSeq: SeqNumber?
-    var timedAt = Instant.zero
+    var rtt: RTTEstimator
+    /// Consecutive retransmission timeouts (reset by forward progress).
     var retransmissions = 0
 
     // Congestion control and loss recovery (RFC 6675 §5).
     var cc: CongestionControl
-    var cwnd: Int { cc.cwnd }
+    var rounds: DeliveryRounds
+    /// Data segments leave at the controller's pacing rate.
+    var pacer = Pacer()
     var dupAcks = 0
     var scoreboard: SackScoreboard
-    var inRecovery = false
-    /// RFC 6675 RecoveryPoint (one past HighData when recovery began); also RFC 6582's `recover`, which
-    /// keeps duplicate ACKs for data sent before a timeout from starting a fast retransmit.
-    var recoveryPoint: SeqNumber
-    /// One past RFC 6675 HighRxt, and RescueRxt.
-    var highRxt: SeqNumber
-    var rescueRxt: SeqNumber?
-    /// When the segment at SND.UNA was last retransmitted, and how many octets were newly SACKed since a
-    /// reordering window after it: more than DupThresh segments' worth means that copy was lost too (the
-    /// idea of RFC 8985 RACK, for the one segment that blocks the cumulative ACK).
-    var unaRetransmittedAt: Instant?
-    var sackedSinceUnaRetransmit = 0
-    var retransmitOne = false
+    var recovery = LossRecovery.none
+    /// RFC 6582's `recover`: SND.MAX when recovery last began. Duplicate ACKs for data sent before it
+    /// start no new fast retransmit (this outlives the recovery episode).
+    var recover: SeqNumber
+    var spuriousCheck: SpuriousRetransmissionCheck?
+    var lostRetransmissionWatch: LostRetransmissionWatch?
     /// RFC 6675's DupThresh, raised when a retransmission proves spurious (the path reorders): the
     /// cumulative ACK covered the retransmitted segment sooner than a round trip after it was sent, so the
     /// original had arrived. Linux adapts its reordering metric the same way.
     var dupThresh = SackScoreboard.defaultDupThresh
-    static let maximumDupThresh = 64
-    /// The DupThresh in use: the adapted one, but never more than the segments in flight can show (less
-    /// one), or a loss in a small flight would wait for the retransmission timer.
-    var lossThreshold: Int {
-        max(SackScoreboard.defaultDupThresh, min(dupThresh, flightSize / max(effectiveMSS, 1) - 1))
-    }
     /// Retransmissions found spurious (the originals arrived).
     var spuriousRetransmissions = 0
-    /// The segment at SND.UNA last sent again, and when: the timing test for a spurious retransmission.
-    var unaRetransmission: (seq: SeqNumber, at: Instant)?
-    /// Recovery entered by a retransmission timeout: everything unSACKed below RecoveryPoint is taken as
-    /// lost and resent in order from SND.UNA (SND.NXT rewinds), skipping SACKed ranges.
-    var recoveryAfterTimeout = false
-
-    /// Data segments leave at the controller's pacing rate.
-    var pacer = Pacer()
-
-    // Delivery-rate rounds for the model: a round ends when data sent after its start is delivered
-    // (an edge past `roundEnd`, SND.MAX when the round began), so it lasts at least one round trip.
-    var delivered = 0
-    var roundStart = Instant.zero
-    var roundDelivered = 0
-    var roundEnd: SeqNumber
-    var roundAppLimited = false
-    var roundRetransmitted = 0
-
-    // Receive-window autotuning.
-    var receiveSpace: Int
-    var receiveSpaceStamp = Instant.zero
-    var bytesReadSinceStamp = 0
-
-    // Pending control output.
-    var ackNow = false
-    var fullSegmentsUnacked = 0
-    var synPending = false
-    var resetPending = false
+    static let maximumDupThresh = 64
 
     /// Active open (RFC 9293 §3.10.1): a SYN goes out at the first `pollSegment`.
     @_spi(OneTunInternals) public init(localPort: UInt16, remotePort: UInt16, iss: UInt32, config: TCPConfig = TCPConfig(), now: Instant) {
@@ -202,18 +94,16 @@ public final class TCPConnection {
         sndNxt = SeqNumber(iss)
         sndMax = SeqNumber(iss)
         sendBase = SeqNumber(iss) + 1
-        recoveryPoint = SeqNumber(iss)
-        highRxt = SeqNumber(iss)
-        roundEnd = SeqNumber(iss)
+        recover = SeqNumber(iss)
+        rounds = DeliveryRounds(sndMax: SeqNumber(iss))
         scoreboard = SackScoreboard(una: iss)
         sendBuffer = ByteRing(limit: config.sendBufferLimit)
         receiveBuffer = ByteRing(limit: config.receiveBufferLimit)
-        rto = config.initialRTO
+        rtt = RTTEstimator(initialRTO: config.initialRTO, minimumRTO: config.minimumRTO, maximumRTO: config.maximumRTO)
         cc = CongestionControl(algorithm: config.congestionControl, mss: config.mss)
-        receiveSpace = max(min(config.initialReceiveWindow, config.receiveBufferLimit), 0)
-        receiveSpaceStamp = now
+        autotuner = ReceiveAutotuner(initialWindow: config.initialReceiveWindow, limit: config.receiveBufferLimit, now: now)
         state = .synSent
-        synPending = true
+        pending = .syn
         while config.receiveBufferLimit >> Int(receiveShift) > 65_535 && receiveShift < 14 { receiveShift += 1 }
     }
 
@@ -260,7 +150,7 @@ public final class TCPConnection {
 
     public func consume(_ n: Int) {
         receiveBuffer.consume(n)
-        bytesReadSinceStamp += n
+        autotuner.read(n)
         // Tell the peer when the window opens substantially (RFC 9293 §3.8.6.2.2, receiver's SWS avoidance),
         // measured against what it was last told, as Linux's tcp_cleanup_rbuf does: the window now at
         // least doubles what the peer may still send, by at least one MSS, while that is at most half the
@@ -268,7 +158,7 @@ public final class TCPConnection {
         // MSS after a zero window would never announce it, and the peer would wait for its persist timer.
         let advertised = max(0, advertisedEdge - rcvNxt)
         let window = receiveWindow
-        if 2 * advertised <= receiveSpace && window >= 2 * advertised && window - advertised >= config.mss { ackNow = true }
+        if 2 * advertised <= receiveSpace && window >= 2 * advertised && window - advertised >= config.mss { pending.insert(.ack) }
     }
 
     /// True once the peer's FIN has arrived and every byte before it has been read.
@@ -289,14 +179,14 @@ public final class TCPConnection {
     public func abort() {
         switch state {
         case .synReceived, .established, .finWait1, .finWait2, .closeWait:
-            resetPending = true
+            pending.insert(.reset)
         default:
             break
         }
         enterClosed(error: nil)
     }
 
-    public var isClosed: Bool { state == .closed && !resetPending }
+    public var isClosed: Bool { state == .closed && !pending.contains(.reset) }
 
     /// True once the connection is over for the application: closed, or in TIME-WAIT after both sides
     /// closed. `error` is nil for an orderly end.
@@ -309,6 +199,11 @@ public final class TCPConnection {
 
     // MARK: Windows
 
+    var cwnd: Int { cc.cwnd }
+
+    /// The autotuned space the peer may fill (`ReceiveAutotuner`).
+    var receiveSpace: Int { autotuner.space }
+
     /// What the peer may send beyond RCV.NXT: the autotuned space less what the application has not read.
     var receiveWindow: Int { max(0, min(receiveBuffer.free, receiveSpace - receiveBuffer.count)) }
 
@@ -320,6 +215,14 @@ public final class TCPConnection {
     var unsackedInFlight: Int { max(0, flightSize - scoreboard.sackedBytes) }
 
     var finSeq: SeqNumber? { finRequested ? sendBase + sendBuffer.count : nil }
+
+    var effectiveMSS: Int { min(config.mss, peerMSS) }
+
+    /// The DupThresh in use: the adapted one, but never more than the segments in flight can show (less
+    /// one), or a loss in a small flight would wait for the retransmission timer.
+    var lossThreshold: Int {
+        max(SackScoreboard.defaultDupThresh, min(dupThresh, flightSize / max(effectiveMSS, 1) - 1))
+    }
 
     func acceptSynOptions(_ syn: TCPRepr) {
         irs = SeqNumber(syn.sequenceNumber)
@@ -338,8 +241,6 @@ public final class TCPConnection {
         cc = CongestionControl(algorithm: config.congestionControl, mss: effectiveMSS)
     }
 
-    var effectiveMSS: Int { min(config.mss, peerMSS) }
-
     // MARK: Segments in
 
     /// Processes one segment for this connection (RFC 9293 §3.10.7). The payload is valid only during the call.
@@ -352,39 +253,7 @@ public final class TCPConnection {
         case .closed, .listen:
             return
         case .synSent:
-            // §3.10.7.3: first check the ACK, then RST, then SYN.
-            if flags.contains(.ack) && (ack <= iss || ack > sndMax) {
-                if !flags.contains(.rst) {
-                    // <SEQ=SEG.ACK><CTL=RST>
-                    resetPending = true
-                    pendingResetSeq = ack
-                }
-                return
-            }
-            if flags.contains(.rst) {
-                if flags.contains(.ack) { enterClosed(error: .refused) }
-                return
-            }
-            guard flags.contains(.syn) else { return }
-            acceptSynOptions(seg)
-            rcvNxt = irs + 1
-            advertisedEdge = rcvNxt
-            if flags.contains(.ack) {
-                sndUna = ack
-                sndWnd = Int(seg.window)
-                sndWl1 = seq
-                sndWl2 = ack
-                rtoDeadline = nil
-                takeRTTSample(ack, now)
-                retransmissions = 0
-                state = .established
-                ackNow = true
-            } else {
-                // Simultaneous open (§3.10.7.3, fifth step): answer with SYN,ACK.
-                state = .synReceived
-                synPending = true
-                sndNxt = iss
-            }
+            handleSynSent(seg, now: now)
             return
         default:
             break
@@ -397,22 +266,13 @@ public final class TCPConnection {
             seq += 1
             // A plain retransmitted SYN: our SYN,ACK was lost; send it again now.
             if !flags.contains(.ack) {
-                synPending = true
+                pending.insert(.syn)
                 return
             }
         }
         // §3.10.7.4 first: is the segment acceptable?
-        let length = payload.count + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)
-        let window = receiveWindow
-        let acceptable: Bool
-        if length == 0 {
-            acceptable = window == 0 ? seq == rcvNxt : seq.isInWindow(start: rcvNxt, length: window) || seq == rcvNxt
-        } else {
-            acceptable = window > 0
-                && (seq.isInWindow(start: rcvNxt, length: window) || (seq + (length - 1)).isInWindow(start: rcvNxt, length: window))
-        }
-        if !acceptable {
-            if !flags.contains(.rst) { ackNow = true }
+        guard isAcceptable(seq: seq, length: payload.count + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)) else {
+            if !flags.contains(.rst) { pending.insert(.ack) }
             return
         }
         // Second: RST. RFC 5961 §3.2: only an exact match resets; an in-window one gets a challenge ACK.
@@ -420,20 +280,20 @@ public final class TCPConnection {
             if seq == rcvNxt {
                 enterClosed(error: state == .synReceived ? .refused : .reset)
             } else {
-                ackNow = true
+                pending.insert(.ack)
             }
             return
         }
         // Fourth: a SYN in a synchronized state gets a challenge ACK (RFC 5961 §4).
         if flags.contains(.syn) {
-            ackNow = true
+            pending.insert(.ack)
             return
         }
         // Fifth: no ACK, no processing.
         guard flags.contains(.ack) else { return }
         if state == .synReceived {
             guard ack > sndUna && ack <= sndMax else {
-                resetPending = true
+                pending.insert(.reset)
                 pendingResetSeq = ack
                 return
             }
@@ -453,7 +313,7 @@ public final class TCPConnection {
         if flags.contains(.fin), seq + payload.count == rcvNxt, !finReceived {
             finReceived = true
             rcvNxt += 1
-            ackNow = true
+            pending.insert(.ack)
             switch state {
             case .synReceived, .established:
                 state = .closeWait
@@ -467,148 +327,85 @@ public final class TCPConnection {
         }
     }
 
-    /// The sequence number of a RST answering an unacceptable ACK; nil for our own abort (SND.NXT).
-    var pendingResetSeq: SeqNumber?
+    /// SYN-SENT (§3.10.7.3): first check the ACK, then RST, then SYN.
+    func handleSynSent(_ seg: TCPRepr, now: Instant) {
+        let seq = SeqNumber(seg.sequenceNumber)
+        let ack = SeqNumber(seg.acknowledgmentNumber)
+        let flags = seg.flags
+        if flags.contains(.ack) && (ack <= iss || ack > sndMax) {
+            if !flags.contains(.rst) {
+                // <SEQ=SEG.ACK><CTL=RST>
+                pending.insert(.reset)
+                pendingResetSeq = ack
+            }
+            return
+        }
+        if flags.contains(.rst) {
+            if flags.contains(.ack) { enterClosed(error: .refused) }
+            return
+        }
+        guard flags.contains(.syn) else { return }
+        acceptSynOptions(seg)
+        rcvNxt = irs + 1
+        advertisedEdge = rcvNxt
+        if flags.contains(.ack) {
+            sndUna = ack
+            sndWnd = Int(seg.window)
+            sndWl1 = seq
+            sndWl2 = ack
+            rtoDeadline = nil
+            measureRTT(ack: ack, now: now)
+            retransmissions = 0
+            state = .established
+            pending.insert(.ack)
+        } else {
+            // Simultaneous open (§3.10.7.3, fifth step): answer with SYN,ACK.
+            state = .synReceived
+            pending.insert(.syn)
+            sndNxt = iss
+        }
+    }
 
+    /// RFC 9293 §3.10.7.4's acceptability test, for a segment occupying `length` sequence numbers.
+    func isAcceptable(seq: SeqNumber, length: Int) -> Bool {
+        let window = receiveWindow
+        if length == 0 {
+            return window == 0 ? seq == rcvNxt : seq.isInWindow(start: rcvNxt, length: window) || seq == rcvNxt
+        }
+        return window > 0
+            && (seq.isInWindow(start: rcvNxt, length: window) || (seq + (length - 1)).isInWindow(start: rcvNxt, length: window))
+    }
+
+    /// The ACK of an acceptable segment (§3.10.7.4, fifth step), in the order the mechanisms need it:
+    /// cumulative acknowledgment, SACK blocks, duplicate ACK counting, the spurious-retransmission test,
+    /// loss recovery, the model, the send window, and our FIN.
     func processAck(_ seg: TCPRepr, ack: SeqNumber, seq: SeqNumber, payloadLength: Int, now: Instant) {
         if ack > sndMax {
             // Acknowledges something not yet sent: ACK and drop (§3.10.7.4).
-            ackNow = true
+            pending.insert(.ack)
             return
         }
         let window = Int(seg.window) << Int(sendShift)
-        let mss = effectiveMSS
         let oldUna = sndUna
         let sackedBefore = scoreboard.sackedBytes
-        var acked = 0
-        if ack > sndUna {
-            acked = ack - sndUna
-            let dataAcked = min(max(0, ack - sendBase), sendBuffer.count)
-            if dataAcked > 0 {
-                sendBuffer.consume(dataAcked)
-                sendBase += dataAcked
-            }
-            sndUna = ack
-            if sndNxt < sndUna { sndNxt = sndUna }
-            scoreboard.ackAdvanced(to: ack.rawValue)
-            takeRTTSample(ack, now)
-            if retransmissions > 0 && hasRTTSample {
-                // Forward progress ends the backoff (as Linux does): without it a lossy path whose
-                // retransmissions are never timed (Karn) would keep the backed-off RTO for good.
-                retransmissions = 0
-                rto = computedRTO
-            }
-            retransmissions = 0
-            // RFC 6298 §5.3: restart the timer when new data is acknowledged; stop it when all is.
-            rtoDeadline = sndUna == sndMax ? nil : now.adding(rto)
-        }
-        // RFC 6675 §4 Update(): record the SACK blocks; a SACK can also time the segment we measure.
-        var newlySacked = 0
-        if sackEnabled && !seg.sackBlocks.isEmpty {
-            for block in seg.sackBlocks {
-                newlySacked += scoreboard.addSack(start: block.left, end: block.right, nxt: sndMax.rawValue)
-            }
-            if newlySacked > 0, let timed = timedSeq, scoreboard.isSacked(timed.rawValue) { takeRTTSample(nil, now) }
-        }
+        let acked = acknowledge(through: ack, now: now)
+        let newlySacked = recordSacks(seg, now: now)
         // Bytes newly delivered: cumulatively acknowledged, less what was SACKed before, plus what is newly SACKed.
         let newlyDelivered = acked + scoreboard.sackedBytes - sackedBefore
-        delivered += max(newlyDelivered, 0)
+        rounds.add(newlyDelivered)
 
         // RFC 5681 §2 duplicate ACK, or RFC 6675 §2: an ACK at SND.UNA carrying newly SACKed data.
         let duplicate = ack == oldUna && flightSize > 0
             && (newlySacked > 0 || (payloadLength == 0 && window == sndWnd && !seg.flags.contains(.fin)))
         if acked > 0 { dupAcks = 0 } else if duplicate { dupAcks += 1 }
-        if acked > 0, let r = unaRetransmission, ack > r.seq {
-            unaRetransmission = nil
-            if cc.minRTT > 0, now.since(r.at) < cc.minRTT * 3 / 4 {
-                // Acknowledged sooner than the retransmission could be: the original arrived, late.
-                // Tolerate more reordering before calling a segment lost.
-                spuriousRetransmissions += 1
-                dupThresh = min(dupThresh * 2, Self.maximumDupThresh)
-            }
-        }
+        if acked > 0 { checkSpuriousRetransmission(ack: ack, now: now) }
 
-        if inRecovery {
-            if ack >= recoveryPoint {
-                inRecovery = false
-                recoveryAfterTimeout = false
-                unaRetransmittedAt = nil
-                cc.recoveryEnded(flightSize: flightSize)
-            } else if acked > 0 {
-                if sackEnabled || recoveryAfterTimeout {
-                    // A new SND.UNA hole already resent in this recovery: watch that copy from now on.
-                    let resent = recoveryAfterTimeout ? sndUna < sndNxt : sndUna < highRxt
-                    unaRetransmittedAt = resent ? now : nil
-                    sackedSinceUnaRetransmit = 0
-                } else {
-                    // RFC 6582 §3.2 step 3, partial acknowledgment: retransmit the next hole.
-                    retransmitOne = true
-                    cc.deflate(acked: acked)
-                }
-            } else if duplicate && !sackEnabled {
-                cc.inflate()
-            }
-        }
-        if !inRecovery, flightSize > 0, ack >= recoveryPoint,
-            dupAcks >= lossThreshold || (sackEnabled && scoreboard.isLost(sndUna.rawValue, dupThresh: lossThreshold, mss: mss))
-        {
-            // RFC 6675 §5 step 4 / RFC 6582 §3.2 step 2: enter recovery, retransmit the first lost segment.
-            inRecovery = true
-            recoveryPoint = sndMax
-            highRxt = sndUna
-            rescueRxt = nil
-            unaRetransmittedAt = nil
-            cc.lossDetected(flightSize: flightSize)
-            if !sackEnabled { for _ in 0..<SackScoreboard.defaultDupThresh { cc.inflate() } }
-            retransmitOne = true
-            stats.fastRetransmits += 1
-        }
-        // Was the copy of SND.UNA's segment lost as well? SACKs arriving a reordering window (a quarter of
-        // the minimum RTT) after one round trip cover data sent after it.
-        if inRecovery, newlySacked > 0, let at = unaRetransmittedAt, !scoreboard.isSacked(sndUna.rawValue) {
-            let minRTT = cc.minRTT > 0 ? cc.minRTT : srtt
-            if now.since(at) >= minRTT + minRTT / 4 {
-                sackedSinceUnaRetransmit += newlySacked
-                if sackedSinceUnaRetransmit > (lossThreshold - 1) * mss {
-                    unaRetransmittedAt = nil
-                    retransmitOne = true
-                    stats.lostRetransmissions += 1
-                }
-            }
-        }
-        if recoveryAfterTimeout { roundAppLimited = true }
-
-        // Delivery-rate rounds for the model.
-        if newlyDelivered > 0 {
-            let deliveredEdge = scoreboard.highestSackedEnd.map { max(SeqNumber($0), sndUna) } ?? sndUna
-            if roundStart == .zero {
-                startRound(now)
-            } else if deliveredEdge > roundEnd {
-                // A round lasts at least the minimum RTT; a shorter one means a burst of old SACKed data
-                // was counted again (after the scoreboard forgot it), not a faster path.
-                let interval = max(now.since(roundStart), cc.minRTT)
-                if interval > 0 {
-                    let rate = Int(Double(delivered - roundDelivered) * 1e9 / Double(interval))
-                    cc.roundEnded(
-                        rate: rate, appLimited: roundAppLimited, inFlight: unsackedInFlight,
-                        delivered: delivered - roundDelivered, lost: roundRetransmitted, now: now)
-                }
-                startRound(now)
-            }
-            cc.measureAggregation(newlyDelivered, now: now)
-            cc.delivered(newlyDelivered, inRecovery: inRecovery)
-            cc.advanceCycle(inFlight: unsackedInFlight, now: now)
-        }
-        if cc.probingRTT { cc.updateProbeRTT(inFlight: unsackedInFlight, now: now) }
-
-        // A peer answering our probes of its closed window is alive: probing continues indefinitely.
-        if ack == sndUna && window == 0 { retransmissions = 0 }
-        // Window update (§3.10.7.4, SND.WL1/SND.WL2 rule).
-        if sndWl1 < seq || (sndWl1 == seq && sndWl2 <= ack) {
-            sndWnd = window
-            sndWl1 = seq
-            sndWl2 = ack
-        }
+        progressRecovery(ack: ack, acked: acked, duplicate: duplicate, now: now)
+        enterRecoveryIfLost(ack: ack)
+        watchLostRetransmission(newlySacked: newlySacked, now: now)
+        if recovery.isAfterTimeout { rounds.appLimited = true }
+        updateModel(newlyDelivered: newlyDelivered, now: now)
+        updateSendWindow(window, seq: seq, ack: ack)
         // Our FIN acknowledged?
         if let fin = finSeq, ack > fin {
             switch state {
@@ -625,36 +422,139 @@ public final class TCPConnection {
         }
     }
 
-    func startRound(_ now: Instant) {
-        roundStart = now
-        roundDelivered = delivered
-        roundRetransmitted = 0
-        roundEnd = sndMax
-        roundAppLimited = false
-    }
-
-    /// RFC 6298 §2 with Karn's rule: only segments never retransmitted are timed.
-    /// `ack` nil: the timed segment was SACKed.
-    func takeRTTSample(_ ack: SeqNumber?, _ now: Instant) {
-        guard let timed = timedSeq, ack.map({ $0 > timed }) ?? true else { return }
-        timedSeq = nil
-        let r = max(now.since(timedAt), 1)
-        cc.rttSample(r, now: now)
-        if !hasRTTSample {
-            srtt = r
-            rttvar = r / 2
-            hasRTTSample = true
-        } else {
-            let delta = srtt > r ? srtt - r : r - srtt
-            rttvar = (3 * rttvar + delta) / 4
-            srtt = (7 * srtt + r) / 8
+    /// SND.UNA moves to `ack`: the send buffer frees what was acknowledged, the scoreboard forgets what is
+    /// below, the RTT is measured, and the retransmission timer restarts (RFC 6298 §5.3) or stops. Returns
+    /// the octets newly acknowledged.
+    func acknowledge(through ack: SeqNumber, now: Instant) -> Int {
+        guard ack > sndUna else { return 0 }
+        let acked = ack - sndUna
+        let dataAcked = min(max(0, ack - sendBase), sendBuffer.count)
+        if dataAcked > 0 {
+            sendBuffer.consume(dataAcked)
+            sendBase += dataAcked
         }
-        rto = computedRTO
+        sndUna = ack
+        if sndNxt < sndUna { sndNxt = sndUna }
+        scoreboard.ackAdvanced(to: ack.rawValue)
+        measureRTT(ack: ack, now: now)
+        if retransmissions > 0 { rtt.endBackoff() }
+        retransmissions = 0
+        // RFC 6298 §5.3: restart the timer when new data is acknowledged; stop it when all is.
+        rtoDeadline = sndUna == sndMax ? nil : now.adding(rtt.rto)
+        return acked
     }
 
-    /// RFC 6298 §2.3: RTO = SRTT + max(G, 4·RTTVAR), clamped to the configured bounds.
-    var computedRTO: UInt64 {
-        min(max(srtt + max(Nanos.millisecond, 4 * rttvar), config.minimumRTO), config.maximumRTO)
+    /// RFC 6675 §4 Update(): records the SACK blocks; a SACK can also time the segment we measure. Returns
+    /// the octets newly SACKed.
+    func recordSacks(_ seg: TCPRepr, now: Instant) -> Int {
+        guard sackEnabled && !seg.sackBlocks.isEmpty else { return 0 }
+        var newlySacked = 0
+        for block in seg.sackBlocks {
+            newlySacked += scoreboard.addSack(start: block.left, end: block.right, nxt: sndMax.rawValue)
+        }
+        if newlySacked > 0, let timed = rtt.timedSeq, scoreboard.isSacked(timed.rawValue) { measureRTT(ack: nil, now: now) }
+        return newlySacked
+    }
+
+    /// The cumulative ACK passed the last retransmission of SND.UNA's segment: was it needed?
+    func checkSpuriousRetransmission(ack: SeqNumber, now: Instant) {
+        guard let check = spuriousCheck, ack > check.seq else { return }
+        spuriousCheck = nil
+        if cc.minRTT > 0, now.since(check.sentAt) < cc.minRTT * 3 / 4 {
+            // Acknowledged sooner than the retransmission could be: the original arrived, late.
+            // Tolerate more reordering before calling a segment lost.
+            spuriousRetransmissions += 1
+            dupThresh = min(dupThresh * 2, Self.maximumDupThresh)
+        }
+    }
+
+    /// While recovering: a full acknowledgment ends recovery; a partial one moves the watch to the new
+    /// SND.UNA hole (SACK, or after a timeout) or resends it (NewReno, RFC 6582 §3.2 step 3).
+    func progressRecovery(ack: SeqNumber, acked: Int, duplicate: Bool, now: Instant) {
+        guard let point = recovery.point else { return }
+        if ack >= point {
+            recovery = .none
+            lostRetransmissionWatch = nil
+            cc.recoveryEnded(flightSize: flightSize)
+        } else if acked > 0 {
+            if sackEnabled || recovery.isAfterTimeout {
+                // A new SND.UNA hole already resent in this recovery: watch that copy from now on.
+                let resent = recovery.isAfterTimeout ? sndUna < sndNxt : sndUna < recovery.highRxt!
+                lostRetransmissionWatch = resent ? LostRetransmissionWatch(since: now) : nil
+            } else {
+                // RFC 6582 §3.2 step 3, partial acknowledgment: retransmit the next hole.
+                pending.insert(.retransmitFirst)
+                cc.deflate(acked: acked)
+            }
+        } else if duplicate && !sackEnabled {
+            cc.inflate()
+        }
+    }
+
+    /// RFC 6675 §5 step 4 / RFC 6582 §3.2 step 2: DupThresh duplicate ACKs, or a SND.UNA the scoreboard
+    /// finds lost, start fast recovery with a retransmission of the first segment.
+    func enterRecoveryIfLost(ack: SeqNumber) {
+        guard !recovery.isActive, flightSize > 0, ack >= recover else { return }
+        let mss = effectiveMSS
+        guard dupAcks >= lossThreshold || (sackEnabled && scoreboard.isLost(sndUna.rawValue, dupThresh: lossThreshold, mss: mss))
+        else { return }
+        recovery = .fast(point: sndMax, highRxt: sndUna, rescueRxt: nil)
+        recover = sndMax
+        lostRetransmissionWatch = nil
+        cc.lossDetected(flightSize: flightSize)
+        if !sackEnabled { for _ in 0..<SackScoreboard.defaultDupThresh { cc.inflate() } }
+        pending.insert(.retransmitFirst)
+        stats.fastRetransmits += 1
+    }
+
+    /// Was the copy of SND.UNA's segment lost as well? SACKs arriving a reordering window (a quarter of
+    /// the minimum RTT) after one round trip cover data sent after it.
+    func watchLostRetransmission(newlySacked: Int, now: Instant) {
+        guard recovery.isActive, newlySacked > 0, let watch = lostRetransmissionWatch, !scoreboard.isSacked(sndUna.rawValue) else { return }
+        let minRTT = cc.minRTT > 0 ? cc.minRTT : rtt.srtt
+        guard now.since(watch.since) >= minRTT + minRTT / 4 else { return }
+        let sacked = watch.sackedSince + newlySacked
+        if sacked > (lossThreshold - 1) * effectiveMSS {
+            lostRetransmissionWatch = nil
+            pending.insert(.retransmitFirst)
+            stats.lostRetransmissions += 1
+        } else {
+            lostRetransmissionWatch?.sackedSince = sacked
+        }
+    }
+
+    /// The model's inputs: delivery-rate rounds, ACK aggregation, the window's growth, the gain cycle and
+    /// PROBE_RTT.
+    func updateModel(newlyDelivered: Int, now: Instant) {
+        if newlyDelivered > 0 {
+            let deliveredEdge = scoreboard.highestSackedEnd.map { max(SeqNumber($0), sndUna) } ?? sndUna
+            if let round = rounds.advance(deliveredEdge: deliveredEdge, sndMax: sndMax, minRTT: cc.minRTT, now: now) {
+                cc.roundEnded(
+                    rate: round.rate, appLimited: round.appLimited, inFlight: unsackedInFlight,
+                    delivered: round.delivered, lost: round.retransmitted, now: now)
+            }
+            cc.measureAggregation(newlyDelivered, now: now)
+            cc.delivered(newlyDelivered, inRecovery: recovery.isActive)
+            cc.advanceCycle(inFlight: unsackedInFlight, now: now)
+        }
+        if cc.probingRTT { cc.updateProbeRTT(inFlight: unsackedInFlight, now: now) }
+    }
+
+    /// Window update (§3.10.7.4, SND.WL1/SND.WL2 rule).
+    func updateSendWindow(_ window: Int, seq: SeqNumber, ack: SeqNumber) {
+        // A peer answering our probes of its closed window is alive: probing continues indefinitely.
+        if ack == sndUna && window == 0 { retransmissions = 0 }
+        if sndWl1 < seq || (sndWl1 == seq && sndWl2 <= ack) {
+            sndWnd = window
+            sndWl1 = seq
+            sndWl2 = ack
+        }
+    }
+
+    /// RFC 6298 §2 with Karn's rule; the congestion controller takes the sample too. `ack` nil: the timed
+    /// segment was SACKed.
+    func measureRTT(ack: SeqNumber?, now: Instant) {
+        if let r = rtt.measure(ack: ack, now: now) { cc.rttSample(r, now: now) }
     }
 
     func receiveData(seq: SeqNumber, payload: UnsafeRawBufferPointer, now: Instant) {
@@ -666,7 +566,7 @@ public final class TCPConnection {
             offset = 0
         }
         guard !data.isEmpty else {
-            ackNow = true
+            pending.insert(.ack)
             return
         }
         let kept = receiveBuffer.write(at: offset, from: data)
@@ -679,34 +579,18 @@ public final class TCPConnection {
         }
         stats.bytesReceived += kept
         if offset > 0 { stats.outOfOrderSegments += 1 }
-        autotuneReceiveSpace(now)
+        autotuner.update(rtt: rtt.hasSample ? rtt.srtt : nil, now: now)
         if offset > 0 || !assembler.isEmpty {
             // Out of order, or filling a hole: ACK at once so the sender learns fast (RFC 5681 §4.2).
-            ackNow = true
+            pending.insert(.ack)
         } else {
             fullSegmentsUnacked += payload.count >= effectiveMSS ? 1 : 0
             if fullSegmentsUnacked >= 2 {
-                ackNow = true
+                pending.insert(.ack)
             } else if ackDeadline == nil {
                 ackDeadline = now.adding(config.delayedAck)
             }
         }
-    }
-
-    /// Receive-buffer autotuning (after Linux's tcp_rcv_space_adjust): once per round trip, offer twice
-    /// what the application read during it, up to `receiveBufferLimit`. A fast reader lets the sender's
-    /// window double every round trip; a slow one keeps the buffer, and memory, small.
-    func autotuneReceiveSpace(_ now: Instant) {
-        guard receiveSpace < config.receiveBufferLimit else { return }
-        let rtt = hasRTTSample ? max(srtt, Nanos.millisecond) : 100 * Nanos.millisecond
-        let elapsed = now.since(receiveSpaceStamp)
-        guard elapsed >= rtt else { return }
-        let perRTT = Int(Double(bytesReadSinceStamp) * Double(rtt) / Double(elapsed))
-        if 2 * perRTT > receiveSpace {
-            receiveSpace = min(config.receiveBufferLimit, 2 * perRTT)
-        }
-        receiveSpaceStamp = now
-        bytesReadSinceStamp = 0
     }
 
     func enterTimeWait(_ now: Instant) {
@@ -721,16 +605,26 @@ public final class TCPConnection {
         rtoDeadline = nil
         ackDeadline = nil
         timeWaitDeadline = nil
-        ackNow = false
+        pending.remove(.ack)
     }
 
     // MARK: Segments out
 
+    /// What the congestion and receive windows let out now, or a segment recovery chose.
+    enum Allowance {
+        case bytes(Int)
+        case segment((TCPRepr, Int))
+        /// Nothing but perhaps an ACK.
+        case nothing
+    }
+
     /// The next segment to send: its header, and its payload written to `payload` (at least `mss` bytes).
-    /// nil when there is nothing to send now.
+    /// nil when there is nothing to send now. Control first (RST, SYN), then, at the pacing rate, a
+    /// retransmission of the first segment, what loss recovery chooses, a zero-window probe, new data (or
+    /// a go-back-N resend after a timeout), and a bare FIN; an ACK otherwise if one is owed.
     @_spi(OneTunInternals) public func pollSegment(payload: UnsafeMutableRawBufferPointer, now: Instant) -> (TCPRepr, Int)? {
-        if resetPending {
-            resetPending = false
+        if pending.contains(.reset) {
+            pending.remove(.reset)
             let seq = pendingResetSeq ?? sndMax
             pendingResetSeq = nil
             return (TCPRepr(sourcePort: localPort, destinationPort: remotePort, sequenceNumber: seq.rawValue, flags: .rst, window: 0), 0)
@@ -739,148 +633,43 @@ public final class TCPConnection {
         case .closed, .listen, .timeWait:
             return takeAck()
         case .synSent, .synReceived:
-            guard synPending else { return takeAck() }
-            synPending = false
-            sndNxt = iss + 1
-            if sndMax < sndNxt { sndMax = sndNxt }
-            armRTO(now)
-            if timedSeq == nil && retransmissions == 0 {
-                timedSeq = iss
-                timedAt = now
-            }
-            var repr = header(seq: iss, flags: state == .synSent ? .syn : [.syn, .ack])
-            repr.maxSegmentSize = UInt16(clamping: config.mss)
-            if state == .synSent || windowScaling { repr.windowScale = receiveShift }
-            repr.sackPermitted = state == .synSent || sackEnabled
-            repr.window = UInt16(clamping: receiveWindow)
-            return (repr, 0)
+            return pending.contains(.syn) ? synSegment(now) : takeAck()
         default:
             break
         }
-        let mss = effectiveMSS
         // Data waits for its departure time; ACKs never do.
         guard pacer.allows(now) else {
             if hasDataToSend { pacer.waiting = true }
             return takeAck()
         }
         pacer.waiting = false
-        // A retransmission of the first unacknowledged segment (fast retransmit, NewReno partial ACK, or a
-        // retransmission found lost).
-        if retransmitOne {
-            retransmitOne = false
-            if let out = retransmit(from: sndUna, length: mss, payload: payload, now: now) {
-                highRxt = max(highRxt, sndUna + max(out.1, 1))
-                unaRetransmittedAt = now
-                sackedSinceUnaRetransmit = 0
+        if pending.contains(.retransmitFirst) {
+            pending.remove(.retransmitFirst)
+            if let out = retransmit(from: sndUna, length: effectiveMSS, payload: payload, now: now) {
+                recovery.resent(through: sndUna + max(out.1, 1))
+                lostRetransmissionWatch = LostRetransmissionWatch(since: now)
                 return paced(out, now)
             }
         }
-        // What the window lets out: outside recovery min(SND.WND, cwnd) less the octets in flight; in SACK
-        // recovery cwnd less RFC 6675's pipe, with NextSeg choosing what to send.
-        var allowance = min(sndWnd, cwnd) - (sndNxt - sndUna)
-        if recoveryAfterTimeout {
-            // In flight: what was resent since the timeout and not SACKed since.
-            allowance = min(sndWnd, cwnd) - max(0, (sndNxt - sndUna) - scoreboard.sackedBytes(below: sndNxt.rawValue))
-        } else if inRecovery && sackEnabled {
-            let pipe = scoreboard.pipe(highRxt: highRxt.rawValue, nxt: sndMax.rawValue, mss: mss, dupThresh: lossThreshold)
-            allowance = cwnd - pipe
-            guard allowance > 0 else { return takeAck() }
-            let unsent = sendBase + sendBuffer.count - sndMax
-            let receiverRoom = sndWnd - (sndMax - sndUna)
-            let next = scoreboard.nextSegment(
-                highRxt: highRxt.rawValue, nxt: sndMax.rawValue, newDataAvailable: max(0, min(unsent, receiverRoom)),
-                mss: mss, dupThresh: lossThreshold, rescueAllowed: rescueRxt.map { sndUna > $0 } ?? true)
-            switch next?.rule {
-            case .lost:
-                let start = SeqNumber(next!.start)
-                if let out = retransmit(from: start, length: next!.length, payload: payload, now: now) {
-                    // What went out: with SACK blocks in the header a segment carries less than an MSS,
-                    // and the rest of the lost range is still to resend.
-                    highRxt = max(highRxt, start + max(out.1, 1))
-                    if start == sndUna {
-                        unaRetransmittedAt = now
-                        sackedSinceUnaRetransmit = 0
-                    }
-                    return paced(out, now)
-                }
-            case .unsackedBelowHighestSack:
-                // Rule (3) is a SHOULD; under reordering or a closed receive window it resends segments
-                // that are merely late, so we wait for them to be lost (or for the timer).
-                allowance = 0
-            case .rescue:
-                // RFC 6675 rule (4): the segment MUST hold the highest unSACKed octet, so it ends there.
-                let size = min(next!.length, segmentPayloadLimit)
-                if let out = retransmit(from: SeqNumber(next!.end) - size, length: size, payload: payload, now: now) {
-                    rescueRxt = recoveryPoint
-                    return paced(out, now)
-                }
-            case .newData:
-                // Rule (2): new data, within what the receiver allows.
-                allowance = min(allowance, receiverRoom)
-            case nil:
-                allowance = 0
-            }
+        let allowance: Int
+        switch recoveryAllowance(payload: payload, now: now) {
+        case .bytes(let n): allowance = n
+        case .segment(let out): return paced(out, now)
+        case .nothing: return takeAck()
         }
         // After a timeout SND.NXT went back to SND.UNA: the resend skips what the receiver SACKed.
         while sndNxt < sndMax, let end = scoreboard.sackedRangeEnd(containing: sndNxt.rawValue) {
             sndNxt = min(SeqNumber(end), sndMax)
         }
-        if probeOne {
+        if pending.contains(.probe) {
             // Zero-window probe (RFC 9293 §3.8.6.1), the way Linux sends it: an empty segment numbered
             // SND.UNA - 1, which any receiver answers with an ACK carrying its window. A probe holding a
             // byte beyond the window would move SND.MAX past what the receiver accepts, and every later
             // segment numbered from it would be dropped as out of window.
-            probeOne = false
+            pending.remove(.probe)
             return (header(seq: sndUna - 1, flags: .ack), 0)
         }
-        // New data (or a go-back-N resend after a timeout).
-        let unsent = sendBase + sendBuffer.count - sndNxt
-        if unsent > 0 {
-            let allowed = allowance
-            if sndWnd == 0 && rtoDeadline == nil {
-                // The persist timer: the RTO timer doubles as it while the window is closed.
-                armRTO(now)
-            }
-            if allowed > 0 {
-                let resend = sndNxt < sndMax
-                let n = fill(payload, from: sndNxt, max: min(mss, allowed, resend ? sndMax - sndNxt : .max))
-                if n > 0 {
-                    let seq = sndNxt
-                    sndNxt += n
-                    stats.bytesSent += n
-                    if resend {
-                        stats.retransmittedSegments += 1
-                        roundRetransmitted += n
-                        if seq == sndUna {
-                            unaRetransmittedAt = now
-                            sackedSinceUnaRetransmit = 0
-                        }
-                    }
-                    var flags: TCPFlags = .ack
-                    if let fin = finSeq, sndNxt == fin {
-                        flags.insert(.fin)
-                        sndNxt += 1
-                        finSent()
-                    }
-                    if sndNxt > sndMax {
-                        if timedSeq == nil && retransmissions == 0 {
-                            timedSeq = seq
-                            timedAt = now
-                        }
-                        sndMax = sndNxt
-                    }
-                    if rtoDeadline == nil { armRTO(now) }
-                    if unsent == n { flags.insert(.psh) }
-                    return paced((header(seq: seq, flags: flags), n), now)
-                }
-            } else if sndWnd < cwnd {
-                // Held back by the receiver's window, not the path: the round says nothing about bandwidth.
-                roundAppLimited = true
-            }
-        } else if allowance >= mss {
-            // Nothing to send though the window has room: the application limits this round.
-            roundAppLimited = true
-        }
+        if let out = newData(allowance: allowance, payload: payload, now: now) { return paced(out, now) }
         // A bare FIN once all data is out.
         if let fin = finSeq, sndNxt == fin {
             sndNxt += 1
@@ -892,16 +681,128 @@ public final class TCPConnection {
         return takeAck()
     }
 
+    /// Our SYN or SYN,ACK (RFC 9293 §3.10.1, §3.10.7.2), timed unless it is a retransmission.
+    func synSegment(_ now: Instant) -> (TCPRepr, Int) {
+        pending.remove(.syn)
+        sndNxt = iss + 1
+        if sndMax < sndNxt { sndMax = sndNxt }
+        armRTO(now)
+        if !rtt.isTiming && retransmissions == 0 { rtt.time(iss, sentAt: now) }
+        var repr = header(seq: iss, flags: state == .synSent ? .syn : [.syn, .ack])
+        repr.maxSegmentSize = UInt16(clamping: config.mss)
+        if state == .synSent || windowScaling { repr.windowScale = receiveShift }
+        repr.sackPermitted = state == .synSent || sackEnabled
+        repr.window = UInt16(clamping: receiveWindow)
+        return (repr, 0)
+    }
+
+    /// What the window lets out: outside recovery min(SND.WND, cwnd) less the octets in flight; after a
+    /// timeout, less only what was resent since and not SACKed; in SACK recovery cwnd less RFC 6675's
+    /// pipe, with NextSeg choosing what to send (a lost segment, new data, or the rescue).
+    func recoveryAllowance(payload: UnsafeMutableRawBufferPointer, now: Instant) -> Allowance {
+        switch recovery {
+        case .none:
+            return .bytes(min(sndWnd, cwnd) - (sndNxt - sndUna))
+        case .afterTimeout:
+            // In flight: what was resent since the timeout and not SACKed since.
+            return .bytes(min(sndWnd, cwnd) - max(0, (sndNxt - sndUna) - scoreboard.sackedBytes(below: sndNxt.rawValue)))
+        case .fast(let point, let highRxt, let rescueRxt):
+            guard sackEnabled else { return .bytes(min(sndWnd, cwnd) - (sndNxt - sndUna)) }
+            let mss = effectiveMSS
+            let pipe = scoreboard.pipe(highRxt: highRxt.rawValue, nxt: sndMax.rawValue, mss: mss, dupThresh: lossThreshold)
+            let allowance = cwnd - pipe
+            guard allowance > 0 else { return .nothing }
+            let unsent = sendBase + sendBuffer.count - sndMax
+            let receiverRoom = sndWnd - (sndMax - sndUna)
+            let next = scoreboard.nextSegment(
+                highRxt: highRxt.rawValue, nxt: sndMax.rawValue, newDataAvailable: max(0, min(unsent, receiverRoom)),
+                mss: mss, dupThresh: lossThreshold, rescueAllowed: rescueRxt.map { sndUna > $0 } ?? true)
+            switch next?.rule {
+            case .lost:
+                let start = SeqNumber(next!.start)
+                if let out = retransmit(from: start, length: next!.length, payload: payload, now: now) {
+                    // What went out: with SACK blocks in the header a segment carries less than an MSS,
+                    // and the rest of the lost range is still to resend.
+                    recovery.resent(through: start + max(out.1, 1))
+                    if start == sndUna { lostRetransmissionWatch = LostRetransmissionWatch(since: now) }
+                    return .segment(out)
+                }
+                return .bytes(allowance)
+            case .unsackedBelowHighestSack:
+                // Rule (3) is a SHOULD; under reordering or a closed receive window it resends segments
+                // that are merely late, so we wait for them to be lost (or for the timer).
+                return .bytes(0)
+            case .rescue:
+                // RFC 6675 rule (4): the segment MUST hold the highest unSACKed octet, so it ends there.
+                let size = min(next!.length, segmentPayloadLimit)
+                if let out = retransmit(from: SeqNumber(next!.end) - size, length: size, payload: payload, now: now) {
+                    recovery = .fast(point: point, highRxt: highRxt, rescueRxt: point)
+                    return .segment(out)
+                }
+                return .bytes(allowance)
+            case .newData:
+                // Rule (2): new data, within what the receiver allows.
+                return .bytes(min(allowance, receiverRoom))
+            case nil:
+                return .bytes(0)
+            }
+        }
+    }
+
+    /// New data, or a go-back-N resend after a timeout, within `allowance`; notes a round held back by the
+    /// application or the receiver.
+    func newData(allowance: Int, payload: UnsafeMutableRawBufferPointer, now: Instant) -> (TCPRepr, Int)? {
+        let unsent = sendBase + sendBuffer.count - sndNxt
+        guard unsent > 0 else {
+            // Nothing to send though the window has room: the application limits this round.
+            if allowance >= effectiveMSS { rounds.appLimited = true }
+            return nil
+        }
+        if sndWnd == 0 && rtoDeadline == nil {
+            // The persist timer: the RTO timer doubles as it while the window is closed.
+            armRTO(now)
+        }
+        guard allowance > 0 else {
+            // Held back by the receiver's window, not the path: the round says nothing about bandwidth.
+            if sndWnd < cwnd { rounds.appLimited = true }
+            return nil
+        }
+        let resend = sndNxt < sndMax
+        let n = fill(payload, from: sndNxt, max: min(effectiveMSS, allowance, resend ? sndMax - sndNxt : .max))
+        guard n > 0 else { return nil }
+        let seq = sndNxt
+        sndNxt += n
+        stats.bytesSent += n
+        if resend {
+            stats.retransmittedSegments += 1
+            rounds.retransmitted += n
+            if seq == sndUna { lostRetransmissionWatch = LostRetransmissionWatch(since: now) }
+        }
+        var flags: TCPFlags = .ack
+        if let fin = finSeq, sndNxt == fin {
+            flags.insert(.fin)
+            sndNxt += 1
+            finSent()
+        }
+        if sndNxt > sndMax {
+            if !rtt.isTiming && retransmissions == 0 { rtt.time(seq, sentAt: now) }
+            sndMax = sndNxt
+        }
+        if rtoDeadline == nil { armRTO(now) }
+        if unsent == n { flags.insert(.psh) }
+        return (header(seq: seq, flags: flags), n)
+    }
+
     /// A data segment leaves now: the next one waits its turn at the pacing rate.
     func paced(_ out: (TCPRepr, Int), _ now: Instant) -> (TCPRepr, Int) {
-        pacer.departed(out.1, rate: cc.pacingRate(srtt: hasRTTSample ? srtt : 0), mss: effectiveMSS, now: now)
+        pacer.departed(out.1, rate: cc.pacingRate(srtt: rtt.hasSample ? rtt.srtt : 0), mss: effectiveMSS, now: now)
         return out
     }
 
     /// Something besides an ACK would go out if pacing allowed: a retransmission, a probe, recovery's
     /// next segment, the FIN, or new data the windows let out.
     var hasDataToSend: Bool {
-        if retransmitOne || probeOne || inRecovery { return true }
+        if !pending.isDisjoint(with: [.retransmitFirst, .probe]) || recovery.isActive { return true }
         if let fin = finSeq, sndNxt <= fin { return true }
         return sendBase + sendBuffer.count > sndNxt && sndNxt - sndUna < min(sndWnd, cwnd)
     }
@@ -915,11 +816,11 @@ public final class TCPConnection {
     }
 
     func takeAck() -> (TCPRepr, Int)? {
-        guard ackNow, state != .closed else { return nil }
+        guard pending.contains(.ack), state != .closed else { return nil }
         return (header(seq: pureAckSequence, flags: .ack), 0)
     }
 
-    func armRTO(_ now: Instant) { rtoDeadline = now.adding(rto) }
+    func armRTO(_ now: Instant) { rtoDeadline = now.adding(rtt.rto) }
 
     /// The sequence number of an empty ACK: SND.MAX, not SND.NXT (after a timeout rewinds SND.NXT, an ACK
     /// numbered below the peer's RCV.NXT could be unacceptable to it, RFC 9293 §3.10.7.4), but never past
@@ -934,12 +835,11 @@ public final class TCPConnection {
         let n = fill(payload, from: seq, max: min(length, effectiveMSS))
         let fin = finSeq.map { seq + n == $0 && sndMax > $0 } ?? false
         guard n > 0 || fin else { return nil }
-        // Karn's rule: a retransmitted segment is never timed.
-        if let timed = timedSeq, timed >= seq, timed - seq <= n { timedSeq = nil }
-        if seq == sndUna { unaRetransmission = (seq, now) }
+        rtt.retransmitted(from: seq, length: n)
+        if seq == sndUna { spuriousCheck = SpuriousRetransmissionCheck(seq: seq, sentAt: now) }
         stats.bytesSent += n
         stats.retransmittedSegments += 1
-        roundRetransmitted += n
+        rounds.retransmitted += n
         if rtoDeadline == nil { armRTO(now) }
         return (header(seq: seq, flags: fin ? [.ack, .fin] : .ack), n)
     }
@@ -967,7 +867,7 @@ public final class TCPConnection {
         var flags = flags
         stats.segmentsSent += 1
         if state != .synSent { flags.insert(.ack) }
-        ackNow = false
+        pending.remove(.ack)
         ackDeadline = nil
         fullSegmentsUnacked = 0
         let window = min(receiveWindow >> Int(receiveShift), 65_535)
@@ -1000,7 +900,7 @@ public final class TCPConnection {
         if pacer.waiting && pacer.allows(now) { pacer.waiting = false }
         if let d = ackDeadline, d <= now {
             ackDeadline = nil
-            ackNow = true
+            pending.insert(.ack)
         }
         if let d = timeWaitDeadline, d <= now {
             enterClosed(error: nil)
@@ -1008,66 +908,67 @@ public final class TCPConnection {
         }
         if let d = rtoDeadline, d <= now {
             rtoDeadline = nil
-            retransmissions += 1
-            stats.timeouts += 1
-            let limit = state == .synSent || state == .synReceived ? config.maximumSynRetransmissions : config.maximumRetransmissions
-            guard retransmissions <= limit else {
-                enterClosed(error: .timedOut)
-                return
-            }
-            // RFC 6298 §5.5–5.7: back off, retransmit from SND.UNA; RFC 5681 §3.1: loss window of one segment.
-            rto = min(rto * 2, config.maximumRTO)
-            timedSeq = nil
-            if state == .synSent || state == .synReceived {
-                synPending = true
-                return
-            }
-            if sndWnd == 0 {
-                // The window is closed: probe it (RFC 9293 §3.8.6.1), not a loss.
-                probeOne = true
-            } else if flightSize > 0 {
-                cc.timedOut(flightSize: flightSize)
-                dupAcks = 0
-                // A timeout means losses went undetected: back to the standard threshold (as Linux does
-                // when it enters loss recovery).
-                dupThresh = SackScoreboard.defaultDupThresh
-                // Recovery from the timeout: RecoveryPoint doubles as RFC 6582 §3.2 step 1's `recover`, so
-                // duplicate ACKs for data sent before the timeout start no fast retransmit.
-                inRecovery = true
-                recoveryAfterTimeout = true
-                recoveryPoint = sndMax
-                highRxt = sndUna
-                unaRetransmittedAt = nil
-                // RFC 2018 §8: a receiver may renege. The cumulative ACK stuck at data it SACKed says so at
-                // once (Linux's tcp_timeout_mark_lost); otherwise a third timeout in a row forgets the SACKs.
-                if retransmissions >= 3 || scoreboard.sackedRangeEnd(containing: sndUna.rawValue) != nil {
-                    scoreboard.reset(una: sndUna.rawValue)
-                }
-                // Go back to SND.UNA; data and FIN go out again.
-                sndNxt = sndUna
-            }
-            armRTO(now)
+            retransmissionTimeout(now)
         }
     }
 
-    var probeOne = false
+    /// RFC 6298 §5.5–5.7: back off and retransmit from SND.UNA; RFC 5681 §3.1: a loss window of one
+    /// segment. While the window is closed the timer is the persist timer and probes instead.
+    func retransmissionTimeout(_ now: Instant) {
+        retransmissions += 1
+        stats.timeouts += 1
+        let limit = state == .synSent || state == .synReceived ? config.maximumSynRetransmissions : config.maximumRetransmissions
+        guard retransmissions <= limit else {
+            enterClosed(error: .timedOut)
+            return
+        }
+        rtt.backOff()
+        rtt.cancel()
+        if state == .synSent || state == .synReceived {
+            pending.insert(.syn)
+            return
+        }
+        if sndWnd == 0 {
+            // The window is closed: probe it (RFC 9293 §3.8.6.1), not a loss.
+            pending.insert(.probe)
+        } else if flightSize > 0 {
+            cc.timedOut(flightSize: flightSize)
+            dupAcks = 0
+            // A timeout means losses went undetected: back to the standard threshold (as Linux does
+            // when it enters loss recovery).
+            dupThresh = SackScoreboard.defaultDupThresh
+            // Recovery from the timeout: RecoveryPoint doubles as RFC 6582 §3.2 step 1's `recover`, so
+            // duplicate ACKs for data sent before the timeout start no fast retransmit.
+            recovery = .afterTimeout(point: sndMax, highRxt: sndUna)
+            recover = sndMax
+            lostRetransmissionWatch = nil
+            // RFC 2018 §8: a receiver may renege. The cumulative ACK stuck at data it SACKed says so at
+            // once (Linux's tcp_timeout_mark_lost); otherwise a third timeout in a row forgets the SACKs.
+            if retransmissions >= 3 || scoreboard.sackedRangeEnd(containing: sndUna.rawValue) != nil {
+                scoreboard.reset(una: sndUna.rawValue)
+            }
+            // Go back to SND.UNA; data and FIN go out again.
+            sndNxt = sndUna
+        }
+        armRTO(now)
+    }
 }
 
 extension TCPConnection {
     /// The congestion controller's state, for logs: window, model and bounds.
     public var congestionSummary: String {
         let bound = cc.inflightHigh == Int.max ? "none" : "\(cc.inflightHigh)"
-        return "cwnd \(cwnd) B, bandwidth \(cc.bottleneckBandwidth * 8 / 1_000_000) Mbit/s, min RTT \(cc.minRTT / 1000) µs, srtt \(srtt / 1000) µs, inflight bound \(bound)"
+        return "cwnd \(cwnd) B, bandwidth \(cc.bottleneckBandwidth * 8 / 1_000_000) Mbit/s, min RTT \(cc.minRTT / 1000) µs, srtt \(rtt.srtt / 1000) µs, inflight bound \(bound)"
     }
 }
 
 extension TCPConnection: CustomDebugStringConvertible {
     public var debugDescription: String {
         "\(state) una=\(sndUna.rawValue &- iss.rawValue) nxt=\(sndNxt.rawValue &- iss.rawValue) max=\(sndMax.rawValue &- iss.rawValue) "
-            + "wnd=\(sndWnd) cwnd=\(cwnd) recovery=\(inRecovery) point=\(recoveryPoint.rawValue &- iss.rawValue) "
-            + "highRxt=\(highRxt.rawValue &- iss.rawValue) sacked=\(scoreboard.sackedBytes)/\(scoreboard.blockCount) "
-            + "rto=\(rto / Nanos.millisecond)ms retx=\(retransmissions) rcvNxt=\(rcvNxt.rawValue &- irs.rawValue) "
-            + "rtoAt=\(String(describing: rtoDeadline)) ackAt=\(String(describing: ackDeadline)) probe=\(probeOne) "
+            + "wnd=\(sndWnd) cwnd=\(cwnd) recovery=\(recovery) recover=\(recover.rawValue &- iss.rawValue) "
+            + "sacked=\(scoreboard.sackedBytes)/\(scoreboard.blockCount) "
+            + "rto=\(rtt.rto / Nanos.millisecond)ms retx=\(retransmissions) rcvNxt=\(rcvNxt.rawValue &- irs.rawValue) "
+            + "rtoAt=\(String(describing: rtoDeadline)) ackAt=\(String(describing: ackDeadline)) pending=\(pending.rawValue) "
             + "rwin=\(receiveWindow) space=\(receiveSpace) buffered=\(receiveBuffer.count) bw=\(cc.bottleneckBandwidth) minRTT=\(cc.minRTT / 1000)us"
     }
 }
