@@ -11,6 +11,8 @@ struct DeliveryRounds {
     var appLimited = false
     /// Octets sent again during the round.
     var retransmitted = 0
+    /// The highest per-ACK delivery-rate sample of the round (`DeliveryRateSampler`), bytes per second.
+    private var bestSample = 0
 
     /// One finished round.
     struct Sample {
@@ -25,6 +27,9 @@ struct DeliveryRounds {
 
     mutating func add(_ bytes: Int) { delivered += max(bytes, 0) }
 
+    /// A per-ACK rate sample taken during the round.
+    mutating func sample(_ rate: Int) { bestSample = max(bestSample, rate) }
+
     /// Data was delivered up to `deliveredEdge` (the highest SACKed octet or SND.UNA): the first call starts
     /// a round; one past `end` finishes it and starts the next, returning its sample. A round lasts at least
     /// `minRTT`: a shorter one means a burst of old SACKed data was counted again (after the scoreboard
@@ -38,8 +43,9 @@ struct DeliveryRounds {
         let interval = max(now.since(start), minRTT)
         var sample: Sample?
         if interval > 0 {
+            let average = Int(Double(delivered - deliveredAtStart) * 1e9 / Double(interval))
             sample = Sample(
-                rate: Int(Double(delivered - deliveredAtStart) * 1e9 / Double(interval)), appLimited: appLimited,
+                rate: bestSample > 0 ? bestSample : average, appLimited: appLimited,
                 delivered: delivered - deliveredAtStart, retransmitted: retransmitted)
         }
         restart(sndMax: sndMax, now: now)
@@ -52,5 +58,6 @@ struct DeliveryRounds {
         retransmitted = 0
         end = sndMax
         appLimited = false
+        bestSample = 0
     }
 }

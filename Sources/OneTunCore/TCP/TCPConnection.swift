@@ -48,6 +48,10 @@ public final class TCPConnection {
     public private(set) var finReceived = false
     /// The right edge we last advertised; never moved left (RFC 9293 §3.8.6.2.2).
     var advertisedEdge = SeqNumber(0)
+    /// Data that arrived again, below RCV.NXT: reported once as the first SACK block of the next segment
+    /// (D-SACK, RFC 2883), so the sender learns its retransmission was spurious (or the path duplicates)
+    /// and undoes its window reduction; Linux's sender uses it to measure reordering too.
+    var duplicateBlock: TCPSackBlock?
     var autotuner: ReceiveAutotuner
 
     // Output owed, and timers.
@@ -66,6 +70,7 @@ public final class TCPConnection {
     // Congestion control and loss recovery (RFC 6675 §5).
     var cc: CongestionControl
     var rounds: DeliveryRounds
+    var rateSampler = DeliveryRateSampler()
     /// Data segments leave at the controller's pacing rate.
     var pacer = Pacer()
     var dupAcks = 0
@@ -119,25 +124,33 @@ public final class TCPConnection {
 
     // MARK: Application side
 
-    /// Bytes the application may write now without exceeding the send buffer.
+    /// Bytes the application may write now: the send buffer's room, within twice the congestion window
+    /// (at least `minimumSendSpace`), as Linux sizes a socket's send buffer (tcp_sndbuf_expand). More
+    /// queued than the window can carry in two round trips only holds memory: four uploads at 4 MiB each
+    /// made 16 MiB of a forwarder's resident size.
     public var writableBytes: Int {
         switch state {
-        case .synSent, .synReceived, .established, .closeWait: finRequested ? 0 : sendBuffer.free
+        case .synSent, .synReceived, .established, .closeWait:
+            finRequested ? 0 : max(0, min(sendBuffer.free, max(Self.minimumSendSpace, 2 * cwnd) - sendBuffer.count))
         default: 0
         }
     }
 
+    static let minimumSendSpace = 256 << 10
+
     /// Queues bytes to send; returns how many were accepted (backpressure: never more than the buffer has room for).
     public func send(_ data: UnsafeRawBufferPointer) -> Int {
-        guard writableBytes > 0 else { return 0 }
-        return sendBuffer.write(from: data)
+        let room = writableBytes
+        guard room > 0 else { return 0 }
+        return sendBuffer.write(from: UnsafeRawBufferPointer(rebasing: data[0..<min(data.count, room)]))
     }
 
     /// Free space at the end of the send buffer, to fill in place (a socket read straight into it);
     /// follow with `commitSend`. Empty when nothing may be written. Valid until the next call on the connection.
     public func sendRegion(maxBytes: Int = 65_536) -> UnsafeMutableRawBufferPointer {
-        guard writableBytes > 0 else { return UnsafeMutableRawBufferPointer(start: nil, count: 0) }
-        return sendBuffer.writableRegion(maxBytes: maxBytes)
+        let room = writableBytes
+        guard room > 0 else { return UnsafeMutableRawBufferPointer(start: nil, count: 0) }
+        return sendBuffer.writableRegion(maxBytes: min(maxBytes, room))
     }
 
     /// `n` bytes were placed at the start of the last `sendRegion`: queue them for sending.
@@ -272,7 +285,10 @@ public final class TCPConnection {
         }
         // §3.10.7.4 first: is the segment acceptable?
         guard isAcceptable(seq: seq, length: payload.count + (flags.contains(.syn) ? 1 : 0) + (flags.contains(.fin) ? 1 : 0)) else {
-            if !flags.contains(.rst) { pending.insert(.ack) }
+            if !flags.contains(.rst) {
+                pending.insert(.ack)
+                noteDuplicate(seq: seq, length: payload.count)
+            }
             return
         }
         // Second: RST. RFC 5961 §3.2: only an exact match resets; an in-window one gets a challenge ACK.
@@ -528,6 +544,9 @@ public final class TCPConnection {
     func updateModel(newlyDelivered: Int, now: Instant) {
         if newlyDelivered > 0 {
             let deliveredEdge = scoreboard.highestSackedEnd.map { max(SeqNumber($0), sndUna) } ?? sndUna
+            if let rate = rateSampler.delivered(upTo: deliveredEdge, delivered: rounds.delivered, minRTT: cc.minRTT, now: now) {
+                rounds.sample(rate)
+            }
             if let round = rounds.advance(deliveredEdge: deliveredEdge, sndMax: sndMax, minRTT: cc.minRTT, now: now) {
                 cc.roundEnded(
                     rate: round.rate, appLimited: round.appLimited, inFlight: unsackedInFlight,
@@ -557,10 +576,18 @@ public final class TCPConnection {
         if let r = rtt.measure(ack: ack, now: now) { cc.rttSample(r, now: now) }
     }
 
+    /// RFC 2883 §4: a segment whose data (some or all) we hold already is reported as a D-SACK block.
+    func noteDuplicate(seq: SeqNumber, length: Int) {
+        guard sackEnabled, length > 0, seq < rcvNxt else { return }
+        let end = min(seq + length, rcvNxt)
+        duplicateBlock = TCPSackBlock(left: seq.rawValue, right: end.rawValue)
+    }
+
     func receiveData(seq: SeqNumber, payload: UnsafeRawBufferPointer, now: Instant) {
         var offset = seq - rcvNxt
         var data = payload
         if offset < 0 {
+            noteDuplicate(seq: seq, length: payload.count)
             // Already received in part: keep the new tail.
             data = UnsafeRawBufferPointer(rebasing: payload[(-offset)...])
             offset = 0
@@ -786,6 +813,9 @@ public final class TCPConnection {
         }
         if sndNxt > sndMax {
             if !rtt.isTiming && retransmissions == 0 { rtt.time(seq, sentAt: now) }
+            rateSampler.sent(
+                end: sndNxt, delivered: rounds.delivered, wasIdle: sndMax == sndUna,
+                spacing: max(effectiveMSS, cwnd / (DeliveryRateSampler.capacity / 2)), now: now)
             sndMax = sndNxt
         }
         if rtoDeadline == nil { armRTO(now) }
@@ -855,8 +885,9 @@ public final class TCPConnection {
     /// come out of the MSS, which counts data only (RFC 9293 §3.7.1; Linux's tcp_current_mss), or a full
     /// segment would exceed the MTU while the receive side has holes.
     var sackOptionRoom: Int {
-        guard sackEnabled && !assembler.isEmpty else { return 0 }
-        return 4 + 8 * min(assembler.islandCount, TCPSackBlocks.capacity)
+        guard sackEnabled else { return 0 }
+        let blocks = min((assembler.isEmpty ? 0 : assembler.islandCount) + (duplicateBlock == nil ? 0 : 1), TCPSackBlocks.capacity)
+        return blocks == 0 ? 0 : 4 + 8 * blocks
     }
 
     /// The most data the next segment carries: the MSS less the SACK option's room (at least one byte).
@@ -877,9 +908,18 @@ public final class TCPConnection {
             sourcePort: localPort, destinationPort: remotePort, sequenceNumber: seq.rawValue,
             acknowledgmentNumber: flags.contains(.ack) ? rcvNxt.rawValue : 0, flags: flags,
             window: UInt16(window))
-        // RFC 2018 §4: report the islands above RCV.NXT, the most recently changed first.
-        if sackEnabled && !assembler.isEmpty && !flags.contains(.syn) {
-            repr.sackBlocks = assembler.sackBlocks(relativeTo: rcvNxt)
+        // RFC 2018 §4: report the islands above RCV.NXT, the most recently changed first; a D-SACK block
+        // comes first, once (RFC 2883 §4).
+        if sackEnabled && !flags.contains(.syn) {
+            if let duplicate = duplicateBlock {
+                duplicateBlock = nil
+                repr.sackBlocks.append(duplicate)
+                for block in assembler.sackBlocks(relativeTo: rcvNxt, maxBlocks: TCPSackBlocks.capacity - 1) {
+                    repr.sackBlocks.append(block)
+                }
+            } else if !assembler.isEmpty {
+                repr.sackBlocks = assembler.sackBlocks(relativeTo: rcvNxt)
+            }
         }
         return repr
     }
@@ -949,6 +989,7 @@ public final class TCPConnection {
             }
             // Go back to SND.UNA; data and FIN go out again.
             sndNxt = sndUna
+            rateSampler.reset()
         }
         armRTO(now)
     }
