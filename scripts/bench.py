@@ -528,9 +528,12 @@ def iperf(ns, host, port, seconds, streams, reverse, nbytes=None):
     if result.get("error"):
         raise BenchError("iperf3: " + result["error"])
     try:
-        return result["end"]["sum_received"]["bits_per_second"] / 1e6
+        mbps = result["end"]["sum_received"]["bits_per_second"] / 1e6
     except (KeyError, TypeError):
         raise BenchError("iperf3 JSON without end.sum_received.bits_per_second")
+    if mbps <= 0:
+        raise BenchError("iperf3 reports 0 bit/s")
+    return mbps
 
 
 def helper(ns, args, timeout):
@@ -572,7 +575,7 @@ def measure(row, ns, iperf_host, iperf_port, echo_host, echo_port, seconds, samp
         log("  iperf3 %s, %d stream%s, %s" % ("download" if reverse else "upload", streams,
                                              "s" if streams > 1 else "",
                                              "%d MiB" % (nbytes >> 20) if nbytes else "%d s" % seconds))
-        if sampler and name == "up4" and path == "direct":
+        if sampler:
             sampler.start_window()
         try:
             m[name + "_mbps"] = iperf(ns, iperf_host, iperf_port, seconds, streams, reverse, nbytes)
@@ -583,14 +586,16 @@ def measure(row, ns, iperf_host, iperf_port, echo_host, echo_port, seconds, samp
             log("    " + str(e))
             row["restart_iperf"]()
         finally:
-            if sampler and name == "up4" and path == "direct":
-                sampler.end_window("up4")
+            if sampler:
+                sampler.end_window(name)
         time.sleep(0.5)
     for name in (("cps", "rtt") if path == "direct" else ()):
         why = alive()
         if why:
             errors[name] = why
             continue
+        if sampler:
+            sampler.start_window()
         try:
             if name == "cps":
                 log("  connections per second, %.0f s" % CPS_SECONDS)
@@ -608,6 +613,24 @@ def measure(row, ns, iperf_host, iperf_port, echo_host, echo_port, seconds, samp
         except BenchError as e:
             errors[name] = str(e)
             log("    " + str(e))
+        finally:
+            if sampler:
+                sampler.end_window(name)
+
+
+def finish_row(row, sampler, seconds, path):
+    """The sampler's figures: peak RSS during each measurement, and CPU seconds per GiB the iperf3 runs
+    moved (receiver's rate times duration, or the bytes of a sized run)."""
+    if sampler.window_peak.get("up4") and path == "direct":
+        row["results"]["up4_peak_rss_mib"] = sampler.window_peak["up4"] / 1024
+    row["rss_peaks_mib"] = {k: round(v / 1024, 1) for k, v in sampler.window_peak.items() if v}
+    moved = 0.0
+    for name, _, _, nbytes in PATHS[path][1]:
+        mbps = row["results"].get(name + "_mbps")
+        if mbps:
+            moved += nbytes if nbytes else mbps * 1e6 / 8 * seconds
+    if moved and row["results"].get("cpu_s") is not None:
+        row["results"]["cpu_s_per_gib"] = row["results"]["cpu_s"] / (moved / (1 << 30))
 
 
 def new_row(name, path="direct"):
@@ -673,12 +696,13 @@ def endpoint_for(td, ns_b, path, relay):
     cmd = ["ip", "netns", "exec", ns_b, relay, "--listen", "%s:%d" % (VETH_B, RELAY_PORT),
            "--target", "127.0.0.1:%d" % WG_PORT] + args
     log("  netem-relay " + " ".join(args))
-    proc = td.popen(cmd, "netem-relay", "relay-%s.log" % ns_b)
-    td.relay_log = os.path.join(td.workdir, "relay-%s.log" % ns_b)
+    logname = "relay-%s-%s.log" % (path, ns_b)
+    proc = td.popen(cmd, "netem-relay", logname)
+    td.relay_log = os.path.join(td.workdir, logname)
     if not wait_until(lambda: udp_bound(proc.pid, RELAY_PORT) or proc.poll() is not None, 10):
         raise BenchError("netem-relay is not bound to port %d after 10 s" % RELAY_PORT)
     if proc.poll() is not None:
-        raise BenchError("netem-relay exited (%s): %s" % (proc.returncode, tail(os.path.join(td.workdir, "relay-%s.log" % ns_b))))
+        raise BenchError("netem-relay exited (%s): %s" % (proc.returncode, tail(td.relay_log)))
     return "%s:%d" % (VETH_B, RELAY_PORT)
 
 
@@ -745,8 +769,7 @@ def row_kernel(td, seconds, path="direct", relay=None):
     sampler.finish()
     row["results"]["peak_rss_mib"] = sampler.hwm_kib / 1024
     row["results"]["cpu_s"] = sampler.cpu_s
-    if sampler.window_peak.get("up4"):
-        row["results"]["up4_peak_rss_mib"] = sampler.window_peak["up4"] / 1024
+    finish_row(row, sampler, seconds, path)
     row["process"] = "wireguard-go " + if_a
     return row
 
@@ -798,8 +821,7 @@ def row_onetun(td, seconds, onetun, onetun_log, path="direct", relay=None):
     sampler.finish()
     row["results"]["peak_rss_mib"] = sampler.hwm_kib / 1024
     row["results"]["cpu_s"] = sampler.cpu_s
-    if sampler.window_peak.get("up4"):
-        row["results"]["up4_peak_rss_mib"] = sampler.window_peak["up4"] / 1024
+    finish_row(row, sampler, seconds, path)
     if proc.poll() is not None:
         row["errors"]["process"] = "onetun exited (%s) during the row" % proc.returncode
     return row
@@ -822,9 +844,11 @@ COLUMNS = [  # key, heading, format
     ("peak_rss_mib", "peak RSS", "%.1f"),
     ("up4_peak_rss_mib", "RSS up 4", "%.1f"),
     ("cpu_s", "CPU s", "%.2f"),
+    ("cpu_s_per_gib", "CPU s/GiB", "%.2f"),
 ]
 # Smaller is better: the ratio printed is reference / value, so above 1 always means onetun is better.
-LOWER_IS_BETTER = {"up64_s", "down64_s", "rtt_p50_us", "rtt_p99_us", "peak_rss_mib", "up4_peak_rss_mib", "cpu_s"}
+LOWER_IS_BETTER = {"up64_s", "down64_s", "rtt_p50_us", "rtt_p99_us", "peak_rss_mib", "up4_peak_rss_mib", "cpu_s",
+                   "cpu_s_per_gib"}
 
 
 def print_table(rows, seconds):
@@ -869,6 +893,9 @@ def print_table(rows, seconds):
                               for k, v in sorted(d.items()))
             if drops:
                 print("%s: drops: %s" % (r["title"], drops))
+            if r.get("rss_peaks_mib"):
+                print("%s: peak RSS per measurement (MiB): %s" % (r["title"], ", ".join(
+                    "%s %.1f" % kv for kv in r["rss_peaks_mib"].items())))
     onetun = next((r for r in rows if r["name"] == "onetun" and r["path"] == "direct" and not r["skipped"]), None)
     if onetun and onetun["results"].get("up4_peak_rss_mib") is not None:
         peak = onetun["results"]["up4_peak_rss_mib"]
@@ -994,7 +1021,7 @@ def main():
                "cps_seconds": CPS_SECONDS, "cpus": os.cpu_count(), "rows": []}
         for r in rows:
             out["rows"].append({k: r.get(k) for k in ("name", "path", "title", "results", "errors", "skipped",
-                                                      "process", "relay", "drops")})
+                                                      "process", "relay", "drops", "rss_peaks_mib")})
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
             f.write("\n")

@@ -386,6 +386,7 @@ final class Relay {
             }
         }
         var done = 0
+        var skipped = 0
         var attempts = 0
         while done < count && attempts < 8 {
             attempts += 1
@@ -400,11 +401,11 @@ final class Relay {
             } else {
                 // One datagram refused (for example ECONNREFUSED from an earlier ICMP error): skip it.
                 done += 1
-                ways[way].sendErrors += 1
+                skipped += 1
             }
         }
-        ways[way].sent += done
-        ways[way].sendErrors += count - done
+        ways[way].sent += done - skipped
+        ways[way].sendErrors += count - done + skipped
         for i in 0..<count { freeSlots.append(batchSlots[i]) }
     }
 

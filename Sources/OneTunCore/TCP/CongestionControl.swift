@@ -5,7 +5,7 @@ public enum CongestionAlgorithm: Sendable, Equatable {
     /// long path full where a loss-based controller collapses (at 1 % loss and 50 ms RTT, Reno's
     /// MSS/RTT·1.22/√p bound is about 3 Mbit/s). Segments are paced at a gain times the bandwidth estimate
     /// (`Pacer`): 2.885 in startup, its inverse while the queue startup built drains, then BBR's ProbeBW
-    /// cycle (1.25, 0.75, then 1 for six rounds).
+    /// cycle (1.25, 0.75, then 1 for six phases, each a minimum RTT long).
     case bbr
     /// RFC 5681 slow start and congestion avoidance, halving on loss (RFC 6582 / RFC 6675 recovery).
     case newReno
@@ -50,7 +50,8 @@ struct CongestionControl {
     private(set) var inflightHigh = Int.max
     private var probeUpSegments = 1
     static let lossThreshold = 0.02
-    /// ...and at least this many segments lost in it (BBR v2's bbr_full_loss_cnt): at 1 % random loss a
+    /// ...and at least this many segments' worth of octets sent again in it (after BBR v2's
+    /// bbr_full_loss_cnt, which counts loss events): at 1 % random loss a
     /// round of 80 segments loses more than 2 % one time in five by chance alone, and cutting the window
     /// each time pinned a 50 ms path at a twentieth of its speed.
     static let lossEvents = 8

@@ -9,8 +9,9 @@
 ///
 /// A virtual departure clock: each segment moves it on by `bytes / rate`. The clock may lag `now` by at
 /// most one burst (about `burstTime` of data, at least two segments, at most `maximumBurst`), so a
-/// connection that was idle may send a small burst at once; a driver whose timer fires in whole
-/// milliseconds loses no rate to rounding.
+/// connection that was idle may send a small burst at once, and a driver whose timer fires in whole
+/// milliseconds loses no rate to rounding up to about 0.5 Gbit/s per connection (128 KiB per 2 ms);
+/// above that a connection woken only by its timer is capped there, one woken by ACKs is not.
 struct Pacer {
     /// When the next segment may leave.
     private(set) var nextDeparture = Instant.zero

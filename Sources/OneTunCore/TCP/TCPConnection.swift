@@ -125,9 +125,9 @@ public final class TCPConnection {
     // MARK: Application side
 
     /// Bytes the application may write now: the send buffer's room, within twice the congestion window
-    /// (at least `minimumSendSpace`), as Linux sizes a socket's send buffer (tcp_sndbuf_expand). More
-    /// queued than the window can carry in two round trips only holds memory: four uploads at 4 MiB each
-    /// made 16 MiB of a forwarder's resident size.
+    /// (at least `minimumSendSpace`), after Linux's tcp_sndbuf_expand (which only ever grows; here the
+    /// space follows the window down too). More queued than the window can carry in two round trips only
+    /// holds memory: four uploads at 4 MiB each made 16 MiB of a forwarder's resident size.
     public var writableBytes: Int {
         switch state {
         case .synSent, .synReceived, .established, .closeWait:
@@ -451,6 +451,9 @@ public final class TCPConnection {
         }
         sndUna = ack
         if sndNxt < sndUna { sndNxt = sndUna }
+        // `recover` compares modulo 2^32: left behind by over 2 GiB it would read as ahead, and no fast
+        // retransmit could start. Outside recovery it follows SND.UNA (RFC 6582's test keeps its meaning).
+        if !recovery.isActive && recover < sndUna { recover = sndUna }
         scoreboard.ackAdvanced(to: ack.rawValue)
         measureRTT(ack: ack, now: now)
         if retransmissions > 0 { rtt.endBackoff() }
@@ -667,6 +670,9 @@ public final class TCPConnection {
         // Data waits for its departure time; ACKs never do.
         guard pacer.allows(now) else {
             if hasDataToSend { pacer.waiting = true }
+            // A closed window needs the persist timer whatever pacing says: with no RTO armed and no
+            // departure awaited, a lost window update would leave the connection with no deadline at all.
+            if sndWnd == 0 && rtoDeadline == nil && sendBase + sendBuffer.count > sndNxt { armRTO(now) }
             return takeAck()
         }
         pacer.waiting = false
