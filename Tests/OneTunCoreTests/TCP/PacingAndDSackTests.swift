@@ -89,4 +89,21 @@ import Testing
         #expect(accepted == TCPConnection.minimumSendSpace)
         #expect(connection.writableBytes == 0)
     }
+
+    /// A connection in TIME-WAIT or closed keeps no ring storage beyond what the application has to read.
+    @Test func buffersAreReleasedWhenTheConnectionEnds() throws {
+        let pair = TCPPair(seed: 5)
+        let up = TCPStreamApp(total: 100_000, tag: 1)
+        let down = TCPStreamApp(total: 50_000, tag: 2)
+        let done = pair.run(seconds: 10, app: {
+            up.step(pair.client)
+            if let server = pair.server { down.step(server) }
+        }, until: { pair.client.hasEnded && (pair.server?.hasEnded ?? false) })
+        try #require(done)
+        #expect(up.receivedIsStream(of: 50_000, tag: 2) && down.receivedIsStream(of: 100_000, tag: 1))
+        for connection in [pair.client, try #require(pair.server)] {
+            #expect(connection.sendBuffer.capacity == 0)
+            #expect(connection.receiveBuffer.capacity == 0)
+        }
+    }
 }
