@@ -42,7 +42,6 @@
     var events: [Int] = []
     var eventHead = 0
     var eventQueued: [Bool] = []
-    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
 
     public init(config: TCPConfig = TCPConfig(), acceptBacklog: Int = 1024, random: RandomSource) {
         self.config = config
@@ -52,8 +51,6 @@
         secret.withUnsafeMutableBytes { random.fill($0) }
         isnSecret = secret
     }
-
-    deinit { scratch.deallocate() }
 
     public var count: Int { byTuple.count }
 
@@ -255,9 +252,19 @@
                 queued[id] = false
                 continue
             }
-            if let (repr, n) = slot.connection.pollSegment(payload: scratch, now: now) {
+            // The payload goes once from the send ring to its final place in the packet: after the IP
+            // header and the TCP header a data segment will have (no options but SACK blocks).
+            let ipHeader = slot.tuple.local.isV6 ? IPv6Repr.headerLength : IPv4Repr.headerLength
+            let payloadOffset = min(ipHeader + slot.connection.dataHeaderLength, buffer.count)
+            let region = UnsafeMutableRawBufferPointer(rebasing: buffer[payloadOffset...])
+            if let (repr, n) = slot.connection.pollSegment(payload: region, now: now) {
                 let builder = PacketBuilder(source: slot.tuple.local, destination: slot.tuple.remote, transport: .tcp(repr))
-                return builder.emit(into: buffer, at: 0, copying: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+                if n > 0 && builder.headerLength != payloadOffset {
+                    // Not the header foreseen (never expected): move the payload to where it belongs.
+                    guard let base = buffer.baseAddress, builder.headerLength + n <= buffer.count else { preconditionFailure("segment does not fit") }
+                    (base + builder.headerLength).copyMemory(from: base + payloadOffset, byteCount: n)
+                }
+                return builder.emit(into: buffer, at: 0, payloadLength: n)
             }
             // Nothing more from this one: re-file its deadline, then move on.
             readyHead += 1

@@ -61,9 +61,11 @@ struct DeliveryRateSampler {
     }
 
     /// After a timeout SND.NXT rewinds: snapshots of data sent before it describe a flight that is gone.
-    mutating func reset() {
+    /// `releasingStorage` also gives the ring back (the connection has ended).
+    mutating func reset(releasingStorage: Bool = false) {
         head = 0
         count = 0
         lastEnd = nil
+        if releasingStorage { ring = [] }
     }
 }

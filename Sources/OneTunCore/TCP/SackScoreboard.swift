@@ -55,10 +55,14 @@ struct SackScoreboard {
     /// Forgets every SACKed range and restarts at `una` — at connection start, and after a retransmission
     /// timeout. RFC 2018 §8: "After a retransmit timeout the data sender SHOULD turn off all of the SACKed
     /// bits, since the timeout might indicate that the data receiver has reneged."
-    mutating func reset(una: UInt32) {
+    mutating func reset(una: UInt32, releasingStorage: Bool = false) {
         self.una = una
         sackedBytes = 0
         blockCount = 0
+        if releasingStorage {
+            starts = []
+            ends = []
+        }
     }
 
     /// The `index`th SACKed range, lowest first (`0..<blockCount`).

@@ -647,6 +647,8 @@ public final class TCPConnection {
     func releaseBuffers() {
         sendBuffer.compact()
         receiveBuffer.compact()
+        rateSampler.reset(releasingStorage: true)
+        scoreboard.reset(una: sndUna.rawValue, releasingStorage: true)
     }
 
     // MARK: Segments out
@@ -906,6 +908,10 @@ public final class TCPConnection {
         let blocks = min((assembler.isEmpty ? 0 : assembler.islandCount) + (duplicateBlock == nil ? 0 : 1), TCPSackBlocks.capacity)
         return blocks == 0 ? 0 : 4 + 8 * blocks
     }
+
+    /// The TCP header length of the next data segment: no options but SACK blocks. The stack places the
+    /// payload after it, so `pollSegment` writes it once, straight into the packet.
+    @_spi(OneTunInternals) public var dataHeaderLength: Int { TCPSegment.minimumHeaderLength + sackOptionRoom }
 
     /// The most data the next segment carries: the MSS less the SACK option's room (at least one byte).
     var segmentPayloadLimit: Int { max(1, effectiveMSS - sackOptionRoom) }
