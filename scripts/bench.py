@@ -350,20 +350,26 @@ def wait_until(predicate, seconds, step=0.05):
     return predicate()
 
 
-def listening(pid, port):
-    """Is there a TCP socket in LISTEN state on `port` in the namespace of process `pid`?"""
+def bound(pid, port, tables, state=None):
+    """Is there a socket on `port` in /proc/PID/net/TABLE for one of `tables` (in `state`, if given) in the
+    namespace of process `pid`?"""
     want = ":%04X" % port
-    for name in ("tcp", "tcp6"):
+    for name in tables:
         try:
             with open("/proc/%d/net/%s" % (pid, name)) as f:
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if fields[1].endswith(want) and fields[3] == "0A":
+                    if fields[1].endswith(want) and (state is None or fields[3] == state):
                         return True
         except (OSError, StopIteration):
             pass
     return False
+
+
+def listening(pid, port):
+    """Is there a TCP socket in LISTEN state on `port` in the namespace of process `pid`?"""
+    return bound(pid, port, ("tcp", "tcp6"), "0A")
 
 
 def start_server(td, ns, cmd, name, port, logname):
@@ -640,17 +646,7 @@ def new_row(name, path="direct"):
 
 def udp_bound(pid, port):
     """Is there a UDP socket bound to `port` in the namespace of process `pid`?"""
-    want = ":%04X" % port
-    for name in ("udp", "udp6"):
-        try:
-            with open("/proc/%d/net/%s" % (pid, name)) as f:
-                next(f)
-                for line in f:
-                    if line.split()[1].endswith(want):
-                        return True
-        except (OSError, StopIteration):
-            pass
-    return False
+    return bound(pid, port, ("udp", "udp6"))
 
 
 def drop_counters(ns):
