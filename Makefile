@@ -4,7 +4,7 @@ APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 i
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build release test demo fuzz fuzz-build bench bench-net bench-micro docs install clean
+.PHONY: all deps build release test demo fuzz fuzz-build bench bench-net bench-micro bench-instr docs install clean
 
 all: build
 
@@ -48,6 +48,14 @@ bench-net: release
 
 bench-micro: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+
+# Instructions per MiB of a fixed in-memory transfer through two TunnelCores (callgrind): an exact count,
+# so a regression shows as a number that does not depend on the machine's noise. Needs valgrind.
+BENCH_INSTR_MIB ?= 64
+bench-instr: deps
+	@command -v valgrind >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind)
+	$(SWIFT) build -c release --product core-transfer
+	python3 scripts/bench_instr.py --binary .build/release/core-transfer --mib $(BENCH_INSTR_MIB)
 
 # DocC for the embeddable core (article: "Driving the core"); fails on any documentation warning.
 docs: deps

@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "OneTunLoop", targets: ["OneTunLoop"]),
         .executable(name: "onetun", targets: ["onetun"]),
         .executable(name: "netem-relay", targets: ["NetemRelay"]),
+        .executable(name: "core-transfer", targets: ["CoreTransfer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -37,6 +38,8 @@ let package = Package(
         .executableTarget(name: "PollForwarder", dependencies: ["OneTunCore"], path: "Examples/PollForwarder", exclude: ["README.md"]),
         // A UDP relay adding delay, loss, reordering, duplication and a bottleneck: the WAN of benchmarks and tests.
         .executableTarget(name: "NetemRelay", dependencies: ["CUV"], path: "Tools/NetemRelay"),
+        // A fixed transfer through two TunnelCores in memory: the program `make bench-instr` counts.
+        .executableTarget(name: "CoreTransfer", dependencies: ["OneTunCore"], path: "Tools/CoreTransfer"),
         .testTarget(name: "OneTunCoreTests", dependencies: ["OneTunCore"]),
         .testTarget(name: "OneTunTests", dependencies: ["OneTunCore", "OneTunLoop"]),
     ]

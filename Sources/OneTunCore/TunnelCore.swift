@@ -58,9 +58,9 @@ public final class TunnelCore {
     @_spi(OneTunInternals) public let tcp: TCPStack
 
     /// Outgoing inner packets that the tunnel could not send (no session, or over the MTU).
-    public private(set) var packetsDropped = 0
+    @exclusivity(unchecked) public private(set) var packetsDropped = 0
     /// UDP datagrams dropped: too large for the MTU on the way out, or a full queue either way.
-    public private(set) var datagramsDropped = 0
+    @exclusivity(unchecked) public private(set) var datagramsDropped = 0
 
     /// Sees every inner IP packet, in (decrypted, before the interface) and out (before sealing): the
     /// hook for packet capture. It must not keep the bytes.
@@ -70,10 +70,13 @@ public final class TunnelCore {
     public let udpPorts: UDPPortPool
 
     /// Inbound UDP datagrams (payloads) waiting for `pollDatagram`, and outbound IP packets waiting for
-    /// `pollTransmit`; both bounded, both allocated once at first use.
-    var udpIn: PacketQueue
-    var udpInMeta: [(source: UDPEndpoint, destination: UDPEndpoint)]
-    var udpOut: PacketQueue
+    /// `pollTransmit`; both bounded, both allocated once at first use. Each way a datagram is copied once:
+    /// in, from the opened packet into `udpIn` (the driver sends from the slot); out, from the driver's
+    /// buffer into `udpOut`, whence it is sealed straight into the transmit buffer.
+    @exclusivity(unchecked) var udpIn: PacketQueue<(source: UDPEndpoint, destination: UDPEndpoint)>
+    /// The front of `udpIn` was handed out by `pollDatagram` and is freed by the next one.
+    @exclusivity(unchecked) var udpInHandedOut = false
+    @exclusivity(unchecked) var udpOut: PacketQueue<Void>
     static let udpQueueSlots = 512
 
     public init(config: TunnelCoreConfig, random: RandomSource) {
@@ -84,9 +87,8 @@ public final class TunnelCore {
         interface.tcp = tcp
         interface.hasUDP = true
         udpPorts = UDPPortPool(random: random)
-        udpIn = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots)
         let nobody = UDPEndpoint(address: config.addresses[0], port: 0)
-        udpInMeta = Array(repeating: (nobody, nobody), count: Self.udpQueueSlots)
+        udpIn = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots, blank: (nobody, nobody))
         udpOut = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots)
     }
 
@@ -148,7 +150,7 @@ public final class TunnelCore {
         case .packet(let range):
             let packet = UnsafeRawBufferPointer(rebasing: buffer[range])
             packetTap?(packet, false)
-            if case .transport(.udp) = interface.receive(packet: packet, now: now) { queueInbound(packet) }
+            if case .udp(let arrival) = interface.receive(packet: packet, now: now) { queueInbound(packet, arrival) }
         case .consumed, .dropped:
             break
         }
@@ -162,39 +164,37 @@ public final class TunnelCore {
 
     // MARK: UDP
 
-    /// A UDP datagram from the tunnel: who sent it, to which of our ports, and its payload's length (the
-    /// payload is in the caller's buffer).
-    public struct Datagram: Sendable {
+    /// A UDP datagram that came through the tunnel: who sent it, to which of our ports, and its payload,
+    /// a view into the core's queue valid until the next call on the core.
+    public struct Datagram {
         public var source: UDPEndpoint
         public var destination: UDPEndpoint
-        public var length: Int
+        public var payload: UnsafeRawBufferPointer
     }
 
-    /// The interface checked the packet and its UDP checksum; keep the payload for `pollDatagram`.
-    func queueInbound(_ packet: UnsafeRawBufferPointer) {
-        guard let ip = try? IPPacket(validating: packet), let udp = try? UDPDatagram(validating: ip.upperLayerPayload) else { return }
-        guard let slot = udpIn.reserve(), udp.payload.count <= slot.count else {
+    /// The interface checked the datagram (lengths, checksum) and says where its payload is: one copy,
+    /// into the inbound queue.
+    func queueInbound(_ packet: UnsafeRawBufferPointer, _ arrival: NetworkInterface.UDPArrival) {
+        guard let slot = udpIn.reserve(), arrival.payloadLength <= slot.count else {
             datagramsDropped += 1
             return
         }
-        slot.copyMemory(from: udp.payload)
-        let index = (udpInMetaHead + udpIn.count) % Self.udpQueueSlots
-        udpInMeta[index] = (UDPEndpoint(address: ip.source, port: udp.sourcePort), UDPEndpoint(address: ip.destination, port: udp.destinationPort))
-        udpIn.commit(udp.payload.count)
+        let start = arrival.payloadOffset
+        slot.copyMemory(from: UnsafeRawBufferPointer(rebasing: packet[start..<(start + arrival.payloadLength)]))
+        udpIn.commit(arrival.payloadLength, tag: (arrival.source, arrival.destination))
     }
 
-    var udpInMetaHead = 0
-
-    /// The next UDP datagram that arrived through the tunnel for one of our addresses, its payload copied
-    /// to the start of `buffer` (at least the MTU); nil when none is waiting.
-    public func pollDatagram(into buffer: UnsafeMutableRawBufferPointer) -> Datagram? {
-        guard let payload = udpIn.front() else { return nil }
-        let meta = udpInMeta[udpInMetaHead]
-        let n = min(payload.count, buffer.count)
-        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: payload[0..<n]))
-        udpIn.removeFront()
-        udpInMetaHead = (udpInMetaHead + 1) % Self.udpQueueSlots
-        return Datagram(source: meta.source, destination: meta.destination, length: n)
+    /// The next UDP datagram that arrived through the tunnel for one of our addresses; nil when none is
+    /// waiting. Its payload is not copied out: it stays valid until the next call on the core (the next
+    /// `pollDatagram` frees its slot).
+    public func pollDatagram() -> Datagram? {
+        if udpInHandedOut {
+            udpIn.removeFront()
+            udpInHandedOut = false
+        }
+        guard let (slot, length, tag) = udpIn.front() else { return nil }
+        udpInHandedOut = true
+        return Datagram(source: tag.source, destination: tag.destination, payload: UnsafeRawBufferPointer(rebasing: slot[0..<length]))
     }
 
     /// Sends `payload` through the tunnel from `sourcePort` of our address of `destination`'s family.
@@ -254,33 +254,34 @@ public final class TunnelCore {
     /// The next datagram for the endpoint, written at the start of `buffer`; nil when there is none.
     public func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
         if let n = tunnel.pollTransmit(into: buffer, now: now) { return n }
+        // UDP first (small and latency-sensitive): sealed from its queue slot, no copy before the cipher's.
+        while let (slot, length, _) = udpOut.front() {
+            packetTap?(UnsafeRawBufferPointer(rebasing: slot[0..<length]), true)
+            let sealed = tunnel.encapsulate(buffer, copying: slot, packetLength: length, now: now)
+            udpOut.removeFront()
+            if let n = sent(sealed) { return n }
+        }
         let inner = UnsafeMutableRawBufferPointer(
             rebasing: buffer[WireGuardTunnel.headroom..<(buffer.count - WireGuardTunnel.tailroom)])
         var budget = 1024
-        while budget > 0, let n = nextInnerPacket(into: inner, now: now) {
+        while budget > 0, let n = interface.pollPacket(into: inner, now: now) {
             budget -= 1
             packetTap?(UnsafeRawBufferPointer(rebasing: inner[0..<n]), true)
-            switch tunnel.encapsulate(buffer, packetLength: n, now: now) {
-            case .send(let length):
-                return length
-            case .queued:
-                // Staged until the handshake completes; tunnel.pollTransmit hands it out then.
-                continue
-            case .dropped:
-                packetsDropped += 1
-            }
+            if let n = sent(tunnel.encapsulate(buffer, packetLength: n, now: now)) { return n }
         }
         return tunnel.pollTransmit(into: buffer, now: now)
     }
 
-    /// UDP first (small and latency-sensitive), then the interface (replies and TCP).
-    func nextInnerPacket(into inner: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
-        if let packet = udpOut.front() {
-            inner.copyMemory(from: packet)
-            udpOut.removeFront()
-            return packet.count
+    /// The datagram's length when sealed; nil when staged until the handshake completes (the tunnel's
+    /// `pollTransmit` hands it out then) or dropped (counted).
+    func sent(_ result: Encapsulated) -> Int? {
+        switch result {
+        case .send(let length): return length
+        case .queued: return nil
+        case .dropped:
+            packetsDropped += 1
+            return nil
         }
-        return interface.pollPacket(into: inner, now: now)
     }
 
     public func nextDeadline() -> Instant? {

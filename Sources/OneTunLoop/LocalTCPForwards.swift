@@ -266,16 +266,24 @@ extension Forwarder {
         } else {
             uv_close(handle(client.handle), Self.closed)
         }
-        var tcp = ""
-        if client.id >= 0 && client.id < clients.count && clients[client.id] === client {
-            let stats = core.connection(client.id).stats
-            tcp = "; TCP: \(stats.segmentsSent) segments sent, \(stats.retransmittedSegments) retransmitted, \(stats.fastRetransmits) fast recoveries, \(stats.timeouts) timeouts; \(core.connection(client.id).congestionSummary)"
+        // The closing line is built only when debug logging is on: a short connection would otherwise pay
+        // for formatting a string nobody reads.
+        let owned = client.id >= 0 && client.id < clients.count && clients[client.id] === client
+        if logger.logLevel <= .debug {
+            var tcp = ""
+            if owned {
+                let connection = core.connection(client.id)
+                let stats = connection.stats
+                tcp = "; TCP: \(stats.segmentsSent) segments sent, \(stats.retransmittedSegments) retransmitted, \(stats.fastRetransmits) fast recoveries, \(stats.timeouts) timeouts; \(connection.congestionSummary)"
+            }
+            let seconds = Double(TunnelLoop.now().since(client.opened)) / 1e9
+            logger.debug("connection \(client.id): \(reason) after \((seconds * 1000).rounded() / 1000) s, \(client.bytesUp) bytes up, \(client.bytesDown) bytes down\(tcp)")
+        }
+        if owned {
             clients[client.id] = nil
             core.release(client.id)
         }
         connectionsClosed += 1
-        let seconds = Double(TunnelLoop.now().since(client.opened)) / 1e9
-        logger.debug("connection \(client.id): \(reason) after \((seconds * 1000).rounded() / 1000) s, \(client.bytesUp) bytes up, \(client.bytesDown) bytes down\(tcp)")
     }
 
     /// Closes with a RST; libuv refuses that (UV_EINVAL) while a shutdown request is in flight, and then

@@ -94,10 +94,10 @@ extension Forwarder {
         guard !shuttingDown else { return }
         let now = TunnelLoop.now()
         var budget = 4096
-        while budget > 0, let d = core.pollDatagram(into: udpBuffer) {
+        while budget > 0, let d = core.pollDatagram() {
             budget -= 1
             if let forward = remoteUDP[d.destination.port] {
-                remoteDatagram(forward, from: d.source, length: d.length)
+                remoteDatagram(forward, from: d.source, payload: d.payload)
                 continue
             }
             var index = Int(udpListenerOfPort.isEmpty ? -1 : udpListenerOfPort[Int(d.destination.port)])
@@ -110,7 +110,11 @@ extension Forwarder {
                 continue
             }
             var address = SocketAddressConversion.storage(client)
-            var buf = uv_buf_init(udpBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(d.length))
+            // Sent from the core's queue slot: the datagram's one copy was into it.
+            var buf = uv_buf_init(
+                UnsafeMutableRawPointer(mutating: d.payload.baseAddress ?? UnsafeRawPointer(udpBuffer.baseAddress!))
+                    .assumingMemoryBound(to: CChar.self),
+                UInt32(d.payload.count))
             let rc = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(udpListeners[index].handle, &buf, 1, $0) }
             }

@@ -26,7 +26,7 @@ extension Forwarder {
 
     /// A datagram from the tunnel to a remote UDP forward's port: it goes out of the flow's own local
     /// socket, connected to the destination, whose replies return through the tunnel.
-    func remoteDatagram(_ forward: RemoteForward, from remote: UDPEndpoint, length: Int) {
+    func remoteDatagram(_ forward: RemoteForward, from remote: UDPEndpoint, payload: UnsafeRawBufferPointer) {
         guard !shuttingDown else { return }
         let now = TunnelLoop.now()
         let key = RemoteFlowKey(port: forward.port, remote: remote)
@@ -79,7 +79,10 @@ extension Forwarder {
             flow = made
         }
         flow!.lastUsed = now
-        var buf = uv_buf_init(udpBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(length))
+        var buf = uv_buf_init(
+            UnsafeMutableRawPointer(mutating: payload.baseAddress ?? UnsafeRawPointer(udpBuffer.baseAddress!))
+                .assumingMemoryBound(to: CChar.self),
+            UInt32(payload.count))
         if uv_udp_try_send(flow!.handle, &buf, 1, nil) < 0 {
             datagramsDropped += 1
         } else {

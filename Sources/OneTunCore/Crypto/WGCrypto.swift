@@ -149,6 +149,24 @@ func requireSodium() { precondition(sodiumInitialised, "libsodium failed to init
         withUnsafeBytes(of: &nonce) { sealIETF(key: key, nonce: $0.baseAddress!, aad: aad, inPlace: data, tag: tag) }
     }
 
+    /// `seal` from one place to another: encrypts `count` bytes at `plaintext` into `ciphertext` (which
+    /// must not overlap it, or be it exactly), the copy done by the cipher itself.
+    public static func seal(
+        key: Key32, counter: UInt64, plaintext: UnsafeRawPointer, into ciphertext: UnsafeMutableRawPointer, count: Int,
+        tag: UnsafeMutableRawPointer
+    ) {
+        requireSodium()
+        var nonce = wireGuardNonce(counter)
+        withUnsafeBytes(of: &nonce) { n in
+            key.withUnsafeBytes { k in
+                _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
+                    ciphertext.assumingMemoryBound(to: UInt8.self), tag.assumingMemoryBound(to: UInt8.self), nil,
+                    plaintext.assumingMemoryBound(to: UInt8.self), UInt64(count), nil, 0, nil,
+                    n.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+        }
+    }
+
     /// The inverse of `seal`; false when the tag does not verify.
     public static func open(
         key: Key32, counter: UInt64, aad: UnsafeRawBufferPointer,

@@ -11,9 +11,20 @@
         case consumed
         /// An ICMP or ICMPv6 echo reply addressed to us, for a ping client above.
         case echoReply(source: IPAddress, identifier: UInt16, sequence: UInt16, size: Int)
-        /// A TCP segment or UDP datagram for us; the transport layers above take it from here.
-        case transport(IPProtocol)
+        /// A TCP segment for us, with no stack set here (`hasTCP`): the layer above takes it.
+        case tcp
+        /// A UDP datagram for us, checked (lengths and checksum); the layer above takes its payload from
+        /// the packet without parsing it again.
+        case udp(UDPArrival)
         case dropped(DropReason)
+    }
+
+    /// Who sent a UDP datagram, to which of our ports, and where its payload lies in the packet.
+    public struct UDPArrival: Equatable, Sendable {
+        public var source: UDPEndpoint
+        public var destination: UDPEndpoint
+        public var payloadOffset: Int
+        public var payloadLength: Int
     }
 
     public enum DropReason: Equatable, Sendable {
@@ -48,17 +59,17 @@
 
     public let addresses: [IPAddress]
     public let mtu: Int
-    public private(set) var stats = Stats()
+    @exclusivity(unchecked) public private(set) var stats = Stats()
     /// When set, TCP segments go to this stack; those it does not take are answered with RST.
-    public var tcp: TCPStack?
-    /// When true (and no `tcp` stack is set), TCP segments are passed up (`.transport(.tcp)`) instead of
+    @exclusivity(unchecked) public var tcp: TCPStack?
+    /// When true (and no `tcp` stack is set), TCP segments are passed up (`.tcp`) instead of
     /// being answered with RST.
     public var hasTCP = false
     /// When true, UDP datagrams are passed up instead of being dropped.
     public var hasUDP = false
     static let maxQueuedReplies = 64
-    var replies: [Reply] = []
-    var replyHead = 0
+    @exclusivity(unchecked) var replies: [Reply] = []
+    @exclusivity(unchecked) var replyHead = 0
 
     public init(addresses: [IPAddress], mtu: Int = 1420) {
         precondition(!addresses.isEmpty, "an interface needs an address")
@@ -107,13 +118,19 @@
             if let tcp {
                 if tcp.receive(ip, segment, now: now) { return .consumed }
             } else if hasTCP {
-                return .transport(.tcp)
+                return .tcp
             }
             return reset(segment, ip)
         case (_, .udp):
             guard let datagram = try? UDPDatagram(validating: upper) else { return malformed() }
             guard datagram.verifyChecksum(src: ip.source, dst: ip.destination) else { return badChecksum() }
-            if hasUDP { return .transport(.udp) }
+            if hasUDP {
+                let payload = datagram.payload
+                return .udp(UDPArrival(
+                    source: UDPEndpoint(address: ip.source, port: datagram.sourcePort),
+                    destination: UDPEndpoint(address: ip.destination, port: datagram.destinationPort),
+                    payloadOffset: payload.baseAddress.map { $0 - packet.baseAddress! } ?? 0, payloadLength: payload.count))
+            }
             stats.droppedUnsupported += 1
             return .dropped(.unsupportedProtocol)
         default:

@@ -18,30 +18,30 @@
     let random: RandomSource
     /// The secret of RFC 6528's F(); fixed for the stack's life.
     let isnSecret: Key32
-    var slots: [Slot?] = []
-    var freeSlots: [Int] = []
-    var byTuple: [FourTuple: Int] = [:]
-    var deadlines = DeadlineHeap()
+    @exclusivity(unchecked) var slots: [Slot?] = []
+    @exclusivity(unchecked) var freeSlots: [Int] = []
+    @exclusivity(unchecked) var byTuple: [FourTuple: Int] = [:]
+    @exclusivity(unchecked) var deadlines = DeadlineHeap()
     /// Connections to poll for output, each at most once (`queued`).
-    var ready: [Int] = []
-    var readyHead = 0
-    var queued: [Bool] = []
-    var listening: Set<UInt16> = []
+    @exclusivity(unchecked) var ready: [Int] = []
+    @exclusivity(unchecked) var readyHead = 0
+    @exclusivity(unchecked) var queued: [Bool] = []
+    @exclusivity(unchecked) var listening: Set<UInt16> = []
     /// Connections a listener made that the application has not accepted yet, at most; and, separately,
     /// handshakes in progress (SYN-RECEIVED) at most. Linux keeps the same two queues (somaxconn and
     /// max_syn_backlog). A SYN past either limit is dropped; the client retries.
     public let acceptBacklog: Int
-    public private(set) var synsDropped = 0
+    @exclusivity(unchecked) public private(set) var synsDropped = 0
     /// Established connections waiting for `accept`, from `acceptHead` on.
-    var acceptQueue: [Int] = []
-    var acceptHead = 0
+    @exclusivity(unchecked) var acceptQueue: [Int] = []
+    @exclusivity(unchecked) var acceptHead = 0
     /// Passive opens still in SYN-RECEIVED: not the application's until the handshake completes, so a
     /// peer that sends SYNs and never completes them costs a bounded table and no driver resources.
-    var handshaking: Set<Int> = []
+    @exclusivity(unchecked) var handshaking: Set<Int> = []
     /// Connections whose state input or timers changed, for the application (`pollEvent`), each once.
-    var events: [Int] = []
-    var eventHead = 0
-    var eventQueued: [Bool] = []
+    @exclusivity(unchecked) var events: [Int] = []
+    @exclusivity(unchecked) var eventHead = 0
+    @exclusivity(unchecked) var eventQueued: [Bool] = []
 
     public init(config: TCPConfig = TCPConfig(), acceptBacklog: Int = 1024, random: RandomSource) {
         self.config = config
@@ -162,7 +162,7 @@
         }
     }
 
-    var releasedEarly: Set<Int> = []
+    @exclusivity(unchecked) var releasedEarly: Set<Int> = []
 
     func remove(_ id: Int) {
         guard let slot = slots[id] else { return }

@@ -16,77 +16,77 @@ public final class TCPConnection {
     public let config: TCPConfig
     public let localPort: UInt16
     public let remotePort: UInt16
-    public private(set) var state: TCPState
-    public private(set) var error: TCPError?
-    public private(set) var stats = TCPStats()
+    @exclusivity(unchecked) public private(set) var state: TCPState
+    @exclusivity(unchecked) public private(set) var error: TCPError?
+    @exclusivity(unchecked) public private(set) var stats = TCPStats()
 
     // Send sequence space (RFC 9293 §3.3.1).
     let iss: SeqNumber
-    var sndUna: SeqNumber
-    var sndNxt: SeqNumber
+    @exclusivity(unchecked) var sndUna: SeqNumber
+    @exclusivity(unchecked) var sndNxt: SeqNumber
     /// The highest sequence number sent so far (sndNxt goes back below it after a timeout).
-    var sndMax: SeqNumber
-    var sndWnd = 0
-    var sndWl1 = SeqNumber(0)
-    var sndWl2 = SeqNumber(0)
+    @exclusivity(unchecked) var sndMax: SeqNumber
+    @exclusivity(unchecked) var sndWnd = 0
+    @exclusivity(unchecked) var sndWl1 = SeqNumber(0)
+    @exclusivity(unchecked) var sndWl2 = SeqNumber(0)
     /// Sequence number of the first byte in `sendBuffer`.
-    var sendBase: SeqNumber
+    @exclusivity(unchecked) var sendBase: SeqNumber
     let sendBuffer: ByteRing
-    var finRequested = false
-    var peerMSS = 536
-    var sendShift: UInt8 = 0
-    var receiveShift: UInt8 = 0
-    var windowScaling = false
+    @exclusivity(unchecked) var finRequested = false
+    @exclusivity(unchecked) var peerMSS = 536
+    @exclusivity(unchecked) var sendShift: UInt8 = 0
+    @exclusivity(unchecked) var receiveShift: UInt8 = 0
+    @exclusivity(unchecked) var windowScaling = false
     /// Both SYNs carried SACK-permitted (RFC 2018 §2): our ACKs then report out-of-order data.
-    var sackEnabled = false
+    @exclusivity(unchecked) var sackEnabled = false
 
     // Receive sequence space.
-    var irs = SeqNumber(0)
-    var rcvNxt = SeqNumber(0)
+    @exclusivity(unchecked) var irs = SeqNumber(0)
+    @exclusivity(unchecked) var rcvNxt = SeqNumber(0)
     let receiveBuffer: ByteRing
-    var assembler = Assembler()
-    public private(set) var finReceived = false
+    @exclusivity(unchecked) var assembler = Assembler()
+    @exclusivity(unchecked) public private(set) var finReceived = false
     /// The right edge we last advertised; never moved left (RFC 9293 §3.8.6.2.2).
-    var advertisedEdge = SeqNumber(0)
+    @exclusivity(unchecked) var advertisedEdge = SeqNumber(0)
     /// Data that arrived again, below RCV.NXT: reported once as the first SACK block of the next segment
     /// (D-SACK, RFC 2883), so the sender learns its retransmission was spurious (or the path duplicates)
     /// and undoes its window reduction; Linux's sender uses it to measure reordering too.
-    var duplicateBlock: TCPSackBlock?
-    var autotuner: ReceiveAutotuner
+    @exclusivity(unchecked) var duplicateBlock: TCPSackBlock?
+    @exclusivity(unchecked) var autotuner: ReceiveAutotuner
 
     // Output owed, and timers.
-    var pending: PendingOutput = []
+    @exclusivity(unchecked) var pending: PendingOutput = []
     /// The sequence number of a RST answering an unacceptable ACK; nil for our own abort (SND.MAX).
-    var pendingResetSeq: SeqNumber?
+    @exclusivity(unchecked) var pendingResetSeq: SeqNumber?
     /// Full segments received since our last ACK (every second one is acknowledged at once).
-    var fullSegmentsUnacked = 0
-    var rtoDeadline: Instant?
-    var ackDeadline: Instant?
-    var timeWaitDeadline: Instant?
-    var rtt: RTTEstimator
+    @exclusivity(unchecked) var fullSegmentsUnacked = 0
+    @exclusivity(unchecked) var rtoDeadline: Instant?
+    @exclusivity(unchecked) var ackDeadline: Instant?
+    @exclusivity(unchecked) var timeWaitDeadline: Instant?
+    @exclusivity(unchecked) var rtt: RTTEstimator
     /// Consecutive retransmission timeouts (reset by forward progress).
-    var retransmissions = 0
+    @exclusivity(unchecked) var retransmissions = 0
 
     // Congestion control and loss recovery (RFC 6675 §5).
-    var cc: CongestionControl
-    var rounds: DeliveryRounds
-    var rateSampler = DeliveryRateSampler()
+    @exclusivity(unchecked) var cc: CongestionControl
+    @exclusivity(unchecked) var rounds: DeliveryRounds
+    @exclusivity(unchecked) var rateSampler = DeliveryRateSampler()
     /// Data segments leave at the controller's pacing rate.
-    var pacer = Pacer()
-    var dupAcks = 0
-    var scoreboard: SackScoreboard
-    var recovery = LossRecovery.none
+    @exclusivity(unchecked) var pacer = Pacer()
+    @exclusivity(unchecked) var dupAcks = 0
+    @exclusivity(unchecked) var scoreboard: SackScoreboard
+    @exclusivity(unchecked) var recovery = LossRecovery.none
     /// RFC 6582's `recover`: SND.MAX when recovery last began. Duplicate ACKs for data sent before it
     /// start no new fast retransmit (this outlives the recovery episode).
-    var recover: SeqNumber
-    var spuriousCheck: SpuriousRetransmissionCheck?
-    var lostRetransmissionWatch: LostRetransmissionWatch?
+    @exclusivity(unchecked) var recover: SeqNumber
+    @exclusivity(unchecked) var spuriousCheck: SpuriousRetransmissionCheck?
+    @exclusivity(unchecked) var lostRetransmissionWatch: LostRetransmissionWatch?
     /// RFC 6675's DupThresh, raised when a retransmission proves spurious (the path reorders): the
     /// cumulative ACK covered the retransmitted segment sooner than a round trip after it was sent, so the
     /// original had arrived. Linux adapts its reordering metric the same way.
-    var dupThresh = SackScoreboard.defaultDupThresh
+    @exclusivity(unchecked) var dupThresh = SackScoreboard.defaultDupThresh
     /// Retransmissions found spurious (the originals arrived).
-    var spuriousRetransmissions = 0
+    @exclusivity(unchecked) var spuriousRetransmissions = 0
     static let maximumDupThresh = 64
 
     /// Active open (RFC 9293 §3.10.1): a SYN goes out at the first `pollSegment`.

@@ -20,7 +20,9 @@ public struct UDPEndpoint: Hashable, Sendable, CustomStringConvertible {
 /// - One client IP holds at most `perAddressLimit` (100) ports; past that its own least recently used
 ///   mapping is reclaimed, so one client cannot starve the others.
 /// - Lookups both ways and every update are O(1): a dictionary from client to entry, an array from port to
-///   entry, and two intrusive doubly linked LRU lists (all mappings, and each IP's).
+///   entry, and two intrusive doubly linked LRU lists (all mappings, and each IP's). A datagram of a known
+///   client costs one hash lookup on the way out (`port(for:)`) and none on the way back (`client(for:)`):
+///   each entry knows its IP's list by index, so only a new mapping touches the table of IPs.
 /// - Ports are handed out in a random order (as onetun does): a random port, or the next free one after it.
 /// - `reserve(_:)` keeps a port out of the pool: a remote UDP forward listening on it must not receive the
 ///   replies meant for a local client.
@@ -39,27 +41,33 @@ public final class UDPPortPool {
         var next: Int32 = -1
         var ipPrev: Int32 = -1
         var ipNext: Int32 = -1
+        /// The index of this IP's list in `addressLists`.
+        var list: Int32
     }
 
     struct AddressList {
+        var address: IPAddress
         var count = 0
         var head: Int32 = -1
         var tail: Int32 = -1
     }
 
-    var entries: [Entry] = []
-    var freeEntries: [Int32] = []
-    var byClient: [UDPEndpoint: Int32] = [:]
-    var byAddress: [IPAddress: AddressList] = [:]
+    @exclusivity(unchecked) var entries: [Entry] = []
+    @exclusivity(unchecked) var freeEntries: [Int32] = []
+    @exclusivity(unchecked) var byClient: [UDPEndpoint: Int32] = [:]
+    /// Each client IP's LRU list, by index; `listOfAddress` finds them, and only new mappings ask it.
+    @exclusivity(unchecked) var addressLists: [AddressList] = []
+    @exclusivity(unchecked) var freeAddressLists: [Int32] = []
+    @exclusivity(unchecked) var listOfAddress: [IPAddress: Int32] = [:]
     /// Per port of `range`: the entry holding it, `free`, or `reservedPort`.
-    var entryOfPort: [Int32] = []
+    @exclusivity(unchecked) var entryOfPort: [Int32] = []
     static let free: Int32 = -1
     static let reservedPort: Int32 = -2
-    var reservedPorts: Set<UInt16> = []
-    var head: Int32 = -1
-    var tail: Int32 = -1
-    public private(set) var reclaimed = 0
-    public private(set) var expired = 0
+    @exclusivity(unchecked) var reservedPorts: Set<UInt16> = []
+    @exclusivity(unchecked) var head: Int32 = -1
+    @exclusivity(unchecked) var tail: Int32 = -1
+    @exclusivity(unchecked) public private(set) var reclaimed = 0
+    @exclusivity(unchecked) public private(set) var expired = 0
 
     public init(
         range: ClosedRange<UInt16> = 1000...60999, idleTimeout: UInt64 = 60 * Nanos.second, perAddressLimit: Int = 100,
@@ -103,9 +111,10 @@ public final class UDPPortPool {
         // This IP at its limit gives up its own least recently used port; a full pool its oldest overall.
         // Reclaiming hands the reclaimed port to the new client.
         var port: UInt16
-        if let list = byAddress[client.address], list.count >= perAddressLimit {
-            port = entries[Int(list.head)].port
-            remove(list.head)
+        if let l = listOfAddress[client.address], addressLists[Int(l)].count >= perAddressLimit {
+            let oldest = addressLists[Int(l)].head
+            port = entries[Int(oldest)].port
+            remove(oldest)
             reclaimed += 1
         } else if byClient.count >= capacity {
             port = entries[Int(head)].port
@@ -114,7 +123,8 @@ public final class UDPPortPool {
         } else {
             port = freePort()
         }
-        let entry = Entry(client: client, port: port, lastUsed: now)
+        // After any reclaiming, which may have emptied and freed this IP's list.
+        let entry = Entry(client: client, port: port, lastUsed: now, list: list(of: client.address))
         let e: Int32
         if let reuse = freeEntries.popLast() {
             e = reuse
@@ -191,6 +201,10 @@ public final class UDPPortPool {
         unlinkGlobal(e)
         unlinkAddress(e)
         let entry = entries[Int(e)]
+        if addressLists[Int(entry.list)].count == 0 {
+            listOfAddress[entry.client.address] = nil
+            freeAddressLists.append(entry.list)
+        }
         byClient[entry.client] = nil
         entryOfPort[Int(entry.port - range.lowerBound)] = Self.free
         freeEntries.append(e)
@@ -209,24 +223,37 @@ public final class UDPPortPool {
         if n >= 0 { entries[Int(n)].prev = p } else { tail = p }
     }
 
-    func appendAddress(_ e: Int32) {
-        let address = entries[Int(e)].client.address
-        var list = byAddress[address] ?? AddressList()
-        entries[Int(e)].ipPrev = list.tail
-        entries[Int(e)].ipNext = -1
-        if list.tail >= 0 { entries[Int(list.tail)].ipNext = e } else { list.head = e }
-        list.tail = e
-        list.count += 1
-        byAddress[address] = list
+    /// The index of `address`'s list, made (empty) if it has none.
+    func list(of address: IPAddress) -> Int32 {
+        if let l = listOfAddress[address] { return l }
+        let l: Int32
+        if let reuse = freeAddressLists.popLast() {
+            l = reuse
+            addressLists[Int(l)] = AddressList(address: address)
+        } else {
+            l = Int32(addressLists.count)
+            addressLists.append(AddressList(address: address))
+        }
+        listOfAddress[address] = l
+        return l
     }
 
+    func appendAddress(_ e: Int32) {
+        let l = Int(entries[Int(e)].list)
+        let tail = addressLists[l].tail
+        entries[Int(e)].ipPrev = tail
+        entries[Int(e)].ipNext = -1
+        if tail >= 0 { entries[Int(tail)].ipNext = e } else { addressLists[l].head = e }
+        addressLists[l].tail = e
+        addressLists[l].count += 1
+    }
+
+    /// Takes `e` out of its IP's list; an emptied list stays allocated until `remove` frees it.
     func unlinkAddress(_ e: Int32) {
-        let address = entries[Int(e)].client.address
-        guard var list = byAddress[address] else { return }
+        let l = Int(entries[Int(e)].list)
         let (p, n) = (entries[Int(e)].ipPrev, entries[Int(e)].ipNext)
-        if p >= 0 { entries[Int(p)].ipNext = n } else { list.head = n }
-        if n >= 0 { entries[Int(n)].ipPrev = p } else { list.tail = p }
-        list.count -= 1
-        byAddress[address] = list.count == 0 ? nil : list
+        if p >= 0 { entries[Int(p)].ipNext = n } else { addressLists[l].head = n }
+        if n >= 0 { entries[Int(n)].ipPrev = p } else { addressLists[l].tail = p }
+        addressLists[l].count -= 1
     }
 }

@@ -124,7 +124,7 @@ public struct WireGuardStats: Sendable, Equatable {
     /// Wall-clock nanoseconds since the Unix epoch minus the monotonic `now`, set by the driver. Only the
     /// TAI64N timestamp of initiations needs wall time: the peer refuses a timestamp older than its last.
     public var wallClockOffset: Int64 = 0
-    public private(set) var stats = WireGuardStats()
+    @exclusivity(unchecked) public private(set) var stats = WireGuardStats()
     public var publicKey: Key32 { identity.publicKey }
 
     let identity: StaticIdentity
@@ -152,14 +152,14 @@ public struct WireGuardStats: Sendable, Equatable {
 
     var lastSentHandshake: Instant?
     var handshakeAttempts = 0
-    var needAnotherKeepalive = false
+    @exclusivity(unchecked) var needAnotherKeepalive = false
     var sentLastMinuteHandshake = false
 
     /// Handshake and cookie messages waiting for `pollTransmit`.
     var control: [[UInt8]] = []
     /// Packets waiting for a session (wireguard-go's staged queue). Empty arrays are keepalives.
-    var staged: [[UInt8]] = []
-    var stagedHead = 0
+    @exclusivity(unchecked) var staged: [[UInt8]] = []
+    @exclusivity(unchecked) var stagedHead = 0
 
     /// The five timers of wireguard-go's device/timers.go; `.max` means not armed.
     enum Timer: Int, CaseIterable {
@@ -339,6 +339,26 @@ public struct WireGuardStats: Sendable, Equatable {
         return .queued
     }
 
+    /// `encapsulate` for a packet kept elsewhere (a queue's slot): seals `packet[0..<packetLength]` into
+    /// `buffer` after the headroom, the cipher doing the copy. `packet` must have room to pad to the MTU
+    /// (`packet.count >= min(mtu, packetLength rounded up to 16)`); the padding is written there.
+    public func encapsulate(
+        _ buffer: UnsafeMutableRawBufferPointer, copying packet: UnsafeMutableRawBufferPointer, packetLength: Int, now: Instant
+    ) -> Encapsulated {
+        guard packetLength >= 0, packetLength <= packet.count, buffer.count >= Self.headroom + packetLength + Self.tailroom,
+            packet.count >= min(config.mtu, (packetLength + 15) & ~15)
+        else {
+            stats.dropped += 1
+            return .dropped(.packetTooLarge)
+        }
+        if stagedHead == staged.count, let keypair = current, keypair.canSend(now: now) {
+            return .send(seal(buffer, packetLength: packetLength, from: packet.baseAddress, keypair: keypair, now: now))
+        }
+        stage(UnsafeRawBufferPointer(rebasing: packet[0..<packetLength]))
+        sendStagedOrHandshake(now)
+        return .queued
+    }
+
     func stage(_ packet: UnsafeRawBufferPointer) {
         if staged.count - stagedHead >= WireGuardConstants.maxStagedPackets {
             // wireguard-go drops the oldest staged packet when the queue is full.
@@ -365,24 +385,35 @@ public struct WireGuardStats: Sendable, Equatable {
         sendStagedOrHandshake(now)
     }
 
-    /// Writes the transport header, pads, seals in place (paper §5.4.6). Returns the datagram length.
+    /// Writes the transport header, pads, seals (paper §5.4.6): in place, or from `source` (which has room
+    /// for the padding) into `buffer` after the headroom. Returns the datagram length.
     @inline(__always)
-    func seal(_ buffer: UnsafeMutableRawBufferPointer, packetLength: Int, keypair: Keypair, now: Instant) -> Int {
+    func seal(
+        _ buffer: UnsafeMutableRawBufferPointer, packetLength: Int, from source: UnsafeMutableRawPointer? = nil,
+        keypair: Keypair, now: Instant
+    ) -> Int {
         var padded = (packetLength + 15) & ~15
         if padded > config.mtu { padded = max(packetLength, config.mtu) }
         let base = buffer.baseAddress!
+        let plaintext = source ?? base + Self.headroom
         if padded > packetLength {
-            (base + Self.headroom + packetLength).initializeMemory(as: UInt8.self, repeating: 0, count: padded - packetLength)
+            (plaintext + packetLength).initializeMemory(as: UInt8.self, repeating: 0, count: padded - packetLength)
         }
         let counter = keypair.sendCounter
         keypair.sendCounter = counter + 1
         storeLE32(WireGuardMessageType.transport.rawValue, buffer, at: 0)
         storeLE32(keypair.remoteIndex, buffer, at: TransportField.receiver)
         storeLE64(counter, buffer, at: TransportField.counter)
-        WGCrypto.seal(
-            key: keypair.sendKey, counter: counter, aad: UnsafeRawBufferPointer(start: base, count: 0),
-            inPlace: UnsafeMutableRawBufferPointer(start: base + Self.headroom, count: padded),
-            tag: base + Self.headroom + padded)
+        if let source, padded > 0 {
+            WGCrypto.seal(
+                key: keypair.sendKey, counter: counter, plaintext: source, into: base + Self.headroom, count: padded,
+                tag: base + Self.headroom + padded)
+        } else {
+            WGCrypto.seal(
+                key: keypair.sendKey, counter: counter, aad: UnsafeRawBufferPointer(start: base, count: 0),
+                inPlace: UnsafeMutableRawBufferPointer(start: base + Self.headroom, count: padded),
+                tag: base + Self.headroom + padded)
+        }
         stats.packetsSent += 1
         stats.bytesSent += packetLength
         timersAnyAuthenticatedPacketTraversal(now)
@@ -435,7 +466,7 @@ public struct WireGuardStats: Sendable, Equatable {
     }
 
     /// Why the most recent datagram was dropped, for diagnostics (a wrong key shows as a handshake failure).
-    public private(set) var lastDrop: DropReason?
+    @exclusivity(unchecked) public private(set) var lastDrop: DropReason?
 
     func open(
         _ buffer: UnsafeMutableRawBufferPointer, datagramLength: Int, from source: EndpointAddress, now: Instant

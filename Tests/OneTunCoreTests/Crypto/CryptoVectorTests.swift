@@ -283,6 +283,28 @@ func blake2sDigest(_ data: [UInt8], key: [UInt8]? = nil, length: Int = 32) -> [U
         #expect(open(data, badTag) == nil)
     }
 
+    /// Sealing from one buffer into another (the UDP path seals from its queue slot) gives the bytes and
+    /// tag of sealing in place, and leaves the plaintext as it was.
+    @Test func sealingIntoAnotherBufferEqualsSealingInPlace() {
+        let key = Key32(bytes: (0..<32).map { UInt8($0 * 3) })
+        for size in [1, 16, 17, 1420] {
+            let message = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+            var inPlace = message
+            var tag = [UInt8](repeating: 0, count: 16)
+            inPlace.withUnsafeMutableBytes { d in
+                tag.withUnsafeMutableBytes { WGCrypto.seal(key: key, counter: 9, aad: UnsafeRawBufferPointer(start: nil, count: 0), inPlace: d, tag: $0.baseAddress!) }
+            }
+            var out = [UInt8](repeating: 0, count: size)
+            var outTag = [UInt8](repeating: 0, count: 16)
+            message.withUnsafeBytes { m in
+                out.withUnsafeMutableBytes { o in
+                    outTag.withUnsafeMutableBytes { WGCrypto.seal(key: key, counter: 9, plaintext: m.baseAddress!, into: o.baseAddress!, count: size, tag: $0.baseAddress!) }
+                }
+            }
+            #expect(out == inPlace && outTag == tag)
+        }
+    }
+
     @Test func wireGuardNonceLayoutRoundTrips() {
         let key = Key32(bytes: (0..<32).map { UInt8($0) })
         let message = Array("transport".utf8)

@@ -395,3 +395,22 @@ import Testing
         #expect(model.reclaimed > 0 && model.expired > 0, "seed \(seed): the run exercised reclaiming and expiry")
     }
 }
+
+extension UDPPortPoolTests {
+    /// With one port per IP, every new port of an IP reclaims its last: the IP's list empties and is
+    /// made again each time, and the pool never holds two mappings for one IP.
+    @Test func aLimitOfOneReusesTheAddressList() {
+        let p = pool(limit: 1)
+        var last: UInt16 = 0
+        for i in 0..<50 {
+            let port = p.port(for: client(1, UInt16(40000 + i)), now: at(Double(i)))
+            // The reclaimed port passes to the IP's new client.
+            if i > 0 { #expect(port == last) }
+            #expect(p.client(for: port, now: at(Double(i))) == client(1, UInt16(40000 + i)))
+            last = port
+            _ = p.port(for: client(2, 1), now: at(Double(i)))
+        }
+        #expect(p.count == 2 && p.reclaimed == 49)
+        #expect(p.addressLists.count == 2)
+    }
+}

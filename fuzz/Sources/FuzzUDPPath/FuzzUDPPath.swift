@@ -46,8 +46,8 @@ func packets(_ input: UnsafeRawBufferPointer) {
         if control & 2 == 2 { makeUDP(p) }
         if control & 1 == 1 { addressToUs(p) }
         let delivery = interface.receive(packet: UnsafeRawBufferPointer(p), now: .zero)
-        guard delivery == .transport(.udp) else {
-            precondition(delivery != .transport(.tcp), "TCP passed up though only UDP is on")
+        guard case .udp(let arrival) = delivery else {
+            precondition(delivery != .tcp, "TCP passed up though only UDP is on")
             continue
         }
         passedUp += 1
@@ -60,6 +60,10 @@ func packets(_ input: UnsafeRawBufferPointer) {
         precondition(udp.payload.count + 8 <= upper.count, "payload longer than the datagram")
         let payloadStart = udp.payload.baseAddress.map { $0 - upper.baseAddress! } ?? 8
         precondition(payloadStart == 8, "payload does not follow the 8-byte header")
+        precondition(arrival.source == UDPEndpoint(address: ip.source, port: udp.sourcePort), "wrong source")
+        precondition(arrival.destination == UDPEndpoint(address: ip.destination, port: udp.destinationPort), "wrong destination")
+        let udpStart = upper.baseAddress! - UnsafeRawBufferPointer(p).baseAddress!
+        precondition(arrival.payloadOffset == udpStart + 8 && arrival.payloadLength == udp.payload.count, "the payload's place is wrong")
     }
     // Nothing the interface answers by itself for UDP: no replies queued.
     let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 1500, alignment: 16)
