@@ -16,8 +16,14 @@ public final class TCPConnection {
     public let config: TCPConfig
     public let localPort: UInt16
     public let remotePort: UInt16
-    @exclusivity(unchecked) public private(set) var state: TCPState
-    @exclusivity(unchecked) public private(set) var error: TCPError?
+    @exclusivity(unchecked) var phase: TCPPhase
+    /// The RFC 9293 state.
+    public var state: TCPState { phase.state }
+    /// Why the connection ended, once closed, when it was not an orderly close or the application's abort.
+    public var error: TCPError? {
+        if case .closed(let error) = phase { return error }
+        return nil
+    }
     @exclusivity(unchecked) public private(set) var stats = TCPStats()
 
     // Send sequence space (RFC 9293 §3.3.1).
@@ -62,7 +68,6 @@ public final class TCPConnection {
     @exclusivity(unchecked) var fullSegmentsUnacked = 0
     @exclusivity(unchecked) var rtoDeadline: Instant?
     @exclusivity(unchecked) var ackDeadline: Instant?
-    @exclusivity(unchecked) var timeWaitDeadline: Instant?
     @exclusivity(unchecked) var rtt: RTTEstimator
     /// Consecutive retransmission timeouts (reset by forward progress).
     @exclusivity(unchecked) var retransmissions = 0
@@ -107,7 +112,7 @@ public final class TCPConnection {
         rtt = RTTEstimator(initialRTO: config.initialRTO, minimumRTO: config.minimumRTO, maximumRTO: config.maximumRTO)
         cc = CongestionControl(algorithm: config.congestionControl, mss: config.mss)
         autotuner = ReceiveAutotuner(initialWindow: config.initialReceiveWindow, limit: config.receiveBufferLimit, now: now)
-        state = .synSent
+        phase = .synSent
         pending = .syn
         while config.receiveBufferLimit >> Int(receiveShift) > 65_535 && receiveShift < 14 { receiveShift += 1 }
     }
@@ -116,7 +121,7 @@ public final class TCPConnection {
     @_spi(OneTunInternals) public convenience init?(accepting syn: TCPRepr, iss: UInt32, config: TCPConfig = TCPConfig(), now: Instant) {
         guard syn.flags.contains(.syn), !syn.flags.contains(.ack), !syn.flags.contains(.rst) else { return nil }
         self.init(localPort: syn.destinationPort, remotePort: syn.sourcePort, iss: iss, config: config, now: now)
-        state = .synReceived
+        phase = .synReceived
         acceptSynOptions(syn)
         rcvNxt = irs + 1
         advertisedEdge = rcvNxt
@@ -314,7 +319,7 @@ public final class TCPConnection {
                 pendingResetSeq = ack
                 return
             }
-            state = .established
+            phase = .established
             sndWnd = Int(seg.window) << Int(sendShift)
             sndWl1 = seq
             sndWl2 = ack
@@ -333,9 +338,9 @@ public final class TCPConnection {
             pending.insert(.ack)
             switch state {
             case .synReceived, .established:
-                state = .closeWait
+                phase = .closeWait
             case .finWait1:
-                state = .closing
+                phase = .closing
             case .finWait2:
                 enterTimeWait(now)
             default:
@@ -373,11 +378,11 @@ public final class TCPConnection {
             rtoDeadline = nil
             measureRTT(ack: ack, now: now)
             retransmissions = 0
-            state = .established
+            phase = .established
             pending.insert(.ack)
         } else {
             // Simultaneous open (§3.10.7.3, fifth step): answer with SYN,ACK.
-            state = .synReceived
+            phase = .synReceived
             pending.insert(.syn)
             sndNxt = iss
         }
@@ -427,8 +432,7 @@ public final class TCPConnection {
         if let fin = finSeq, ack > fin {
             switch state {
             case .finWait1:
-                state = finReceived ? .timeWait : .finWait2
-                if finReceived { enterTimeWait(now) }
+                if finReceived { enterTimeWait(now) } else { phase = .finWait2 }
             case .closing:
                 enterTimeWait(now)
             case .lastAck:
@@ -625,18 +629,16 @@ public final class TCPConnection {
     }
 
     func enterTimeWait(_ now: Instant) {
-        state = .timeWait
+        phase = .timeWait(until: now.adding(config.timeWait))
         rtoDeadline = nil
-        timeWaitDeadline = now.adding(config.timeWait)
         releaseBuffers()
     }
 
     func enterClosed(error: TCPError?) {
-        state = .closed
-        if self.error == nil { self.error = error }
+        // The first reason stands: a connection already closed by a reset stays "reset".
+        phase = .closed(self.error ?? error)
         rtoDeadline = nil
         ackDeadline = nil
-        timeWaitDeadline = nil
         pending.remove(.ack)
         releaseBuffers()
     }
@@ -858,8 +860,8 @@ public final class TCPConnection {
 
     func finSent() {
         switch state {
-        case .established: state = .finWait1
-        case .closeWait: state = .lastAck
+        case .established: phase = .finWait1
+        case .closeWait: phase = .lastAck
         default: break
         }
     }
@@ -954,7 +956,7 @@ public final class TCPConnection {
     @_spi(OneTunInternals) public func nextDeadline() -> Instant? {
         var earliest = rtoDeadline
         if let d = ackDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
-        if let d = timeWaitDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
+        if case .timeWait(let d) = phase, earliest.map({ d < $0 }) ?? true { earliest = d }
         if pacer.waiting, earliest.map({ pacer.nextDeparture < $0 }) ?? true { earliest = pacer.nextDeparture }
         return earliest
     }
@@ -965,7 +967,7 @@ public final class TCPConnection {
             ackDeadline = nil
             pending.insert(.ack)
         }
-        if let d = timeWaitDeadline, d <= now {
+        if case .timeWait(let d) = phase, d <= now {
             enterClosed(error: nil)
             return
         }

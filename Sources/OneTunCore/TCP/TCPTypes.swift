@@ -64,6 +64,31 @@ public enum TCPState: Equatable, Sendable {
     case closed, listen, synSent, synReceived, established, finWait1, finWait2, closeWait, closing, lastAck, timeWait
 }
 
+/// A connection's state with the data only that state has (as swift-nio's state machines carry theirs):
+/// TIME-WAIT knows when it ends, and CLOSED why the connection ended (nil for an orderly close or the
+/// application's own abort). `state` is the plain RFC name.
+enum TCPPhase: Equatable, Sendable {
+    case closed(TCPError?)
+    case listen, synSent, synReceived, established, finWait1, finWait2, closeWait, closing, lastAck
+    case timeWait(until: Instant)
+
+    var state: TCPState {
+        switch self {
+        case .closed: .closed
+        case .listen: .listen
+        case .synSent: .synSent
+        case .synReceived: .synReceived
+        case .established: .established
+        case .finWait1: .finWait1
+        case .finWait2: .finWait2
+        case .closeWait: .closeWait
+        case .closing: .closing
+        case .lastAck: .lastAck
+        case .timeWait: .timeWait
+        }
+    }
+}
+
 /// Why a connection ended other than by an orderly close.
 public enum TCPError: Error, Equatable, Sendable {
     /// The peer answered our SYN with RST.
