@@ -48,9 +48,10 @@ public struct TunnelCoreConfig: Sendable {
 ///
 /// **Buffers.** `handleDatagram` decrypts in place in the caller's buffer (any size that holds the
 /// datagram) and is done with it on return. `pollTransmit` writes one datagram at the start of the
-/// caller's buffer, which must hold at least `minimumTransmitBuffer(mtu:)` bytes; `pollDatagram` copies a
-/// payload of at most the MTU. Views returned by `readable()` and `sendRegion()` are valid until the next
-/// call on that connection or the core. The core keeps no pointer the caller passed.
+/// caller's buffer, which must hold at least `minimumTransmitBuffer(mtu:)` bytes; `sendDatagram` copies
+/// the payload (once: it is later sealed from the core's queue straight into that buffer). The payload
+/// `pollDatagram` returns, and the views returned by `readable()` and `sendRegion()`, are valid until the
+/// next call on that connection or the core. The core keeps no pointer the caller passed.
 public final class TunnelCore {
     public let config: TunnelCoreConfig
     @_spi(OneTunInternals) public let tunnel: WireGuardTunnel
