@@ -59,6 +59,8 @@ def main():
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
+    if args.mib < 1:
+        parser.error("--mib must be at least 1")
     with tempfile.TemporaryDirectory() as workdir:
         base_total, base = callgrind(args.binary, 0, workdir)
         total, functions = callgrind(args.binary, args.mib, workdir)

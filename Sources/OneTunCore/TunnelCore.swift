@@ -50,8 +50,9 @@ public struct TunnelCoreConfig: Sendable {
 /// datagram) and is done with it on return. `pollTransmit` writes one datagram at the start of the
 /// caller's buffer, which must hold at least `minimumTransmitBuffer(mtu:)` bytes; `sendDatagram` copies
 /// the payload (once: it is later sealed from the core's queue straight into that buffer). The payload
-/// `pollDatagram` returns, and the views returned by `readable()` and `sendRegion()`, are valid until the
-/// next call on that connection or the core. The core keeps no pointer the caller passed.
+/// `pollDatagram` returns stays valid until the next `pollDatagram` (it may be passed to `sendDatagram`);
+/// the views returned by `readable()` and `sendRegion()` until the next call on that connection or the
+/// core. The core keeps no pointer the caller passed.
 public final class TunnelCore {
     public let config: TunnelCoreConfig
     @_spi(OneTunInternals) public let tunnel: WireGuardTunnel
@@ -166,7 +167,7 @@ public final class TunnelCore {
     // MARK: UDP
 
     /// A UDP datagram that came through the tunnel: who sent it, to which of our ports, and its payload,
-    /// a view into the core's queue valid until the next call on the core.
+    /// a view into the core's queue valid until the next `pollDatagram`.
     public struct Datagram {
         public var source: UDPEndpoint
         public var destination: UDPEndpoint
@@ -186,8 +187,8 @@ public final class TunnelCore {
     }
 
     /// The next UDP datagram that arrived through the tunnel for one of our addresses; nil when none is
-    /// waiting. Its payload is not copied out: it stays valid until the next call on the core (the next
-    /// `pollDatagram` frees its slot).
+    /// waiting. Its payload is not copied out: it stays valid until the next `pollDatagram`, which frees
+    /// its slot (other calls, `sendDatagram` with this payload included, leave it alone).
     public func pollDatagram() -> Datagram? {
         if udpInHandedOut {
             udpIn.removeFront()

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import Logging
 @_spi(OneTunInternals) import OneTunCore
 @_spi(OneTunInternals) import OneTunLoop
@@ -94,17 +94,17 @@ enum OneTun {
                 print(OneTunCommand.fullMessage(for: error))
                 exit(0)
             }
-            FileHandle.standardError.write(Data("onetun: \(OneTunCommand.message(for: error).split(separator: "\n").first ?? "")\n".utf8))
+            writeStandardError("onetun: \(OneTunCommand.message(for: error).split(separator: "\n").first ?? "")\n")
             exit(2)
         }
         do {
-            let settings = try Settings(command, environment: ProcessInfo.processInfo.environment)
+            let settings = try Settings(command, environment: processEnvironment())
             exit(try Runner(settings).run())
         } catch let error as UsageError {
-            FileHandle.standardError.write(Data("onetun: \(error)\n".utf8))
+            writeStandardError("onetun: \(error)\n")
             exit(2)
         } catch {
-            FileHandle.standardError.write(Data("onetun: \(error)\n".utf8))
+            writeStandardError("onetun: \(error)\n")
             exit(1)
         }
     }

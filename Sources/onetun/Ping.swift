@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 import Logging
 @_spi(OneTunInternals) import OneTunCore
 @_spi(OneTunInternals) import OneTunLoop
@@ -36,7 +36,7 @@ final class PingPayload: TunnelPayload {
             guard let sent = sentAt.removeValue(forKey: sequence) else { return }
             replies += 1
             let ms = Double(now.since(sent)) / 1e6
-            print("\(size) bytes from \(target): icmp_seq=\(sequence) time=\(String(format: "%.2f", ms)) ms")
+            print("\(size) bytes from \(target): icmp_seq=\(sequence) time=\(fixed(ms, digits: 2)) ms")
             fflush(nil)
             if replies == count { finish(now) }
         case .dropped(let reason):

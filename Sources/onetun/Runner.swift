@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 import Logging
 @_spi(OneTunInternals) import OneTunCore
 @_spi(OneTunInternals) import OneTunLoop
@@ -19,7 +19,7 @@ struct Runner {
         let logger = Logger(label: "onetun")
         for warning in settings.warnings { logger.warning("\(warning)") }
         // Whatever the level (this one says logging is off).
-        if let warning = settings.logFilterWarning { FileHandle.standardError.write(Data("onetun: warning: \(warning)\n".utf8)) }
+        if let warning = settings.logFilterWarning { writeStandardError("onetun: warning: \(warning)\n") }
         let config = WireGuardConfig(
             privateKey: settings.privateKey, peerPublicKey: settings.endpointPublicKey,
             presharedKey: settings.presharedKey, persistentKeepaliveSeconds: settings.keepAlive, mtu: settings.mtu)
@@ -46,7 +46,7 @@ struct Runner {
         var forwards: [TCPForward] = []
         var udpForwards: [UDPForward] = []
         for spec in settings.forwards {
-            let listen = try SocketAddress.resolve(host: "\(spec.source)".trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: spec.sourcePort, what: spec.notation)
+            let listen = try SocketAddress.resolve(host: "\(spec.source)".trimmed(where: { $0 == "[" || $0 == "]" }), port: spec.sourcePort, what: spec.notation)
             let destination = try SocketAddress.address(spec.destination, port: spec.destinationPort, what: spec.notation)
             guard destination.isV4 == settings.sourcePeerIP.isV4 else {
                 throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(settings.sourcePeerIP) must be the same IP version")

@@ -1,4 +1,3 @@
-import Foundation
 import Glibc
 import Logging
 @_spi(OneTunInternals) import OneTunCore
@@ -34,10 +33,10 @@ struct Settings {
                 if info.st_mode & S_IRGRP != 0 { warnings.append("private key file \(file) is readable by its group") }
                 if info.st_mode & S_IROTH != 0 { warnings.append("private key file \(file) is readable by others") }
             }
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            guard let text = readTextFile(file) else {
                 throw RunError("cannot read the private key file \(file)")
             }
-            keyText = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            keyText = text.trimmed()
         } else if let key = value(c.privateKey, "ONETUN_PRIVATE_KEY") {
             if c.privateKey != nil {
                 warnings.append("the private key was given on the command line, where other users can see it; use --private-key-file or ONETUN_PRIVATE_KEY")
@@ -151,7 +150,7 @@ struct Settings {
     /// A 32-byte key: base64 (as `wg` prints it; the padding may be left out) or 64 hex digits, both of
     /// which onetun (boringtun's key parser) takes.
     static func key(_ text: String, _ option: String) throws -> Key32 {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = text.trimmed()
         if trimmed.utf8.count == 64, let bytes = Hex.decode(trimmed) { return Key32(bytes: bytes) }
         let padded = trimmed.utf8.count % 4 == 0 ? trimmed : trimmed + String(repeating: "=", count: 4 - trimmed.utf8.count % 4)
         guard let bytes = Base64.decode(padded) else {
@@ -187,14 +186,14 @@ struct Settings {
         var best: (nameLength: Int, level: Logger.Level)?
         var any = false
         for raw in directives.split(separator: ",") {
-            let d = raw.trimmingCharacters(in: .whitespaces)
+            let d = raw.trimmed()
             if d.isEmpty { continue }
             any = true
             let name: String
             let chosen: Logger.Level?
             if let eq = d.firstIndex(of: "=") {
-                name = d[..<eq].trimmingCharacters(in: .whitespaces)
-                let text = d[d.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+                name = d[..<eq].trimmed()
+                let text = d[d.index(after: eq)...].trimmed()
                 chosen = text.isEmpty ? .trace : level(text)
             } else if let l = level(d) {
                 name = ""

@@ -118,7 +118,9 @@
         if !moved, toServer.isEmpty, toClient.isEmpty {
             var earliest = client.nextDeadline()
             if let d = server.nextDeadline(), earliest.map({ d < $0 }) ?? true { earliest = d }
-            if let earliest, now < earliest { now = earliest }
+            // Nothing in flight and no timer: the transfer cannot progress (a reset connection, say).
+            guard let earliest else { return false }
+            if now < earliest { now = earliest }
         }
         if let d = client.nextDeadline(), d <= now { client.handleTimeout(now: now) }
         if let d = server.nextDeadline(), d <= now { server.handleTimeout(now: now) }

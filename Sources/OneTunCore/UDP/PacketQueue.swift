@@ -20,7 +20,8 @@ struct PacketQueue<Tag> {
     var isEmpty: Bool { count == 0 }
     var isFull: Bool { count == capacity }
 
-    /// Room for the next packet (the whole slot), to fill in place; follow with `commit`. nil when full.
+    /// Room for the next packet (the whole slot), to fill in place; follow with `commit`, with no
+    /// `removeFront` in between (emptying the queue moves its start). nil when full.
     mutating func reserve() -> UnsafeMutableRawBufferPointer? {
         guard count < capacity else { return nil }
         if storage == nil { storage = .allocate(byteCount: slotSize * capacity, alignment: 16) }

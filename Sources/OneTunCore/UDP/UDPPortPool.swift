@@ -46,7 +46,6 @@ public final class UDPPortPool {
     }
 
     struct AddressList {
-        var address: IPAddress
         var count = 0
         var head: Int32 = -1
         var tail: Int32 = -1
@@ -229,10 +228,10 @@ public final class UDPPortPool {
         let l: Int32
         if let reuse = freeAddressLists.popLast() {
             l = reuse
-            addressLists[Int(l)] = AddressList(address: address)
+            addressLists[Int(l)] = AddressList()
         } else {
             l = Int32(addressLists.count)
-            addressLists.append(AddressList(address: address))
+            addressLists.append(AddressList())
         }
         listOfAddress[address] = l
         return l
