@@ -88,6 +88,8 @@ public final class TunnelCore {
         tcp = TCPStack(config: config.tcp, random: random)
         interface.tcp = tcp
         interface.hasUDP = true
+        // Every packet the interface sees was opened by the WireGuard session, whose tag authenticates it.
+        interface.trustsTransportChecksums = true
         udpPorts = UDPPortPool(random: random)
         let nobody = UDPEndpoint(address: config.addresses[0], port: 0)
         udpIn = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots, blank: (nobody, nobody))
@@ -122,7 +124,8 @@ public final class TunnelCore {
     /// Counters for logs and monitoring.
     public struct Stats: Sendable, Equatable {
         public var wireGuard: WireGuardStats
-        /// Inner packets received that were malformed, had a bad checksum, were fragments, were not for
+        /// Inner packets received that were malformed, had a bad IPv4 header or ICMP checksum (TCP and UDP
+        /// checksums are trusted: the session authenticated the packet), were fragments, were not for
         /// us, or used an unsupported protocol.
         public var packetsRefused: Int
         /// Outgoing inner packets the tunnel could not send.
@@ -174,7 +177,8 @@ public final class TunnelCore {
         public var payload: UnsafeRawBufferPointer
     }
 
-    /// The interface checked the datagram (lengths, checksum) and says where its payload is: one copy,
+    /// The interface checked the datagram (its lengths; the checksum is trusted, as the session
+    /// authenticated the packet) and says where its payload is: one copy,
     /// into the inbound queue.
     func queueInbound(_ packet: UnsafeRawBufferPointer, _ arrival: NetworkInterface.UDPArrival) {
         guard let slot = udpIn.reserve(), arrival.payloadLength <= slot.count else {

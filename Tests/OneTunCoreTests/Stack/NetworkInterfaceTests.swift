@@ -67,6 +67,28 @@ import Testing
         #expect(interface.stats.resetsSent == 2)
     }
 
+    /// Behind a WireGuard session the TCP/UDP checksum is trusted (the AEAD tag authenticated the packet),
+    /// as Linux's WireGuard does; a plain interface verifies it. ICMP and the IPv4 header are always checked.
+    @Test func trustedChecksumsAreNotRecomputed() {
+        var udp = packet(PacketBuilder(source: Self.peer4, destination: Self.us4, transport: .udp(UDPRepr(sourcePort: 53, destinationPort: 4000))), payload: [1, 2, 3, 4])
+        udp[udp.count - 1] ^= 0xff
+        let plain = NetworkInterface(addresses: [Self.us4])
+        plain.hasUDP = true
+        #expect(receive(plain, udp) == .dropped(.badChecksum))
+        let trusting = NetworkInterface(addresses: [Self.us4])
+        trusting.hasUDP = true
+        trusting.trustsTransportChecksums = true
+        guard case .udp(let arrival) = receive(trusting, udp) else {
+            Issue.record("a trusted datagram was not passed up")
+            return
+        }
+        #expect(arrival.payloadOffset == 28 && arrival.payloadLength == 4)
+        #expect(arrival.source == UDPEndpoint(address: Self.peer4, port: 53))
+        var icmp = packet(PacketBuilder(source: Self.peer4, destination: Self.us4, transport: .icmp(.echoRequest(identifier: 1, sequence: 1))), payload: [1, 2])
+        icmp[icmp.count - 1] ^= 0xff
+        #expect(receive(trusting, icmp) == .dropped(.badChecksum))
+    }
+
     @Test func dropsAreCounted() {
         let interface = NetworkInterface(addresses: [Self.us4])
         // Not for us.
