@@ -162,10 +162,7 @@ struct CongestionControl {
             cwnd = min(cwnd, inflightHigh)
             probeUpSegments = 1
             // Startup ends on heavy loss as well as on a filled pipe.
-            if !filledPipe {
-                filledPipe = true
-                draining = true
-            }
+            if !filledPipe { endStartup() }
         } else if lost == 0 && inflightHigh != Int.max && !appLimited {
             inflightHigh += probeUpSegments * mss
             probeUpSegments = min(probeUpSegments * 2, 1 << 12)
@@ -194,14 +191,19 @@ struct CongestionControl {
             } else {
                 fullBandwidthRounds += 1
                 if fullBandwidthRounds >= 3 {
-                    filledPipe = true
-                    draining = true
+                    endStartup()
                     // Drain: the window falls to the steady-state target; the excess leaves the queue.
                     if let target = targetWindow { cwnd = min(cwnd, target) }
                 }
             }
         }
         updateProbeRTT(inFlight: inFlight, now: now)
+    }
+
+    /// STARTUP is over (the pipe is full, or losses say so): DRAIN empties the queue it built.
+    mutating func endStartup() {
+        filledPipe = true
+        draining = true
     }
 
     /// Called on every ACK while probing, and at round ends: enters or leaves PROBE_RTT.

@@ -750,12 +750,12 @@ public final class TCPConnection {
     func recoveryAllowance(payload: UnsafeMutableRawBufferPointer, now: Instant) -> Allowance {
         switch recovery {
         case .none:
-            return .bytes(min(sndWnd, cwnd) - (sndNxt - sndUna))
+            return .bytes(windowRoom)
         case .afterTimeout:
             // In flight: what was resent since the timeout and not SACKed since.
             return .bytes(min(sndWnd, cwnd) - max(0, (sndNxt - sndUna) - scoreboard.sackedBytes(below: sndNxt.rawValue)))
         case .fast(let point, let highRxt, let rescueRxt):
-            guard sackEnabled else { return .bytes(min(sndWnd, cwnd) - (sndNxt - sndUna)) }
+            guard sackEnabled else { return .bytes(windowRoom) }
             let mss = effectiveMSS
             let pipe = scoreboard.pipe(highRxt: highRxt.rawValue, nxt: sndMax.rawValue, mss: mss, dupThresh: lossThreshold)
             let allowance = cwnd - pipe
@@ -855,8 +855,12 @@ public final class TCPConnection {
     var hasDataToSend: Bool {
         if !pending.isDisjoint(with: [.retransmitFirst, .probe]) || recovery.isActive { return true }
         if let fin = finSeq, sndNxt <= fin { return true }
-        return sendBase + sendBuffer.count > sndNxt && sndNxt - sndUna < min(sndWnd, cwnd)
+        return sendBase + sendBuffer.count > sndNxt && windowRoom > 0
     }
+
+    /// Outside recovery: what min(SND.WND, cwnd) leaves after the octets in flight (negative when a
+    /// window shrank below the flight).
+    var windowRoom: Int { min(sndWnd, cwnd) - (sndNxt - sndUna) }
 
     func finSent() {
         switch state {
