@@ -8,18 +8,21 @@
 /// every TCP flow since 4.13 (tcp_update_pacing_rate: 2·cwnd/srtt in slow start, 1.2·cwnd/srtt after).
 ///
 /// A virtual departure clock: each segment moves it on by `bytes / rate`. The clock may lag `now` by at
-/// most one burst (about `burstTime` of data, at least two segments, at most `maximumBurst`), so a
-/// connection that was idle may send a small burst at once, and a driver whose timer fires in whole
-/// milliseconds loses no rate to rounding up to about 0.5 Gbit/s per connection (128 KiB per 2 ms);
-/// above that a connection woken only by its timer is capped there, one woken by ACKs is not.
+/// most one burst (about `burstTime` of data, at least two segments, at most `maximumBurst`: Linux's
+/// choice too, a millisecond of data and at most 64 KiB, tcp_tso_autosize), so a connection that was idle
+/// may send a small burst at once. A driver whose timer fires in whole milliseconds (and late by up to one
+/// more) wakes a connection that only its timer wakes at least every 2 ms: at least 64 KiB per 2 ms, about
+/// 0.25 Gbit/s; a connection woken by its ACKs is not capped. A larger burst (128 KiB per 2 ms was tried)
+/// overflowed the receive buffer of a wireguard-go peer short of CPU (about 90 datagrams by default) and
+/// gave lower uploads on every path measured.
 struct Pacer {
     /// When the next segment may leave.
     private(set) var nextDeparture = Instant.zero
     /// A segment is waiting for `nextDeparture`: the connection's deadline includes it.
     var waiting = false
 
-    static let burstTime: UInt64 = 2 * Nanos.millisecond
-    static let maximumBurst = 128 << 10
+    static let burstTime: UInt64 = 1 * Nanos.millisecond
+    static let maximumBurst = 64 << 10
 
     func allows(_ now: Instant) -> Bool { nextDeparture <= now }
 
