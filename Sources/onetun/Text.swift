@@ -35,8 +35,8 @@ func processEnvironment() -> [String: String] {
     return result
 }
 
-/// The contents of a file as UTF-8 (invalid bytes replaced); nil when it cannot be read or is over
-/// `limit` bytes.
+/// The contents of a UTF-8 file, without a leading byte-order mark; nil when it cannot be read, is over
+/// `limit` bytes, or is not valid UTF-8.
 func readTextFile(_ path: String, limit: Int = 1 << 20) -> String? {
     guard let file = fopen(path, "rb") else { return nil }
     defer { fclose(file) }
@@ -49,7 +49,8 @@ func readTextFile(_ path: String, limit: Int = 1 << 20) -> String? {
         if n < chunk.count { break }
     }
     guard ferror(file) == 0 else { return nil }
-    return String(decoding: bytes, as: UTF8.self)
+    if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
+    return String(validating: bytes, as: UTF8.self)
 }
 
 extension StringProtocol {

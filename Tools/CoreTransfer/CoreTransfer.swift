@@ -48,7 +48,7 @@ struct CoreTransfer {
             moved += max(n, 1)
         }
         var line = "{\"mib\": \(mib), \"received\": \(pair.received), \"datagrams\": \(pair.datagrams)"
-        if timed {
+        if timed && sealNanos > 0 && transferNanos > 0 && sealedBytes > 0 {
             let transferMbps = Double(mib << 23) / Double(max(transferNanos, 1)) * 1000
             let sealMbps = Double(sealedBytes * 8) / Double(max(sealNanos, 1)) * 1000
             line += ", \"transfer_mbps\": \(Int(transferMbps)), \"seal_open_mbps\": \(Int(sealMbps))"

@@ -13,8 +13,8 @@
         case echoReply(source: IPAddress, identifier: UInt16, sequence: UInt16, size: Int)
         /// A TCP segment for us, with no stack set here (`hasTCP`): the layer above takes it.
         case tcp
-        /// A UDP datagram for us, checked (lengths and checksum); the layer above takes its payload from
-        /// the packet without parsing it again.
+        /// A UDP datagram for us, checked (lengths, and the checksum unless `trustsTransportChecksums`);
+        /// the layer above takes its payload from the packet without parsing it again.
         case udp(UDPArrival)
         case dropped(DropReason)
     }
@@ -131,7 +131,9 @@
             return reset(segment, ip)
         case (_, .udp):
             guard let datagram = try? UDPDatagram(validating: upper) else { return malformed() }
-            guard trustsTransportChecksums || datagram.verifyChecksum(src: ip.source, dst: ip.destination) else {
+            // Over IPv6 a zero UDP checksum is refused even when trusted (RFC 8200 §8.1; Linux too).
+            let trusted = trustsTransportChecksums && (ip.source.isV4 || datagram.checksum != 0)
+            guard trusted || datagram.verifyChecksum(src: ip.source, dst: ip.destination) else {
                 return badChecksum()
             }
             if hasUDP {

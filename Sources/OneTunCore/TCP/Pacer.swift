@@ -8,20 +8,20 @@
 /// every TCP flow since 4.13 (tcp_update_pacing_rate: 2·cwnd/srtt in slow start, 1.2·cwnd/srtt after).
 ///
 /// A virtual departure clock: each segment moves it on by `bytes / rate`. The clock may lag `now` by at
-/// most one burst (about `burstTime` of data, at least two segments, at most `maximumBurst`: Linux's
-/// choice too, a millisecond of data and at most 64 KiB, tcp_tso_autosize), so a connection that was idle
-/// may send a small burst at once. A driver whose timer fires in whole milliseconds (and late by up to one
-/// more) wakes a connection that only its timer wakes at least every 2 ms: at least 64 KiB per 2 ms, about
-/// 0.25 Gbit/s; a connection woken by its ACKs is not capped. A larger burst (128 KiB per 2 ms was tried)
-/// overflowed the receive buffer of a wireguard-go peer short of CPU (about 90 datagrams by default) and
-/// gave lower single-stream uploads in five interleaved pairs of runs (direct and 50 ms; 4 streams were mixed).
+/// most one burst: about `burstTime` of data, at least two segments, at most `maximumBurst`. So a
+/// connection that was idle may send a small burst at once, and one that only its timer wakes (a driver's
+/// timer fires in whole milliseconds, and up to one late) loses no rate up to 64 KiB per 2 ms, about
+/// 0.26 Gbit/s, and keeps at least half of it above that; a connection woken by its ACKs is not capped.
+/// The cap is Linux's (tcp_tso_autosize: at most 64 KiB a burst). A cap of 128 KiB overflowed the receive
+/// buffer of a wireguard-go peer short of CPU (about 90 datagrams by default): in five interleaved pairs
+/// of runs, direct and at 50 ms, single-stream uploads were higher with bursts of at most 64 KiB.
 struct Pacer {
     /// When the next segment may leave.
     private(set) var nextDeparture = Instant.zero
     /// A segment is waiting for `nextDeparture`: the connection's deadline includes it.
     var waiting = false
 
-    static let burstTime: UInt64 = 1 * Nanos.millisecond
+    static let burstTime: UInt64 = 2 * Nanos.millisecond
     static let maximumBurst = 64 << 10
 
     func allows(_ now: Instant) -> Bool { nextDeparture <= now }

@@ -84,6 +84,14 @@ import Testing
         }
         #expect(arrival.payloadOffset == 28 && arrival.payloadLength == 4)
         #expect(arrival.source == UDPEndpoint(address: Self.peer4, port: 53))
+        // IPv6 forbids a zero UDP checksum (RFC 8200 §8.1): refused even when trusted.
+        var udp6 = packet(PacketBuilder(source: Self.peer6, destination: Self.us6, transport: .udp(UDPRepr(sourcePort: 53, destinationPort: 4000))), payload: [1, 2, 3, 4])
+        udp6[46] = 0
+        udp6[47] = 0
+        let trusting6 = NetworkInterface(addresses: [Self.us6])
+        trusting6.hasUDP = true
+        trusting6.trustsTransportChecksums = true
+        #expect(receive(trusting6, udp6) == .dropped(.badChecksum))
         var icmp = packet(PacketBuilder(source: Self.peer4, destination: Self.us4, transport: .icmp(.echoRequest(identifier: 1, sequence: 1))), payload: [1, 2])
         icmp[icmp.count - 1] ^= 0xff
         #expect(receive(trusting, icmp) == .dropped(.badChecksum))

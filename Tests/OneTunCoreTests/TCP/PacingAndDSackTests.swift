@@ -33,6 +33,21 @@ import Testing
         #expect(unpaced.allows(start))
     }
 
+    /// The burst is `burstTime` of data between two segments and `maximumBurst`: at 10 MB/s, 2 ms is
+    /// 20 segments of 1000 bytes on top of the one due now; at 1 GB/s, 64 KiB caps it at 65.
+    @Test func theBurstIsTwoMillisecondsOfDataUpTo64KiB() {
+        for (rate, expected) in [(10_000_000, 21), (1_000_000_000, 66)] {
+            var pacer = Pacer()
+            let start = Instant(nanoseconds: 1_000 * Nanos.second)
+            var sent = 0
+            while pacer.allows(start) && sent < 1000 {
+                pacer.departed(1000, rate: rate, mss: 1000, now: start)
+                sent += 1
+            }
+            #expect(sent == expected, "rate \(rate)")
+        }
+    }
+
     @Test func deliveryRateSampleIsDeliveredOverTheLongerInterval() {
         var sampler = DeliveryRateSampler()
         let t0 = Instant(nanoseconds: 5 * Nanos.second)
