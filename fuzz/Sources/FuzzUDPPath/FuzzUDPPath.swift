@@ -3,10 +3,12 @@
 /// The UDP path without a tunnel: a `NetworkInterface` with `hasUDP` fed arbitrary packets, and a
 /// `UDPPortPool` driven by an operation stream, both decoded from the input.
 ///
-/// Input: the first byte says where the packets end (`byte * size / 256`); the rest is operations.
+/// Input: the first byte says where the packets end (`byte * size / 256`) and, by its lowest bit, whether
+/// the interface trusts transport checksums (as behind a WireGuard session); the rest is operations.
 /// - Packets: each is a control byte and `(control >> 2) * 8` bytes. Bit 0 asks for the packet to be
 ///   addressed to us with every checksum made valid; bit 1 first makes it UDP. A packet passed up as UDP
-///   must parse as IP + UDP to one of our addresses, its checksum valid, its payload inside the packet.
+///   must parse as IP + UDP to one of our addresses, its checksum valid (trusting: any, but never zero over
+///   IPv6), its payload inside the packet.
 /// - Operations, two bytes each, on a 16-port pool (limit 4 per IP, 60 s idle): port(for:), client(for:)
 ///   or reserve(_:), time moving on with expire(now:), or jumping to exactly nextDeadline (and 1 ns before
 ///   it). A plain
@@ -23,16 +25,17 @@ public func fuzzUDPPath(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
     let input = UnsafeRawBufferPointer(start: data, count: size)
     let split = 1 + Int(input[0]) * (size - 1) / 256
-    packets(UnsafeRawBufferPointer(rebasing: input[1..<split]))
+    packets(UnsafeRawBufferPointer(rebasing: input[1..<split]), trusting: input[0] & 1 == 1)
     operations(UnsafeRawBufferPointer(rebasing: input[split..<size]))
     return 0
 }
 
 // MARK: - The interface
 
-func packets(_ input: UnsafeRawBufferPointer) {
+func packets(_ input: UnsafeRawBufferPointer, trusting: Bool) {
     let interface = NetworkInterface(addresses: ours, mtu: 1420)
     interface.hasUDP = true
+    interface.trustsTransportChecksums = trusting
     var offset = 0
     var passedUp = 0
     while offset < input.count {
@@ -56,7 +59,11 @@ func packets(_ input: UnsafeRawBufferPointer) {
         precondition(ip.upperLayerProtocol == .udp, "passed up as UDP but is not")
         let upper = ip.upperLayerPayload
         guard let udp = try? UDPDatagram(validating: upper) else { fatalError("passed up, but the UDP header does not parse") }
-        precondition(udp.verifyChecksum(src: ip.source, dst: ip.destination), "passed up with a bad checksum")
+        if trusting {
+            precondition(ip.source.isV4 || udp.checksum != 0, "passed up over IPv6 with a zero checksum")
+        } else {
+            precondition(udp.verifyChecksum(src: ip.source, dst: ip.destination), "passed up with a bad checksum")
+        }
         precondition(udp.payload.count + 8 <= upper.count, "payload longer than the datagram")
         let payloadStart = udp.payload.baseAddress.map { $0 - upper.baseAddress! } ?? 8
         precondition(payloadStart == 8, "payload does not follow the 8-byte header")
