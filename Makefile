@@ -50,7 +50,7 @@ bench-micro: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
 
 # Instructions per MiB of a fixed in-memory transfer through two TunnelCores (callgrind): an exact count,
-# so a regression shows as a number that does not depend on the machine's noise. Needs valgrind.
+# so a regression shows as a number that does not depend on the machine's noise. Installs valgrind if missing.
 BENCH_INSTR_MIB ?= 64
 bench-instr: deps
 	@command -v valgrind >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind)

@@ -125,7 +125,8 @@ public final class TunnelCore {
     public struct Stats: Sendable, Equatable {
         public var wireGuard: WireGuardStats
         /// Inner packets received that were malformed, had a bad IPv4 header or ICMP checksum (TCP and UDP
-        /// checksums are trusted: the session authenticated the packet), were fragments, were not for
+        /// checksums are trusted, the session authenticated the packet, but a zero UDP checksum over IPv6 is
+        /// refused), were fragments, were not for
         /// us, or used an unsupported protocol.
         public var packetsRefused: Int
         /// Outgoing inner packets the tunnel could not send.

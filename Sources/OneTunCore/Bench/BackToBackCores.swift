@@ -1,4 +1,4 @@
-/// Two `TunnelCore`s joined in memory, one core, a fake clock: the client (the WireGuard initiator,
+/// Two `TunnelCore`s joined in memory, one thread, a fake clock: the client (the WireGuard initiator,
 /// 10.0.0.1) opens one TCP connection to the server (the responder, 10.0.0.2, listening on port 5001)
 /// and streams bytes to it through both WireGuard sessions. The link is lossless, in order and one round
 /// long each way: what a core transmits in one round is delivered, as one batch, at the start of the next
@@ -7,7 +7,9 @@
 ///
 /// It is the harness of the in-memory benchmark (`make bench-micro`: throughput against the seal+open
 /// micro-benchmark, allocations per MiB) and of `make bench-instr` (instructions per MiB under callgrind),
-/// so it is deterministic for a given seed: the same instructions on every run.
+/// so it is deterministic for a given seed: the same instructions on every run (with
+/// SWIFT_DETERMINISTIC_HASHING=1, which `make bench-instr` sets: dictionaries otherwise hash with a
+/// per-process seed).
 @_spi(OneTunInternals) public final class BackToBackCores {
     public let client: TunnelCore
     public let server: TunnelCore

@@ -71,7 +71,8 @@
     /// packets that a WireGuard session authenticated (its Poly1305 tag already proved them unaltered
     /// since the peer sealed them), as Linux's WireGuard marks what it decrypts CHECKSUM_UNNECESSARY
     /// (drivers/net/wireguard/receive.c). Lengths, addresses and the IPv4 header checksum are still
-    /// checked; outbound checksums are always computed.
+    /// checked, and an IPv6 UDP datagram with a zero checksum is still refused (RFC 8200 §8.1); outbound
+    /// checksums are always computed.
     public var trustsTransportChecksums = false
     static let maxQueuedReplies = 64
     @exclusivity(unchecked) var replies: [Reply] = []

@@ -8,13 +8,15 @@
 /// every TCP flow since 4.13 (tcp_update_pacing_rate: 2·cwnd/srtt in slow start, 1.2·cwnd/srtt after).
 ///
 /// A virtual departure clock: each segment moves it on by `bytes / rate`. The clock may lag `now` by at
-/// most one burst: about `burstTime` of data, at least two segments, at most `maximumBurst`. So a
-/// connection that was idle may send a small burst at once, and one that only its timer wakes (a driver's
-/// timer fires in whole milliseconds, and up to one late) loses no rate up to 64 KiB per 2 ms, about
-/// 0.26 Gbit/s, and keeps at least half of it above that; a connection woken by its ACKs is not capped.
-/// The cap is Linux's (tcp_tso_autosize: at most 64 KiB a burst). A cap of 128 KiB overflowed the receive
-/// buffer of a wireguard-go peer short of CPU (about 90 datagrams by default): in five interleaved pairs
-/// of runs, direct and at 50 ms, single-stream uploads were higher with bursts of at most 64 KiB.
+/// most one burst: about `burstTime` of data, at least two segments below the cap, at most `maximumBurst`.
+/// So a connection that was idle may send a small burst at once, and one that only its timer wakes (a
+/// driver's timer fires in whole milliseconds, and up to one late) loses no rate up to a pacing rate of
+/// 64 KiB per 2 ms, about 0.26 Gbit/s, and above that still sends one 64 KiB burst per wake-up; a
+/// connection woken by its ACKs is not capped. The cap is Linux's (tcp_tso_autosize: at most 64 KiB a
+/// burst). A cap of 128 KiB overflowed the receive buffer of a wireguard-go peer short of CPU (about 90
+/// datagrams by default): in five interleaved pairs of runs, direct and at 50 ms, single-stream uploads
+/// were higher with 1 ms bursts capped at 64 KiB than with 2 ms capped at 128 KiB; the burst stayed 2 ms
+/// below the cap because 1 ms cost timer-driven uploads at 50 ms their rate.
 struct Pacer {
     /// When the next segment may leave.
     private(set) var nextDeparture = Instant.zero

@@ -37,8 +37,9 @@ struct PacketQueue<Tag> {
         count += 1
     }
 
-    /// The oldest packet's whole slot, its length and its tag, valid until the next mutation; nil when
-    /// empty. The slot is writable: the bytes past the length are free for the holder's use (padding).
+    /// The oldest packet's whole slot, its length and its tag; nil when empty. The slot stays valid and
+    /// unchanged until `removeFront` (`reserve` and `commit` never touch it). It is writable: the bytes
+    /// past the length are free for the holder's use (padding).
     func front() -> (slot: UnsafeMutableRawBufferPointer, length: Int, tag: Tag)? {
         guard count > 0, let storage else { return nil }
         let slot = UnsafeMutableRawBufferPointer(rebasing: storage[(head * slotSize)..<((head + 1) * slotSize)])

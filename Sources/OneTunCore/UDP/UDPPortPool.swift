@@ -22,7 +22,8 @@ public struct UDPEndpoint: Hashable, Sendable, CustomStringConvertible {
 /// - Lookups both ways and every update are O(1): a dictionary from client to entry, an array from port to
 ///   entry, and two intrusive doubly linked LRU lists (all mappings, and each IP's). A datagram of a known
 ///   client costs one hash lookup on the way out (`port(for:)`) and none on the way back (`client(for:)`):
-///   each entry knows its IP's list by index, so only a new mapping touches the table of IPs.
+///   each entry knows its IP's list by index, so only making a mapping, or removing an IP's last one,
+///   touches the table of IPs.
 /// - Ports are handed out in a random order (as onetun does): a random port, or the next free one after it.
 /// - `reserve(_:)` keeps a port out of the pool: a remote UDP forward listening on it must not receive the
 ///   replies meant for a local client.
