@@ -52,6 +52,13 @@ public final class Forwarder {
     public internal(set) var datagramsReturned = 0
     public internal(set) var datagramsDropped = 0
 
+    /// A libuv buffer over a datagram's payload (a view into the core's queue, sent without a copy); an
+    /// empty payload may have no address, and libuv wants one, so it gets `udpBuffer`'s.
+    func datagramBuffer(_ payload: UnsafeRawBufferPointer) -> uv_buf_t {
+        let base = UnsafeMutableRawPointer(mutating: payload.baseAddress ?? UnsafeRawPointer(udpBuffer.baseAddress!))
+        return uv_buf_init(base.assumingMemoryBound(to: CChar.self), UInt32(payload.count))
+    }
+
     // Local UDP forwards (LocalUDPForwards.swift).
     var udpListeners: [UDPListener] = []
     /// Which UDP listener a virtual port's client last wrote to: its replies leave from that listener's

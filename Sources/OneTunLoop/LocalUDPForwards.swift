@@ -111,10 +111,7 @@ extension Forwarder {
             }
             var address = SocketAddressConversion.storage(client)
             // Sent from the core's queue slot: the datagram's one copy was into it.
-            var buf = uv_buf_init(
-                UnsafeMutableRawPointer(mutating: d.payload.baseAddress ?? UnsafeRawPointer(udpBuffer.baseAddress!))
-                    .assumingMemoryBound(to: CChar.self),
-                UInt32(d.payload.count))
+            var buf = datagramBuffer(d.payload)
             let rc = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(udpListeners[index].handle, &buf, 1, $0) }
             }

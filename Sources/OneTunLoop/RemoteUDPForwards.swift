@@ -79,10 +79,7 @@ extension Forwarder {
             flow = made
         }
         flow!.lastUsed = now
-        var buf = uv_buf_init(
-            UnsafeMutableRawPointer(mutating: payload.baseAddress ?? UnsafeRawPointer(udpBuffer.baseAddress!))
-                .assumingMemoryBound(to: CChar.self),
-            UInt32(payload.count))
+        var buf = datagramBuffer(payload)
         if uv_udp_try_send(flow!.handle, &buf, 1, nil) < 0 {
             datagramsDropped += 1
         } else {

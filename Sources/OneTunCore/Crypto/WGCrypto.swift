@@ -155,15 +155,11 @@ func requireSodium() { precondition(sodiumInitialised, "libsodium failed to init
         key: Key32, counter: UInt64, plaintext: UnsafeRawPointer, into ciphertext: UnsafeMutableRawPointer, count: Int,
         tag: UnsafeMutableRawPointer
     ) {
-        requireSodium()
         var nonce = wireGuardNonce(counter)
-        withUnsafeBytes(of: &nonce) { n in
-            key.withUnsafeBytes { k in
-                _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-                    ciphertext.assumingMemoryBound(to: UInt8.self), tag.assumingMemoryBound(to: UInt8.self), nil,
-                    plaintext.assumingMemoryBound(to: UInt8.self), UInt64(count), nil, 0, nil,
-                    n.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
-            }
+        withUnsafeBytes(of: &nonce) {
+            sealIETF(
+                key: key, nonce: $0.baseAddress!, aad: UnsafeRawBufferPointer(start: nil, count: 0), plaintext: plaintext,
+                into: ciphertext, count: count, tag: tag)
         }
     }
 
@@ -189,12 +185,23 @@ func requireSodium() { precondition(sodiumInitialised, "libsodium failed to init
         key: Key32, nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer,
         inPlace data: UnsafeMutableRawBufferPointer, tag: UnsafeMutableRawPointer
     ) {
-        requireSodium()
         // An empty message (a keepalive) may have no base address; libsodium touches no message bytes then.
-        let m = (data.baseAddress ?? tag).assumingMemoryBound(to: UInt8.self)
+        let m = data.baseAddress ?? tag
+        sealIETF(key: key, nonce: nonce, aad: aad, plaintext: m, into: m, count: data.count, tag: tag)
+    }
+
+    /// The one call to libsodium's encryption: `count` bytes at `plaintext` into `ciphertext`, the same
+    /// place or one that does not overlap it.
+    @inline(__always)
+    static func sealIETF(
+        key: Key32, nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer, plaintext: UnsafeRawPointer,
+        into ciphertext: UnsafeMutableRawPointer, count: Int, tag: UnsafeMutableRawPointer
+    ) {
+        requireSodium()
         key.withUnsafeBytes { k in
             _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-                m, tag.assumingMemoryBound(to: UInt8.self), nil, m, UInt64(data.count),
+                ciphertext.assumingMemoryBound(to: UInt8.self), tag.assumingMemoryBound(to: UInt8.self), nil,
+                plaintext.assumingMemoryBound(to: UInt8.self), UInt64(count),
                 aad.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(aad.count), nil,
                 nonce.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
         }

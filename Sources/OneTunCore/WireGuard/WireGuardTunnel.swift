@@ -330,13 +330,7 @@ public struct WireGuardStats: Sendable, Equatable {
             stats.dropped += 1
             return .dropped(.packetTooLarge)
         }
-        if stagedHead == staged.count, let keypair = current, keypair.canSend(now: now) {
-            let n = seal(buffer, packetLength: packetLength, keypair: keypair, now: now)
-            return .send(n)
-        }
-        stage(UnsafeRawBufferPointer(rebasing: buffer[Self.headroom..<Self.headroom + packetLength]))
-        sendStagedOrHandshake(now)
-        return .queued
+        return sealOrStage(buffer, UnsafeRawBufferPointer(rebasing: buffer[Self.headroom..<Self.headroom + packetLength]), from: nil, now: now)
     }
 
     /// `encapsulate` for a packet kept elsewhere (a queue's slot): seals `packet[0..<packetLength]` into
@@ -351,10 +345,20 @@ public struct WireGuardStats: Sendable, Equatable {
             stats.dropped += 1
             return .dropped(.packetTooLarge)
         }
+        return sealOrStage(buffer, UnsafeRawBufferPointer(rebasing: packet[0..<packetLength]), from: packet.baseAddress, now: now)
+    }
+
+    /// Both `encapsulate`s once the sizes are checked: seals `packet` now when a session can carry it (in
+    /// place when `source` is nil, else from `source`, which is `packet`'s start with room to pad), or
+    /// stages a copy and starts a handshake.
+    @inline(__always)
+    func sealOrStage(
+        _ buffer: UnsafeMutableRawBufferPointer, _ packet: UnsafeRawBufferPointer, from source: UnsafeMutableRawPointer?, now: Instant
+    ) -> Encapsulated {
         if stagedHead == staged.count, let keypair = current, keypair.canSend(now: now) {
-            return .send(seal(buffer, packetLength: packetLength, from: packet.baseAddress, keypair: keypair, now: now))
+            return .send(seal(buffer, packetLength: packet.count, from: source, keypair: keypair, now: now))
         }
-        stage(UnsafeRawBufferPointer(rebasing: packet[0..<packetLength]))
+        stage(packet)
         sendStagedOrHandshake(now)
         return .queued
     }
