@@ -95,12 +95,10 @@ struct Settings {
             }
             logLevel = level
         }
-        // Port forwards: the command line, or else ONETUN_PORT_FORWARD_1, _2, … (consecutive).
-        var notations = c.portForwards.map { ($0, "port forward") }
-        if notations.isEmpty {
-            notations = Self.numbered("ONETUN_PORT_FORWARD_", env).map { ($0, "ONETUN_PORT_FORWARD") }
-        }
-        for (text, _) in notations {
+        // Port forwards: the command line's and ONETUN_PORT_FORWARD_1, _2, … (consecutive), a union as in
+        // onetun's config.rs.
+        let notations = c.portForwards + Self.numbered("ONETUN_PORT_FORWARD_", env)
+        for text in notations {
             do {
                 // The same forward twice is one forward, as in onetun (a set), not a port conflict.
                 for spec in try PortForwardSpec.parse(text) where !forwards.contains(spec) { forwards.append(spec) }
@@ -113,9 +111,7 @@ struct Settings {
                 throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(sourceText) must be the same IP version")
             }
         }
-        var remoteNotations = c.remote
-        if remoteNotations.isEmpty { remoteNotations = Self.numbered("ONETUN_REMOTE_PORT_FORWARD_", env) }
-        for text in remoteNotations {
+        for text in c.remote + Self.numbered("ONETUN_REMOTE_PORT_FORWARD_", env) {
             do {
                 for spec in try PortForwardSpec.parseRemote(text, sourcePeerIP: source) where !remoteForwards.contains(spec) {
                     remoteForwards.append(spec)

@@ -162,19 +162,20 @@ import Testing
     func commandLineWinsOverTheEnvironment() throws {
         try withSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
-            // The environment names a forward to a dead port, a source address the peer does not accept
-            // and a wrong endpoint; the flags name the right ones.
+            // The environment names a source address the peer does not accept and a wrong endpoint; the
+            // flags name the right ones. Forwards add up, as in onetun's config.rs: the environment's own
+            // forward works too, and the one both give is opened once (a second listener would fail).
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18003:192.168.4.1:\(ServicePort.echo)"]), environment: [
-                "ONETUN_PORT_FORWARD_1": "127.0.0.1:18009:192.168.4.1:\(ServicePort.unused)",
+                "ONETUN_PORT_FORWARD_1": "127.0.0.1:18009:192.168.4.1:\(ServicePort.echo)",
+                "ONETUN_PORT_FORWARD_2": "127.0.0.1:18003:192.168.4.1:\(ServicePort.echo)",
                 "ONETUN_SOURCE_PEER_IP": "192.168.4.9",
                 "ONETUN_ENDPOINT_ADDR": "127.0.0.1:9",
                 "ONETUN_ENDPOINT_PUBLIC_KEY": CommandLineTests.key,
             ])
             let echo = try s.client(18003, "echo", ["1", String(1 << 20)])
             #expect(echo[int: "ok"] == 1, "\(echo)")
-            // The environment's forward is not used at all: nothing listens on its port.
-            let unused = try s.client(18009, "connects")
-            #expect(unused[bool: "connected"] == false, "\(unused)")
+            let fromEnvironment = try s.client(18009, "echo", ["1", String(1 << 16)])
+            #expect(fromEnvironment[int: "ok"] == 1, "\(fromEnvironment)")
         }
     }
 

@@ -54,6 +54,8 @@
     /// The first four bytes of the transport header as ports, for TCP and UDP when present.
     public var sourcePort: UInt16?
     public var destinationPort: UInt16?
+    /// The quoted TCP sequence number (bytes 4–7; RFC 792 quotes at least eight bytes), for TCP.
+    public var sequenceNumber: UInt32?
 
     /// Reads an IPv4 header that may be cut short after 8 bytes of payload: version and IHL are checked,
     /// Total Length and the checksum are not (the quoted copy is truncated by design).
@@ -86,5 +88,6 @@
             sourcePort = nil
             destinationPort = nil
         }
+        sequenceNumber = ipProtocol == .tcp && transport.count >= 8 ? transport.netU32(4) : nil
     }
 }

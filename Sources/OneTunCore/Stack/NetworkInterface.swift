@@ -157,9 +157,12 @@
     /// an established one treats it as soft and carries on.
     func unreachable(_ original: ICMPOriginalPacket?, _ now: Instant) -> Delivery {
         guard let original, original.ipProtocol == .tcp, isOurs(original.source),
-            let localPort = original.sourcePort, let remotePort = original.destinationPort
+            let localPort = original.sourcePort, let remotePort = original.destinationPort,
+            let sequence = original.sequenceNumber
         else { return .consumed }
-        tcp?.unreachable(local: original.source, localPort: localPort, remote: original.destination, remotePort: remotePort)
+        tcp?.unreachable(
+            local: original.source, localPort: localPort, remote: original.destination, remotePort: remotePort,
+            sequence: sequence)
         return .consumed
     }
 

@@ -202,11 +202,10 @@
         return true
     }
 
-    /// An ICMP destination-unreachable error quoted a segment of this four-tuple.
-    func unreachable(local: IPAddress, localPort: UInt16, remote: IPAddress, remotePort: UInt16) {
+    /// An ICMP destination-unreachable error quoted a segment of this four-tuple with `sequence`.
+    func unreachable(local: IPAddress, localPort: UInt16, remote: IPAddress, remotePort: UInt16, sequence: UInt32) {
         let tuple = FourTuple(local: local, localPort: localPort, remote: remote, remotePort: remotePort)
-        guard let id = byTuple[tuple] else { return }
-        slots[id]!.connection.destinationUnreachable()
+        guard let id = byTuple[tuple], slots[id]!.connection.destinationUnreachable(quoting: sequence) else { return }
         changed(id)
     }
 

@@ -211,9 +211,15 @@ public final class TCPConnection {
     /// closed. `error` is nil for an orderly end.
     public var hasEnded: Bool { state == .closed || state == .timeWait }
 
-    /// An ICMP destination-unreachable error quoted one of our segments: fatal while opening, soft after.
-    @_spi(OneTunInternals) public func destinationUnreachable() {
+    /// An ICMP destination-unreachable error quoted one of our segments starting at `sequence`: fatal
+    /// while opening, soft after. An off-path attacker who guesses the ports must also guess a sequence
+    /// number in flight, SND.UNA ≤ SEG.SEQ < SND.NXT (RFC 5927 §4.1); others are ignored. True when the
+    /// error was accepted.
+    @_spi(OneTunInternals) public func destinationUnreachable(quoting sequence: UInt32) -> Bool {
+        let seq = SeqNumber(sequence)
+        guard sndUna <= seq, seq < max(sndNxt, sndMax) else { return false }
         if state == .synSent || state == .synReceived { enterClosed(error: .unreachable) }
+        return true
     }
 
     // MARK: Windows

@@ -3,7 +3,8 @@
 ///
 /// The newest block is always partly ahead of the highest counter seen, so the window accepts counters
 /// up to `windowSize` (1984) behind the highest one. Updated only after a packet has been authenticated,
-/// so forged packets can never move it.
+/// so forged packets can never move it; `mayAccept` answers the same question without recording, so a
+/// replayed packet is refused before it costs a decryption.
 struct ReplayWindow {
     static let blockBits = 64
     static let ringBlocks = 32  // 2048 bits
@@ -12,6 +13,15 @@ struct ReplayWindow {
     private var blocks = InlineArray<32, UInt64>(repeating: 0)
     private var last: UInt64 = 0
     private var seenAny = false
+
+    /// Whether `accept(counter)` would return true now; changes nothing.
+    func mayAccept(_ counter: UInt64) -> Bool {
+        guard counter < WireGuardConstants.rejectAfterMessages else { return false }
+        if !seenAny || counter > last { return true }
+        guard last - counter <= Self.windowSize else { return false }
+        let bit = UInt64(1) << (counter & 63)
+        return blocks[Int(truncatingIfNeeded: counter >> 6) & (Self.ringBlocks - 1)] & bit == 0
+    }
 
     /// Returns true, and records `counter`, when it is new and inside the window.
     mutating func accept(_ counter: UInt64) -> Bool {

@@ -509,6 +509,11 @@ public struct WireGuardStats: Sendable, Equatable {
         }
         guard keypair.canReceive(now: now) else { return drop(.expiredKeys) }
         let counter = message.counter
+        // A replay costs no decryption; the window itself moves only once the packet authenticates.
+        guard keypair.replay.mayAccept(counter) else {
+            stats.droppedReplayed += 1
+            return drop(.replayed)
+        }
         let length = message.bytes.count - TransportField.minimumSize
         let base = buffer.baseAddress!
         let opened = WGCrypto.open(

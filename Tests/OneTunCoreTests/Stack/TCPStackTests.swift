@@ -321,6 +321,12 @@ extension TCPStackHalfOpenTests {
         let stray = Self.unreachable(quoting: other, from: IPv4Address("192.168.4.1")!, to: IPv4Address("192.168.4.3")!, code: 0)
         _ = stray.withUnsafeBytes { interface.receive(packet: $0, now: now) }
         #expect(stack.connection(id).state == .synSent)
+        // So does one quoting a sequence number we never sent (RFC 5927 §4.1): a blind attacker's guess.
+        var guessed = syn
+        guessed[27] &+= 1
+        let blind = Self.unreachable(quoting: guessed, from: IPv4Address("192.168.4.1")!, to: IPv4Address("192.168.4.3")!, code: 0)
+        _ = blind.withUnsafeBytes { interface.receive(packet: $0, now: now) }
+        #expect(stack.connection(id).state == .synSent)
         // The real one (network unreachable, from the peer's router) ends the connection.
         let error = Self.unreachable(quoting: syn, from: IPv4Address("192.168.4.1")!, to: IPv4Address("192.168.4.3")!, code: 0)
         let delivery = error.withUnsafeBytes { interface.receive(packet: $0, now: now) }
