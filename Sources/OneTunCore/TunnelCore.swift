@@ -23,18 +23,27 @@ public struct TunnelCoreConfig: Sendable {
 /// and drains it. See the article "Driving the core".
 ///
 /// Methods come in four kinds (the shape of quinn-proto's `Connection`):
-/// - **Inputs**, each with `now`: `handleDatagram` (a UDP datagram from the WireGuard endpoint) and
+/// - **Inputs**, each with `now`: `handleDatagram` (a UDP datagram and the address it came from) and
 ///   `handleTimeout` (the deadline from `nextDeadline` has passed; early or spurious calls are cheap no-ops).
-/// - **Commands** from the application: `start`, `connect`, `listen`/`accept`, `sendDatagram`; on a
+/// - **Commands** from the application: `start`, `retryHandshake`, `endpoint` (set it to where the peer
+///   is, before `start` and whenever a name resolves anew), `endpointRefused`, `connect`,
+///   `listen`/`accept`, `sendDatagram`; on a
 ///   `TCPConnection`: `send` or `sendRegion` + `commitSend`, `consume`, `close` (half-close), `abort`.
 ///   After changing a connection, call `touched(id)` so its output is polled (without it the connection
 ///   waits for its next timer). `release(id)` when the application is done with it.
-/// - **Outputs**: `pollDatagram` and `pollEvent`, then `pollTransmit`, then `nextDeadline`.
-/// - **Getters**: `connection(_:)`, `stats`, `isEstablished`, `lastDropDescription`, `udpPorts`.
+/// - **Outputs**: `pollDatagram`, `pollEvent` and `pollTunnelEvent`, then `pollTransmit`, then
+///   `nextDeadline`.
+/// - **Getters**: `connection(_:)`, `stats`, `isEstablished`, `handshakeProblem`, `lastDropDescription`,
+///   `udpPorts`.
 ///
 /// **Order.** After each input or batch of commands: call `pollDatagram` until nil and `pollEvent` until
-/// nil, acting on each (acting may issue commands); then `pollTransmit` until nil, sending each datagram;
-/// then arm one timer for `nextDeadline()`.
+/// nil, acting on each (acting may issue commands); `pollTunnelEvent` until nil (for logs); then
+/// `pollTransmit` until nil, sending each datagram to `endpoint`; then arm one timer for
+/// `nextDeadline()`.
+///
+/// **The endpoint.** Datagrams from an address other than `endpoint` are refused before any
+/// cryptography unless they name one of our sessions or handshakes; once such a datagram authenticates,
+/// the peer has roamed: `handleDatagram` returns true and `endpoint` is its address from then on.
 ///
 /// **Events.** `pollEvent` returns the id of every connection that a segment or a timer touched since
 /// the last call, once each: it became established, readable, writable again (acknowledged data freed send
@@ -108,6 +117,28 @@ public final class TunnelCore {
     /// Starts the WireGuard handshake (it also starts by itself when the first packet is sent).
     public func start(now: Instant) { tunnel.initiateHandshake(now: now) }
 
+    /// Starts a handshake unless one is under way: for a driver that refuses work while
+    /// `handshakeProblem` is set, so that the tunnel still tries (at most one initiation per 5 s).
+    public func retryHandshake(now: Instant) {
+        tunnel.retryHandshake(now: now)
+    }
+
+    /// Where the peer is (opaque bytes the driver derives from its socket address); see "The endpoint".
+    public var endpoint: EndpointAddress {
+        get { tunnel.endpoint }
+        set { tunnel.endpoint = newValue }
+    }
+
+    /// The driver heard the endpoint refuse our datagrams (an ICMP unreachable error from it).
+    public func endpointRefused() { tunnel.endpointRefused() }
+
+    /// Why handshakes are failing, while no session works; nil otherwise. A driver may refuse new
+    /// clients at once while it is set, rather than let them wait for a time-out.
+    public var handshakeProblem: HandshakeProblem? { tunnel.handshakeProblem }
+
+    /// The next session event (established, lost, expired, handshake failing, …), for logs.
+    public func pollTunnelEvent() -> TunnelEvent? { tunnel.pollEvent() }
+
     /// Wall-clock nanoseconds since 1970 minus the driver's `now`, for the TAI64N timestamps of
     /// handshakes; set it before `start`.
     public var wallClockOffset: Int64 {
@@ -150,16 +181,30 @@ public final class TunnelCore {
 
     // MARK: Inputs
 
-    /// A datagram from the endpoint, `length` bytes at the start of `buffer`, opened in place.
-    public func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, now: Instant) {
-        switch tunnel.decapsulate(buffer, datagramLength: length, from: EndpointAddress(), now: now) {
+    /// A datagram from `source`, `length` bytes at the start of `buffer`, opened in place. True when it
+    /// authenticated from an address other than `endpoint`: the peer roamed there, and the driver sends
+    /// to `source` from now on.
+    @discardableResult
+    public func handleDatagram(
+        _ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: EndpointAddress = EndpointAddress(), now: Instant
+    ) -> Bool {
+        let roams = tunnel.stats.endpointChanges
+        switch tunnel.decapsulate(buffer, datagramLength: length, from: source, now: now) {
         case .packet(let range):
             let packet = UnsafeRawBufferPointer(rebasing: buffer[range])
             packetTap?(packet, false)
             if case .udp(let arrival) = interface.receive(packet: packet, now: now) { queueInbound(packet, arrival) }
-        case .consumed, .dropped:
+        case .consumed:
+            if tunnel.recovered {
+                // The path is back: connections whose retransmissions backed off during the outage go
+                // now, not at their next backed-off timer.
+                tunnel.recovered = false
+                tcp.pathRecovered(now: now)
+            }
+        case .dropped:
             break
         }
+        return tunnel.stats.endpointChanges != roams
     }
 
     public func handleTimeout(now: Instant) {

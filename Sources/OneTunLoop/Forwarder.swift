@@ -39,6 +39,17 @@ public final class Forwarder {
     var clients: [Client?] = []
     public internal(set) var connectionsOpened = 0
     public internal(set) var connectionsClosed = 0
+    /// TCP clients (local and remote forwards) and remote UDP flows open at once, at most: each holds a
+    /// descriptor. Past it a new client is closed at once, a new flow's datagram dropped.
+    public var maxConnections = Int.max
+    public internal(set) var refusedOverLimit = 0
+    public internal(set) var refusedWhileDown = 0
+    var openConnections: Int { connectionsOpened - connectionsClosed + remoteFlows.count }
+    // One warning line per kind per 10 s, with a count of those held back.
+    var overLimitWarnings = Throttle()
+    var tunnelDownWarnings = Throttle()
+    var connectTimeoutWarnings = Throttle()
+    var acceptErrorWarnings = Throttle()
     /// Copied per client only when its socket is full (see above).
     static let pendingLimit = 256 << 10
 
@@ -142,6 +153,32 @@ public final class Forwarder {
         driver.stop()
     }
 
+    /// Whether the tunnel can take a new client now; logs why not (rate-limited). While handshakes are
+    /// known to be failing the client is refused at once, rather than left to wait for its connect
+    /// time-out, and the tunnel is asked to try again.
+    func admits(_ what: String, now: Instant) -> Bool {
+        guard underLimit(what, now: now) else { return false }
+        if let problem = core.handshakeProblem {
+            refusedWhileDown += 1
+            core.retryHandshake(now: now)
+            if let held = tunnelDownWarnings.allow(now) {
+                logger.warning("\(what) reset: the tunnel is down (\(problem))\(Throttle.note(held))")
+            }
+            return false
+        }
+        return true
+    }
+
+    /// Whether one more connection or flow fits under `maxConnections`; logs why not (rate-limited).
+    func underLimit(_ what: String, now: Instant) -> Bool {
+        guard openConnections >= maxConnections else { return true }
+        refusedOverLimit += 1
+        if let held = overLimitWarnings.allow(now) {
+            logger.warning("\(what) refused: \(maxConnections) connections open (--max-connections)\(Throttle.note(held))")
+        }
+        return false
+    }
+
     @inline(__always) func stream(_ p: UnsafeMutablePointer<uv_tcp_t>) -> UnsafeMutablePointer<uv_stream_t> {
         UnsafeMutableRawPointer(p).assumingMemoryBound(to: uv_stream_t.self)
     }
@@ -149,4 +186,24 @@ public final class Forwarder {
     @inline(__always) func handle(_ p: UnsafeMutablePointer<uv_tcp_t>) -> UnsafeMutablePointer<uv_handle_t> {
         UnsafeMutableRawPointer(p).assumingMemoryBound(to: uv_handle_t.self)
     }
+}
+
+/// At most one log line per `interval`, counting the ones held back in between.
+struct Throttle {
+    var last: Instant?
+    var held = 0
+    static let interval: UInt64 = 10 * Nanos.second
+
+    /// nil: hold this one back; otherwise how many were held back since the last line.
+    mutating func allow(_ now: Instant) -> Int? {
+        if let last, now.since(last) < Self.interval {
+            held += 1
+            return nil
+        }
+        last = now
+        defer { held = 0 }
+        return held
+    }
+
+    static func note(_ held: Int) -> String { held > 0 ? " (and \(held) more since the last such line)" : "" }
 }

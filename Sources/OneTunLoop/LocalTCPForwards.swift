@@ -54,6 +54,8 @@ extension Forwarder {
         var pending: UnsafeMutableRawBufferPointer?
         var bytesUp = 0
         var bytesDown = 0
+        /// The virtual connection left SYN-SENT (a connect time-out is said differently from a later one).
+        var synchronized = false
         let opened: Instant
 
         init(forwarder: Forwarder, forward: Int, now: Instant) {
@@ -98,7 +100,13 @@ extension Forwarder {
     // MARK: Accepting
 
     func accept(_ listener: Listener, status: Int32) {
-        guard status == 0, !shuttingDown else { return }
+        guard !shuttingDown else { return }
+        guard status == 0 else {
+            if let held = acceptErrorWarnings.allow(TunnelLoop.now()) {
+                logger.warning("accepting on \(listener.forward.description): \(String(cString: uv_strerror(status)))\(Throttle.note(held))")
+            }
+            return
+        }
         let forward = listener.forward
         let now = TunnelLoop.now()
         let client = Client(forwarder: self, forward: listeners.firstIndex { $0 === listener } ?? 0, now: now)
@@ -106,6 +114,10 @@ extension Forwarder {
         client.handle.pointee.data = Unmanaged.passRetained(client).toOpaque()
         guard uv_accept(stream(listener.handle), stream(client.handle)) == 0 else {
             uv_close(handle(client.handle), Self.closed)
+            return
+        }
+        guard admits("client of \(forward.description)", now: now) else {
+            closeReset(client.handle)
             return
         }
         uv_tcp_nodelay(client.handle, 1)
@@ -183,8 +195,13 @@ extension Forwarder {
         }
         if !client.writePending { deliver(client, connection) }
         if client.closing { return }
+        if !client.synchronized && connection.state != .synSent && !connection.hasEnded { client.synchronized = true }
         if connection.hasEnded, let error = connection.error {
             // Reset by the destination, refused, or timed out: the client sees a reset at once.
+            if error == .timedOut && !client.synchronized, let held = connectTimeoutWarnings.allow(TunnelLoop.now()) {
+                let tunnel = core.handshakeProblem.map { "; the tunnel is down: \($0)" } ?? ""
+                logger.warning("connection \(client.id): no answer from the destination within the connect time-out, client reset\(tunnel)\(Throttle.note(held))")
+            }
             teardown(client, reset: true, reason: "\(error)")
             return
         }

@@ -13,7 +13,9 @@ extension Forwarder {
         while budget > 0, let id = core.accept() {
             budget -= 1
             let connection = core.connection(id)
-            guard !shuttingDown, var destination = remoteTCP[connection.localPort]?.destination else {
+            guard !shuttingDown, var destination = remoteTCP[connection.localPort]?.destination,
+                underLimit("connection from the tunnel to port \(connection.localPort)", now: now)
+            else {
                 core.release(id)
                 continue
             }

@@ -32,6 +32,10 @@ extension Forwarder {
         let key = RemoteFlowKey(port: forward.port, remote: remote)
         var flow = remoteFlows[key]
         if flow == nil {
+            guard underLimit("remote UDP flow from \(remote)", now: now) else {
+                datagramsDropped += 1
+                return
+            }
             if remoteFlows.count >= Self.maximumRemoteFlows, let oldest = remoteFlows.values.min(by: { $0.lastUsed < $1.lastUsed }) {
                 closeFlow(oldest)
             }

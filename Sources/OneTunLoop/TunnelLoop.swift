@@ -27,7 +27,8 @@ public struct LoopError: Error, CustomStringConvertible {
 /// A sans-I/O core the loop can drive: datagrams from the endpoint in, datagrams for it out, one deadline.
 /// `TunnelCore` is one; `PayloadCore` adapts a `TunnelPayload` riding in a bare WireGuard tunnel.
 public protocol DatagramCore: AnyObject {
-    func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, now: Instant)
+    /// True when the datagram authenticated from an address other than `endpoint`: the peer roamed.
+    func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: EndpointAddress, now: Instant) -> Bool
     func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int?
     func nextDeadline() -> Instant?
     func handleTimeout(now: Instant)
@@ -36,8 +37,11 @@ public protocol DatagramCore: AnyObject {
     var isEstablished: Bool { get }
     /// The buffer `pollTransmit` needs for one datagram (it grows with the MTU).
     var transmitBufferSize: Int { get }
-    var handshakeInitiationsSent: Int { get }
-    var lastDropDescription: String? { get }
+    var endpoint: EndpointAddress { get set }
+    func endpointRefused()
+    var handshakeProblem: HandshakeProblem? { get }
+    func pollTunnelEvent() -> TunnelEvent?
+    func retryHandshake(now: Instant)
 }
 
 extension TunnelCore: DatagramCore {
@@ -46,7 +50,6 @@ extension TunnelCore: DatagramCore {
         start(now: now)
     }
 
-    public var handshakeInitiationsSent: Int { stats.wireGuard.handshakeInitiationsSent }
     public var transmitBufferSize: Int { Self.minimumTransmitBuffer(mtu: config.wireGuard.mtu) }
 }
 
@@ -62,8 +65,9 @@ extension TunnelCore: DatagramCore {
         self.logger = logger
     }
 
-    public func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, now: Instant) {
-        switch tunnel.decapsulate(buffer, datagramLength: length, from: EndpointAddress(), now: now) {
+    public func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: EndpointAddress, now: Instant) -> Bool {
+        let roams = tunnel.stats.endpointChanges
+        switch tunnel.decapsulate(buffer, datagramLength: length, from: source, now: now) {
         case .packet(let range):
             payload.receive(packet: UnsafeRawBufferPointer(rebasing: buffer[range]), now: now)
         case .consumed:
@@ -71,6 +75,7 @@ extension TunnelCore: DatagramCore {
         case .dropped(let reason):
             logger.debug("dropped a datagram from the endpoint: \(reason)")
         }
+        return tunnel.stats.endpointChanges != roams
     }
 
     public func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
@@ -106,12 +111,25 @@ extension TunnelCore: DatagramCore {
 
     public var isEstablished: Bool { tunnel.isEstablished }
     public var transmitBufferSize: Int { TunnelCore.minimumTransmitBuffer(mtu: tunnel.config.mtu) }
-    public var handshakeInitiationsSent: Int { tunnel.stats.handshakeInitiationsSent }
-    public var lastDropDescription: String? { tunnel.lastDrop.map { "\($0)" } }
+    public var endpoint: EndpointAddress {
+        get { tunnel.endpoint }
+        set { tunnel.endpoint = newValue }
+    }
+    public func endpointRefused() { tunnel.endpointRefused() }
+    public var handshakeProblem: HandshakeProblem? { tunnel.handshakeProblem }
+    public func pollTunnelEvent() -> TunnelEvent? { tunnel.pollEvent() }
+    public func retryHandshake(now: Instant) {
+        tunnel.retryHandshake(now: now)
+    }
 }
 
-/// The single-threaded libuv driver: one UDP socket to the WireGuard endpoint, one timer armed to the
+/// The single-threaded libuv driver: one UDP socket for the WireGuard endpoint, one timer armed to the
 /// earliest deadline, one prepare handle that drains outputs once per loop iteration (STYLE §8).
+///
+/// The socket is not connected: each datagram comes with its source, which the core checks against the
+/// endpoint (and follows when the peer roams), and ICMP errors are read from the socket's error queue
+/// (IP_RECVERR), so "port unreachable" is said as such. An endpoint given by name is resolved again
+/// (uv_getaddrinfo, off the loop thread) every 15 s while handshakes fail.
 ///
 /// Datagrams arrive in batches (recvmmsg, through libuv's `UV_UDP_RECVMMSG`) into one buffer allocated
 /// once and are opened in place; outgoing datagrams are sealed in place, end to end in one buffer, and
@@ -145,9 +163,21 @@ public final class TunnelLoop {
     public var segmentationOffload = true
     var fd: Int32 = -1
     var armedDeadline: UInt64 = .max
-    var wasEstablished = false
-    var initiationsReported = 0
     var stopped = false
+
+    /// Where datagrams go: the peer's current address, as resolved or as it roamed.
+    let endpointStorage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+    var endpointLength: socklen_t = 0
+    /// The endpoint's host name, resolved again while handshakes fail; nil for a literal address.
+    var endpointName: String?
+    let resolveRequest = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
+    var resolving = false
+    var lastResolve = Instant.zero
+    static let resolveInterval: UInt64 = 15 * Nanos.second
+    let icmpError = UnsafeMutablePointer<onetun_icmp_error>.allocate(capacity: 1)
+    /// The last ICMP error from the endpoint, in words, for the handshake warning.
+    var refusal = ""
+    public private(set) var icmpErrors = 0
     public private(set) var sendFailures = 0
     public private(set) var datagramsSent = 0
     public private(set) var datagramsReceived = 0
@@ -179,23 +209,24 @@ public final class TunnelLoop {
         datagramsIn.deallocate()
         controls.deallocate()
         messages.deallocate()
+        endpointStorage.deallocate()
+        resolveRequest.deallocate()
+        icmpError.deallocate()
     }
 
     @inline(__always) public static func now() -> Instant { Instant(nanoseconds: uv_hrtime()) }
 
-    /// Binds the endpoint socket (`bind` may be nil for an ephemeral port), connects it to the peer and
-    /// starts the handshake.
-    public func start(endpoint: sockaddr_storage, bind: sockaddr_storage?) throws(LoopError) {
-        var endpoint = endpoint
+    /// Binds the endpoint socket (`bind` may be nil for an ephemeral port) and starts the handshake with
+    /// the peer at `endpoint`; `name` is the host name it was resolved from, if it was one.
+    public func start(endpoint: sockaddr_storage, name: String? = nil, bind: sockaddr_storage?) throws(LoopError) {
         var rc = uv_udp_init_ex(loop, udp, UInt32(endpoint.ss_family) | UInt32(UV_UDP_RECVMMSG.rawValue))
         guard rc == 0 else { throw .uv("endpoint socket", rc) }
         udp.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        if var local = bind {
-            rc = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(udp, $0, 0) } }
-            guard rc == 0 else { throw .uv("binding the endpoint socket", rc) }
-        }
-        rc = withUnsafePointer(to: &endpoint) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_connect(udp, $0) } }
-        guard rc == 0 else { throw .uv("connecting to the endpoint", rc) }
+        var local = bind ?? Self.wildcard(family: endpoint.ss_family)
+        rc = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(udp, $0, 0) } }
+        guard rc == 0 else { throw .uv("binding the endpoint socket", rc) }
+        endpointName = name
+        setEndpoint(endpoint)
         var size: Int32 = 4 << 20
         _ = uv_recv_buffer_size(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), &size)
         size = 4 << 20
@@ -203,6 +234,14 @@ public final class TunnelLoop {
         var descriptor = uv_os_fd_t()
         uv_fileno(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), &descriptor)
         fd = descriptor
+        // ICMP errors for an unconnected socket reach us only with IP_RECVERR; they then queue on the
+        // socket's error queue (drained in readErrors, or they would take the receive buffer's room).
+        var on: Int32 = 1
+        if endpoint.ss_family == sa_family_t(AF_INET6) {
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_RECVERR, &on, socklen_t(MemoryLayout<Int32>.size))
+        } else {
+            setsockopt(fd, Int32(IPPROTO_IP), IP_RECVERR, &on, socklen_t(MemoryLayout<Int32>.size))
+        }
         rc = uv_udp_recv_start(
             udp,
             { handle, _, buf in
@@ -210,13 +249,19 @@ public final class TunnelLoop {
                 buf!.pointee = uv_buf_init(me.receiveBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(me.receiveBuffer.count))
             },
             { handle, nread, buf, addr, _ in
+                let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                // A pending ICMP error fails the read (ECONNREFUSED, EHOSTUNREACH, …); its details wait
+                // on the error queue.
+                if nread < 0 {
+                    me.readErrors()
+                    return
+                }
                 // With recvmmsg each datagram comes as its own chunk of the buffer; a final call with
                 // nread 0 and no address hands the buffer back (it is ours and reused).
-                guard nread > 0, let base = buf?.pointee.base else { return }
-                let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                guard nread > 0, let base = buf?.pointee.base, let addr else { return }
                 me.datagramsReceived += 1
                 let chunk = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(base), count: Int(buf!.pointee.len))
-                me.core.handleDatagram(chunk, length: nread, now: TunnelLoop.now())
+                me.receive(chunk, length: nread, from: addr)
             })
         guard rc == 0 else { throw .uv("receiving on the endpoint socket", rc) }
 
@@ -239,6 +284,167 @@ public final class TunnelLoop {
         core.start(now: Self.now(), wallClockOffset: Self.wallClockOffset())
     }
 
+    static func wildcard(family: sa_family_t) -> sockaddr_storage {
+        var storage = sockaddr_storage()
+        storage.ss_family = family
+        return storage
+    }
+
+    /// Sends to `address` from now on, and tells the core it is the peer's.
+    func setEndpoint(_ address: sockaddr_storage) {
+        endpointStorage.pointee = address
+        endpointLength = socklen_t(address.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        core.endpoint = endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.endpointAddress($0) }
+    }
+
+    /// The core's opaque name for a socket address: the IP address's bytes, then the port's.
+    static func endpointAddress(_ addr: UnsafePointer<sockaddr>) -> EndpointAddress {
+        withUnsafeTemporaryAllocation(byteCount: 18, alignment: 4) { bytes in
+            switch Int32(addr.pointee.sa_family) {
+            case AF_INET:
+                return addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    withUnsafeBytes(of: sin.pointee.sin_addr) { bytes.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 4) }
+                    withUnsafeBytes(of: sin.pointee.sin_port) { (bytes.baseAddress! + 4).copyMemory(from: $0.baseAddress!, byteCount: 2) }
+                    return EndpointAddress(bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<6]))
+                }
+            case AF_INET6:
+                return addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                    withUnsafeBytes(of: sin6.pointee.sin6_addr) { bytes.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 16) }
+                    withUnsafeBytes(of: sin6.pointee.sin6_port) { (bytes.baseAddress! + 16).copyMemory(from: $0.baseAddress!, byteCount: 2) }
+                    return EndpointAddress(bytes: UnsafeRawBufferPointer(bytes))
+                }
+            default:
+                return EndpointAddress()
+            }
+        }
+    }
+
+    /// Whether `addr` is the endpoint's address and port (most datagrams are: no need to build a name).
+    func isEndpoint(_ addr: UnsafePointer<sockaddr>) -> Bool {
+        guard addr.pointee.sa_family == endpointStorage.pointee.ss_family else { return false }
+        return endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.sameAddress(addr, $0) }
+    }
+
+    static func sameAddress(_ a: UnsafePointer<sockaddr>, _ b: UnsafePointer<sockaddr>) -> Bool {
+        guard a.pointee.sa_family == b.pointee.sa_family else { return false }
+        switch Int32(a.pointee.sa_family) {
+        case AF_INET:
+            return a.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { x in
+                b.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { y in
+                    x.pointee.sin_port == y.pointee.sin_port && x.pointee.sin_addr.s_addr == y.pointee.sin_addr.s_addr
+                }
+            }
+        case AF_INET6:
+            return a.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { x in
+                b.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { y in
+                    x.pointee.sin6_port == y.pointee.sin6_port
+                        && withUnsafeBytes(of: x.pointee.sin6_addr) { p in withUnsafeBytes(of: y.pointee.sin6_addr) { q in p.elementsEqual(q) } }
+                }
+            }
+        default:
+            return false
+        }
+    }
+
+    static func describe(_ addr: UnsafePointer<sockaddr>) -> String {
+        guard let e = SocketAddressConversion.endpoint(addr) else { return "?" }
+        return e.address.isV4 ? "\(e.address):\(e.port)" : "[\(e.address)]:\(e.port)"
+    }
+
+    var endpointDescription: String {
+        endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.describe($0) }
+    }
+
+    func receive(_ chunk: UnsafeMutableRawBufferPointer, length: Int, from addr: UnsafePointer<sockaddr>) {
+        let source = isEndpoint(addr) ? core.endpoint : Self.endpointAddress(addr)
+        guard core.handleDatagram(chunk, length: length, from: source, now: Self.now()) else { return }
+        // The peer's packet authenticated from a new address: it roamed (paper §2.1).
+        let was = endpointDescription
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: addr.pointee.sa_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)) }
+        setEndpoint(storage)
+        logger.info("the peer moved from \(was) to \(endpointDescription)")
+    }
+
+    /// Drains the socket's error queue: ICMP errors about datagrams we sent to the endpoint tell the core
+    /// it refused them; others (an old address of the peer's) are only counted.
+    func readErrors() {
+        for _ in 0..<64 {
+            guard onetun_read_icmp_error(fd, icmpError) == 1 else { return }
+            icmpErrors += 1
+            let e = icmpError.pointee
+            let aboutEndpoint = withUnsafePointer(to: e.target) { t in
+                t.withMemoryRebound(to: sockaddr.self, capacity: 1) { isEndpoint($0) }
+            }
+            let from = withUnsafePointer(to: e.offender) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.describe($0) } }
+            let what = String(cString: strerror(e.error)).lowercased()
+            logger.debug("ICMP error from \(from) (type \(e.type), code \(e.code)): \(what)")
+            guard aboutEndpoint else { continue }
+            refusal = "\(what) (ICMP type \(e.type) code \(e.code) from \(from))"
+            core.endpointRefused()
+        }
+    }
+
+    /// Resolves the endpoint's name again, off the loop thread; switches to the new address if it changed.
+    func resolveEndpoint(_ now: Instant) {
+        guard let name = endpointName, !resolving, !stopped else { return }
+        resolving = true
+        lastResolve = now
+        resolveRequest.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        var hints = addrinfo()
+        hints.ai_family = Int32(endpointStorage.pointee.ss_family)
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        let rc = uv_getaddrinfo(loop, resolveRequest, { request, status, result in
+            let me = Unmanaged<TunnelLoop>.fromOpaque(request!.pointee.data).takeUnretainedValue()
+            defer { if let result { uv_freeaddrinfo(result) } }
+            me.resolved(status, result)
+        }, name, nil, &hints)
+        if rc != 0 {
+            resolving = false
+            logger.warning("cannot resolve the endpoint \(name) again: \(String(cString: uv_strerror(rc)))")
+        }
+    }
+
+    func resolved(_ status: Int32, _ result: UnsafeMutablePointer<addrinfo>?) {
+        resolving = false
+        guard !stopped, let name = endpointName else { return }
+        guard status == 0, let first = result, let addr = first.pointee.ai_addr else {
+            logger.warning("cannot resolve the endpoint \(name) again: \(String(cString: uv_strerror(status))); keeping \(endpointDescription)")
+            return
+        }
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: Int(first.pointee.ai_addrlen))) }
+        // The port is the configured one; getaddrinfo was asked for the name only.
+        withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { s in
+                endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { old in
+                    if Int32(s.pointee.sa_family) == AF_INET6 {
+                        s.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { n in
+                            old.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { n.pointee.sin6_port = $0.pointee.sin6_port }
+                        }
+                    } else {
+                        s.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { n in
+                            old.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { n.pointee.sin_port = $0.pointee.sin_port }
+                        }
+                    }
+                }
+            }
+        }
+        let changed = withUnsafePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { !isEndpoint($0) }
+        }
+        guard changed else {
+            logger.debug("the endpoint \(name) still resolves to \(endpointDescription)")
+            return
+        }
+        let was = endpointDescription
+        setEndpoint(storage)
+        logger.info("the endpoint \(name) now resolves to \(endpointDescription) (was \(was))")
+        // The next initiation goes there; do not wait for the retry timer.
+        core.retryHandshake(now: Self.now())
+        flush()
+    }
+
     static func wallClockOffset() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
@@ -257,6 +463,7 @@ public final class TunnelLoop {
         guard !stopped else { return }
         flush()
         stopped = true
+        if resolving { uv_cancel(UnsafeMutableRawPointer(resolveRequest).assumingMemoryBound(to: uv_req_t.self)) }
         uv_udp_recv_stop(udp)
         uv_timer_stop(timer)
         uv_prepare_stop(prepare)
@@ -289,21 +496,48 @@ public final class TunnelLoop {
             budget -= count
             if count < Self.batch { break }
         }
-        if core.isEstablished != wasEstablished {
-            wasEstablished = core.isEstablished
-            logger.info(wasEstablished ? "handshake with the peer complete" : "session with the peer expired")
-            if wasEstablished { initiationsReported = core.handshakeInitiationsSent }
-        }
-        let initiations = core.handshakeInitiationsSent
-        if !wasEstablished, initiations != initiationsReported, initiations - initiationsReported >= 2 {
-            // Retries every 5 s: say so from the second, with the last reason a reply was refused.
-            initiationsReported = initiations
-            var why = "no reply from the endpoint (is it reachable, and is our public key among its peers?)"
-            if let drop = core.lastDropDescription { why = "last datagram from the endpoint refused: \(drop) (check both public keys and the preshared key)" }
-            logger.warning("handshake with the peer not complete after \(initiations) initiations; \(why)")
+        while let event = core.pollTunnelEvent() { report(event) }
+        if endpointName != nil, core.handshakeProblem != nil, !resolving, now.since(lastResolve) >= Self.resolveInterval {
+            resolveEndpoint(now)
         }
         rearm(now)
         afterFlush?()
+    }
+
+    /// Says what happened to the session, in words a user can act on.
+    func report(_ event: TunnelEvent) {
+        switch event {
+        case .sessionEstablished(let rekey, let outage):
+            if let outage {
+                logger.info("handshake with the peer complete: the session is back after \(fixed(outage, 1)) s without one")
+            } else if rekey {
+                logger.debug("session with the peer rekeyed")
+            } else {
+                logger.info("handshake with the peer complete")
+            }
+        case .sessionLost:
+            logger.warning("session with the peer lost: nothing from \(endpointDescription) for 15 s after sending; starting a new handshake")
+        case .sessionExpired:
+            logger.warning("session with the peer expired: no new handshake in 180 s")
+        case .handshakeFailing(let problem):
+            let why = switch problem {
+            case .noReply: "no reply from \(endpointDescription) (is it reachable, and is our public key among its peers?)"
+            case .endpointUnreachable: "\(endpointDescription) refused our datagrams: \(refusal)"
+            default: "\(problem)"
+            }
+            logger.warning("handshake with the peer failing: \(why)")
+        case .handshakeGaveUp:
+            logger.warning("no handshake with the peer after 90 s of retries; trying again when there is something to send")
+        case .endpointChanged:
+            break  // said by `receive`, which knows the addresses
+        }
+    }
+
+    /// Seconds with `digits` decimals, for logs.
+    func fixed(_ nanoseconds: UInt64, _ digits: Int) -> String {
+        let scale = digits == 1 ? 10 : 100
+        let units = (nanoseconds * UInt64(scale) + 500_000_000) / 1_000_000_000
+        return "\(units / UInt64(scale)).\(units % UInt64(scale))"
     }
 
     func sendBatch(_ count: Int) {
@@ -335,10 +569,17 @@ public final class TunnelLoop {
         var attempts = 0
         while sent < messageCount && attempts < 4 {
             attempts += 1
-            let rc = onetun_sendmmsg_gso(fd, iovecs + sent, gsoSizes + sent, messages + sent, controls + 32 * sent, UInt32(messageCount - sent))
+            let rc = endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { name in
+                onetun_sendmmsg_gso(
+                    fd, name, endpointLength, iovecs + sent, gsoSizes + sent, messages + sent, controls + 32 * sent,
+                    UInt32(messageCount - sent))
+            }
             if rc > 0 {
                 sent += Int(rc)
-            } else if rc < 0 && errno == EINTR {
+            } else if rc < 0 && (errno == EINTR || errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) {
+                // An ICMP error pending on the socket fails the next send once (and says nothing more
+                // than the error queue will); send again.
+                if errno != EINTR { readErrors() }
                 continue
             } else if rc < 0 && segmentationOffload && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP) && gsoSizes[sent] > 0 {
                 // No UDP GSO here: send this batch and everything after datagram by datagram.

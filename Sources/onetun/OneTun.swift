@@ -58,6 +58,12 @@ struct OneTunCommand: ParsableCommand {
     @Option(help: "Write every inner IP packet to this pcap file (ONETUN_PCAP).")
     var pcap: String?
 
+    @Option(help: "Seconds a TCP connection through the tunnel may take to open before its client is reset (ONETUN_CONNECT_TIMEOUT), default 20.")
+    var connectTimeout: String?
+
+    @Option(help: "Connections (TCP clients and remote UDP flows) open at once, at most (ONETUN_MAX_CONNECTIONS); default from the descriptor limit.")
+    var maxConnections: String?
+
     @Option(help: "Check the tunnel: send ICMP echo requests to this address inside it and print the replies.")
     var ping: String?
 

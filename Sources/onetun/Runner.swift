@@ -30,7 +30,7 @@ struct Runner {
             identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)
         let loop = TunnelLoop(core: PayloadCore(tunnel: tunnel, payload: payload, logger: logger), logger: logger)
         payload.onDone = { loop.stop() }
-        try loop.start(endpoint: settings.endpoint, bind: settings.bind)
+        try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP); pinging \(target)")
         payload.start(now: TunnelLoop.now())
         loop.run()
@@ -73,9 +73,23 @@ struct Runner {
                 port: spec.sourcePort, destination: address, isUDP: spec.proto == .udp,
                 description: "\(spec.source):\(spec.sourcePort) -> \(spec.destination):\(spec.destinationPort)"))
         }
-        let core = TunnelCore(config: TunnelCoreConfig(wireGuard: config, addresses: [settings.sourcePeerIP]), random: SystemRandom())
+        var tcp = TCPConfig()
+        tcp.connectTimeout = settings.connectTimeout
+        let core = TunnelCore(
+            config: TunnelCoreConfig(wireGuard: config, addresses: [settings.sourcePeerIP], tcp: tcp), random: SystemRandom())
         let loop = TunnelLoop(core: core, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
+        let descriptors = Self.raiseDescriptorLimit(logger)
+        // Each connection or flow holds one descriptor; keep room for the listeners, the endpoint socket,
+        // the capture file, the resolver and libuv's own.
+        let room = descriptors - forwards.count - udpForwards.count - 64
+        if let limit = settings.maxConnections {
+            if limit > room { logger.warning("--max-connections \(limit) is more than the descriptor limit (\(descriptors)) leaves room for (\(max(room, 0))); accepting may fail with EMFILE") }
+            forwarder.maxConnections = limit
+        } else {
+            forwarder.maxConnections = max(room, 16)
+        }
+        logger.debug("at most \(forwarder.maxConnections) connections at once (descriptor limit \(descriptors))")
         var pcap: PcapWriter?
         if let path = settings.pcap {
             let writer = try PcapWriter(path: path)
@@ -100,9 +114,23 @@ struct Runner {
         try forwarder.listen(forwards)
         try forwarder.listenUDP(udpForwards)
         forwarder.listenRemote(remotes)
-        try loop.start(endpoint: settings.endpoint, bind: settings.bind)
+        try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP)")
         loop.run()
         return 0
+    }
+
+    /// Raises the soft limit on open descriptors to the hard one (a service's connections each hold one)
+    /// and returns the limit now in force.
+    static func raiseDescriptorLimit(_ logger: Logger) -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        let before = limit.rlim_cur
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 { limit.rlim_cur = before }
+        }
+        logger.debug("descriptor limit \(before) raised to \(limit.rlim_cur)")
+        return Int(clamping: limit.rlim_cur)
     }
 }

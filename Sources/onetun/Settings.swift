@@ -9,6 +9,8 @@ struct Settings {
     var presharedKey: Key32 = .zero
     var endpoint: sockaddr_storage
     var endpointDescription: String
+    /// The endpoint's host name when it is one (re-resolved while handshakes fail); nil for an address.
+    var endpointName: String?
     var bind: sockaddr_storage?
     var sourcePeerIP: IPAddress
     var keepAlive: UInt16 = 0
@@ -21,6 +23,9 @@ struct Settings {
     var forwards: [PortForwardSpec] = []
     var remoteForwards: [PortForwardSpec] = []
     var pcap: String?
+    var connectTimeout: UInt64 = 20 * Nanos.second
+    /// nil: derived from the descriptor limit at start.
+    var maxConnections: Int?
 
     init(_ c: OneTunCommand, environment env: [String: String]) throws {
         func value(_ flag: String?, _ variable: String) -> String? { flag ?? env[variable] }
@@ -58,6 +63,7 @@ struct Settings {
         }
         endpoint = try SocketAddress.resolve(endpointText, option: "--endpoint-addr")
         endpointDescription = endpointText
+        if let (host, _) = SocketAddress.split(endpointText), IPAddress(host) == nil { endpointName = host }
         if let bindText = value(c.endpointBindAddr, "ONETUN_ENDPOINT_BIND_ADDR") {
             let address = try SocketAddress.resolve(bindText, option: "--endpoint-bind-addr")
             guard address.ss_family == endpoint.ss_family else {
@@ -121,6 +127,18 @@ struct Settings {
             }
         }
         pcap = value(c.pcap, "ONETUN_PCAP")
+        if let text = value(c.connectTimeout, "ONETUN_CONNECT_TIMEOUT") {
+            guard let seconds = UInt64(text), (1...3600).contains(seconds) else {
+                throw UsageError("--connect-timeout: '\(text)' is not a number of seconds between 1 and 3600")
+            }
+            connectTimeout = seconds * Nanos.second
+        }
+        if let text = value(c.maxConnections, "ONETUN_MAX_CONNECTIONS") {
+            guard let n = Int(text), (1...1_000_000).contains(n) else {
+                throw UsageError("--max-connections: '\(text)' is not a number between 1 and 1000000")
+            }
+            maxConnections = n
+        }
         if let target = c.ping {
             guard let address = IPAddress(target) else { throw UsageError("--ping: '\(target)' is not an IP address") }
             guard address.isV4 == source.isV4 else {

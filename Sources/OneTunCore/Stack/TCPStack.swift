@@ -280,6 +280,15 @@
 
     public func nextDeadline() -> Instant? { deadlines.next?.deadline }
 
+    /// The tunnel came back after an outage: connections in retransmission backoff try again now. A
+    /// walk over every connection, once per outage.
+    public func pathRecovered(now: Instant) {
+        for id in slots.indices {
+            guard let connection = slots[id]?.connection, connection.pathRecovered(now: now) else { continue }
+            deadlines.set(id, connection.nextDeadline())
+        }
+    }
+
     public func handleTimeout(now: Instant) {
         var budget = slots.count + 1
         while budget > 0, let id = deadlines.popExpired(now: now) {

@@ -67,6 +67,8 @@ public final class TCPConnection {
     /// Full segments received since our last ACK (every second one is acknowledged at once).
     @exclusivity(unchecked) var fullSegmentsUnacked = 0
     @exclusivity(unchecked) var rtoDeadline: Instant?
+    /// An active open fails at this time if still in SYN-SENT (`TCPConfig.connectTimeout`).
+    var connectDeadline: Instant?
     @exclusivity(unchecked) var ackDeadline: Instant?
     @exclusivity(unchecked) var rtt: RTTEstimator
     /// Consecutive retransmission timeouts (reset by forward progress).
@@ -114,6 +116,7 @@ public final class TCPConnection {
         autotuner = ReceiveAutotuner(initialWindow: config.initialReceiveWindow, limit: config.receiveBufferLimit, now: now)
         phase = .synSent
         pending = .syn
+        if config.connectTimeout > 0 { connectDeadline = now.adding(config.connectTimeout) }
         while config.receiveBufferLimit >> Int(receiveShift) > 65_535 && receiveShift < 14 { receiveShift += 1 }
     }
 
@@ -122,6 +125,7 @@ public final class TCPConnection {
         guard syn.flags.contains(.syn), !syn.flags.contains(.ack), !syn.flags.contains(.rst) else { return nil }
         self.init(localPort: syn.destinationPort, remotePort: syn.sourcePort, iss: iss, config: config, now: now)
         phase = .synReceived
+        connectDeadline = nil
         acceptSynOptions(syn)
         rcvNxt = irs + 1
         advertisedEdge = rcvNxt
@@ -968,6 +972,7 @@ public final class TCPConnection {
         if let d = ackDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         if case .timeWait(let d) = phase, earliest.map({ d < $0 }) ?? true { earliest = d }
         if pacer.waiting, earliest.map({ pacer.nextDeparture < $0 }) ?? true { earliest = pacer.nextDeparture }
+        if case .synSent = phase, let d = connectDeadline, earliest.map({ d < $0 }) ?? true { earliest = d }
         return earliest
     }
 
@@ -981,10 +986,23 @@ public final class TCPConnection {
             enterClosed(error: nil)
             return
         }
+        if case .synSent = phase, let d = connectDeadline, d <= now {
+            enterClosed(error: .timedOut)
+            return
+        }
         if let d = rtoDeadline, d <= now {
             rtoDeadline = nil
             retransmissionTimeout(now)
         }
+    }
+
+    /// The tunnel under this connection came back after an outage: a retransmission timer that backed
+    /// off during it fires now, as its backoff measured the outage, not the path. True when it did.
+    @_spi(OneTunInternals) public func pathRecovered(now: Instant) -> Bool {
+        guard retransmissions > 0, rtoDeadline != nil else { return false }
+        rtt.endBackoff()
+        rtoDeadline = now
+        return true
     }
 
     /// RFC 6298 §5.5–5.7: back off and retransmit from SND.UNA; RFC 5681 §3.1: a loss window of one

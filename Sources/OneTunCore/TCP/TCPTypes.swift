@@ -16,6 +16,9 @@ public struct TCPConfig: Sendable {
     public var maximumRetransmissions: Int
     /// Retransmissions of a SYN before an opening connection is given up (Linux: 6, about 2 minutes).
     public var maximumSynRetransmissions: Int
+    /// An active open not synchronized after this long fails with `.timedOut` (0: only the SYN
+    /// retransmissions limit it). Long enough for a lost session's new handshake (15 s) and one SYN.
+    public var connectTimeout: UInt64
     public var congestionControl: CongestionAlgorithm
     /// The receive window a connection starts with; it grows towards `receiveBufferLimit` as the
     /// application reads faster (receive-buffer autotuning: twice what was read per round trip).
@@ -26,7 +29,7 @@ public struct TCPConfig: Sendable {
         timeWait: UInt64 = 2 * Nanos.second, delayedAck: UInt64 = 40 * Nanos.millisecond,
         initialRTO: UInt64 = Nanos.second, minimumRTO: UInt64 = 200 * Nanos.millisecond,
         maximumRTO: UInt64 = 60 * Nanos.second, maximumRetransmissions: Int = 12, maximumSynRetransmissions: Int = 6,
-        congestionControl: CongestionAlgorithm = .bbr, initialReceiveWindow: Int = 128 << 10
+        connectTimeout: UInt64 = 20 * Nanos.second, congestionControl: CongestionAlgorithm = .bbr, initialReceiveWindow: Int = 128 << 10
     ) {
         self.mss = mss
         self.receiveBufferLimit = receiveBufferLimit
@@ -38,6 +41,7 @@ public struct TCPConfig: Sendable {
         self.maximumRTO = maximumRTO
         self.maximumRetransmissions = maximumRetransmissions
         self.maximumSynRetransmissions = maximumSynRetransmissions
+        self.connectTimeout = connectTimeout
         self.congestionControl = congestionControl
         self.initialReceiveWindow = initialReceiveWindow
     }

@@ -33,6 +33,9 @@ public struct WireGuardConfig: Sendable {
     case cookieRequired
     case handshake(HandshakeFailure)
     case unknownReceiverIndex
+    /// From an address other than the endpoint's, and not one of our sessions' or handshakes' messages:
+    /// refused before any cryptography.
+    case unknownSource
     case invalidCookieReply
     case expiredKeys
     case decryptionFailed
@@ -62,6 +65,10 @@ public struct WireGuardStats: Sendable, Equatable {
     public var droppedDecryption = 0
     public var droppedMalformed = 0
     public var droppedHandshake = 0
+    /// Datagrams from an address other than the endpoint's that could not be ours (`.unknownSource`).
+    public var droppedUnknownSource = 0
+    /// Times the peer's address changed: it roamed, and its packet from the new one authenticated.
+    public var endpointChanges = 0
     public init() {}
 }
 
@@ -80,14 +87,64 @@ public struct WireGuardStats: Sendable, Equatable {
     /// A handshake message, cookie reply or keepalive: nothing to deliver; call `pollTransmit`.
     case consumed
     case dropped(DropReason)
+
+    var isDropped: Bool {
+        if case .dropped = self { return true }
+        return false
+    }
 }
 
-/// Opaque bytes naming where a datagram came from (address and port). A responder under load binds
-/// its cookies to them (paper §5.4.7); nothing else looks inside.
-@_spi(OneTunInternals) public struct EndpointAddress: Sendable, Equatable {
+/// Why handshakes are not completing, in the terms a user can act on.
+public enum HandshakeProblem: Equatable, Sendable, CustomStringConvertible {
+    /// Initiations went out and nothing came back.
+    case noReply
+    /// A response came back and did not decrypt (or its mac1 was wrong): a key does not match.
+    case replyRefused
+    /// Transport data came for a session we do not have: the peer kept a session we lost, or restarted.
+    case unknownSession
+    /// The peer answered with a cookie reply: it is under load and wants proof of our address first.
+    case cookieRequired
+    /// The driver heard the endpoint refuse our datagrams (an ICMP port or host unreachable).
+    case endpointUnreachable
+
+    public var description: String {
+        switch self {
+        case .noReply: "no reply to handshake initiations"
+        case .replyRefused: "the reply did not decrypt: check both public keys and the preshared key"
+        case .unknownSession: "the peer restarted (unknown receiver index)"
+        case .cookieRequired: "cookie required: the peer is under load"
+        case .endpointUnreachable: "the endpoint refused our datagrams (ICMP unreachable)"
+        }
+    }
+}
+
+/// What the tunnel has to tell its driver about the session, for logs and for deciding whether to take
+/// new work; polled with `pollEvent`.
+public enum TunnelEvent: Equatable, Sendable {
+    /// A handshake completed. `rekey` when a working session was replaced on schedule; `outage` (ns) when
+    /// it ended an outage: the time since the last authenticated packet before the session was lost.
+    case sessionEstablished(rekey: Bool, outage: UInt64?)
+    /// Data went out and nothing authenticated came back within KEEPALIVE_TIMEOUT + REKEY_TIMEOUT: the
+    /// session is presumed lost and a new handshake starts (paper §6.5).
+    case sessionLost
+    /// The session reached REJECT_AFTER_TIME with no new handshake: nothing passes until one completes.
+    case sessionExpired
+    /// Handshakes are not completing, for this reason; said again only when the reason changes.
+    case handshakeFailing(HandshakeProblem)
+    /// REKEY_ATTEMPT_TIME passed without a handshake: retries stop until there is something to send.
+    case handshakeGaveUp
+    /// The peer's packet authenticated from a new address, which is the endpoint from now on (paper §2.1).
+    case endpointChanged
+}
+
+/// Opaque bytes naming where a datagram came from (address and port; empty for "unknown"). The tunnel
+/// compares them with its endpoint's, and a responder under load binds its cookies to them (paper
+/// §5.4.7); nothing else looks inside.
+public struct EndpointAddress: Sendable, Equatable {
     var storage = InlineArray<18, UInt8>(repeating: 0)
     var count = 0
 
+    /// The address bytes then the port's (network order): 6 for IPv4, 18 for IPv6; more is cut.
     public init(bytes: UnsafeRawBufferPointer) {
         count = min(bytes.count, 18)
         for i in 0..<count { storage[i] = bytes[i] }
@@ -144,6 +201,21 @@ public struct WireGuardStats: Sendable, Equatable {
     var loadWindowStart = Instant.zero
     var loadCount = 0
 
+    /// Where the peer is: datagrams from elsewhere pass only if they could be our peer's (and then move
+    /// it, once they authenticate). Empty: unknown, anyone may be the peer.
+    public var endpoint = EndpointAddress()
+
+    // What the driver is told (`pollEvent`).
+    var events: [TunnelEvent] = []
+    /// The last authenticated packet from the peer.
+    var lastReceived: Instant?
+    /// Set while the session is lost or expired: the last authenticated packet before that.
+    var lostSince: Instant?
+    /// What the current attempt heard (nil: nothing), and what was last reported.
+    var heard: HandshakeProblem?
+    /// Why handshakes are failing while no session works (none yet, or lost or expired); nil otherwise.
+    public private(set) var handshakeProblem: HandshakeProblem?
+
     // Initiator's cookie state (paper §5.4.7).
     var receivedCookie: (UInt64, UInt64) = (0, 0)
     var receivedCookieAt: Instant?
@@ -161,11 +233,13 @@ public struct WireGuardStats: Sendable, Equatable {
     @exclusivity(unchecked) var staged: [[UInt8]] = []
     @exclusivity(unchecked) var stagedHead = 0
 
-    /// The five timers of wireguard-go's device/timers.go; `.max` means not armed.
+    /// The five timers of wireguard-go's device/timers.go, and one that notices when the current session
+    /// reaches REJECT_AFTER_TIME (for the driver's log; sending already checks the age); `.max` means not
+    /// armed.
     enum Timer: Int, CaseIterable {
-        case retransmitHandshake, sendKeepalive, newHandshake, zeroKeyMaterial, persistentKeepalive
+        case retransmitHandshake, sendKeepalive, newHandshake, zeroKeyMaterial, persistentKeepalive, sessionExpiry
     }
-    @exclusivity(unchecked) var deadlines = InlineArray<5, UInt64>(repeating: .max)
+    @exclusivity(unchecked) var deadlines = InlineArray<6, UInt64>(repeating: .max)
 
     public init(config: WireGuardConfig, random: RandomSource) {
         self.config = config
@@ -185,7 +259,7 @@ public struct WireGuardStats: Sendable, Equatable {
 
     public func nextDeadline() -> Instant? {
         var earliest = UInt64.max
-        for i in 0..<5 { earliest = min(earliest, deadlines[i]) }
+        for i in 0..<6 { earliest = min(earliest, deadlines[i]) }
         return earliest == .max ? nil : Instant(nanoseconds: earliest)
     }
 
@@ -203,6 +277,10 @@ public struct WireGuardStats: Sendable, Equatable {
             case .newHandshake:
                 // Data went out but nothing authenticated came back for KEEPALIVE + REKEY_TIMEOUT: the
                 // session may be dead on the peer's side, so start a new one (paper §6.5).
+                if current != nil && lostSince == nil {
+                    lostSince = lastReceived ?? now
+                    emit(.sessionLost)
+                }
                 sendHandshakeInitiation(now, isRetry: false)
             case .zeroKeyMaterial:
                 // Paper §6.3: after REJECT_AFTER_TIME × 3 with no new session, forget every key.
@@ -213,13 +291,22 @@ public struct WireGuardStats: Sendable, Equatable {
                 pending = nil
             case .persistentKeepalive:
                 if config.persistentKeepaliveSeconds > 0 { sendKeepalive(now) }
+            case .sessionExpiry:
+                if let keypair = current, !keypair.canReceive(now: now) {
+                    if lostSince == nil { lostSince = lastReceived ?? keypair.created }
+                    emit(.sessionExpired)
+                }
             }
         }
     }
 
     func expiredRetransmitHandshake(_ now: Instant) {
+        // The initiation went unanswered, or its answer failed: say why once the reason is known.
+        report(heard ?? .noReply)
         if handshakeAttempts > WireGuardConstants.maxTimerHandshakes {
             // REKEY_ATTEMPT_TIME is over: give up, drop what waited for this session.
+            emit(.handshakeGaveUp)
+            heard = nil
             stats.stagedDropped += staged.count - stagedHead
             staged.removeAll()
             stagedHead = 0
@@ -247,7 +334,10 @@ public struct WireGuardStats: Sendable, Equatable {
     }
 
     @inline(__always) func timersAnyAuthenticatedPacketSent() { disarm(.sendKeepalive) }
-    @inline(__always) func timersAnyAuthenticatedPacketReceived() { disarm(.newHandshake) }
+    @inline(__always) func timersAnyAuthenticatedPacketReceived(_ now: Instant) {
+        disarm(.newHandshake)
+        lastReceived = now
+    }
 
     @inline(__always) func timersAnyAuthenticatedPacketTraversal(_ now: Instant) {
         if config.persistentKeepaliveSeconds > 0 {
@@ -255,10 +345,50 @@ public struct WireGuardStats: Sendable, Equatable {
         }
     }
 
-    func timersHandshakeComplete() {
+    func timersHandshakeComplete(_ now: Instant) {
         disarm(.retransmitHandshake)
         handshakeAttempts = 0
         stats.handshakesCompleted += 1
+        let outage = lostSince.map { now.since($0) }
+        let rekey = outage == nil && stats.handshakesCompleted > 1 && handshakeProblem == nil
+        emit(.sessionEstablished(rekey: rekey, outage: outage))
+        if outage != nil { recovered = true }
+        lostSince = nil
+        heard = nil
+        handshakeProblem = nil
+        if let keypair = current { deadlines[Timer.sessionExpiry.rawValue] = keypair.created.adding(WireGuardConstants.rejectAfterTime).nanoseconds }
+    }
+
+    /// Set when a handshake ended an outage; the core clears it after letting its connections know.
+    @_spi(OneTunInternals) public var recovered = false
+
+    /// The driver heard the endpoint refuse our datagrams (an ICMP error from it).
+    public func endpointRefused() { noteProblem(.endpointUnreachable) }
+
+    /// Something the current handshake attempt heard: said at once when there is no working session,
+    /// otherwise kept for when the attempt's retransmission timer fires.
+    func noteProblem(_ problem: HandshakeProblem) {
+        heard = problem
+        report(problem)
+    }
+
+    /// Sets `handshakeProblem`, and says so, when no session works: a rekey that fails while the current
+    /// session still carries traffic is not an outage (yet).
+    func report(_ problem: HandshakeProblem) {
+        guard current == nil || lostSince != nil, problem != handshakeProblem else { return }
+        handshakeProblem = problem
+        emit(.handshakeFailing(problem))
+    }
+
+    /// Queues an event; a driver that never polls loses the oldest, never memory.
+    func emit(_ event: TunnelEvent) {
+        if events.count >= 16 { events.removeFirst() }
+        events.append(event)
+    }
+
+    /// The next thing the driver should hear about the session; nil when there is none.
+    public func pollEvent() -> TunnelEvent? {
+        events.isEmpty ? nil : events.removeFirst()
     }
 
     func timersSessionDerived(_ now: Instant) {
@@ -268,6 +398,11 @@ public struct WireGuardStats: Sendable, Equatable {
     // MARK: Handshake initiation
 
     public func initiateHandshake(now: Instant) { sendHandshakeInitiation(now, isRetry: false) }
+
+    /// Starts a handshake unless one is under way (its retransmission timer armed).
+    public func retryHandshake(now: Instant) {
+        if !isArmed(.retransmitHandshake) { sendHandshakeInitiation(now, isRetry: false) }
+    }
 
     func newLocalIndex() -> UInt32 {
         while true {
@@ -483,10 +618,38 @@ public struct WireGuardStats: Sendable, Equatable {
             stats.droppedMalformed += 1
             return drop(.malformed(error))
         }
+        let fromEndpoint = endpoint.count == 0 || source == endpoint
+        if !fromEndpoint && !couldBeFromPeer(message) {
+            stats.droppedUnknownSource += 1
+            return drop(.unknownSource)
+        }
+        let result: Decapsulated
         switch message.type {
-        case .transport: return receiveTransport(buffer, message, now)
+        case .transport: result = receiveTransport(buffer, message, now)
         case .cookieReply: return receiveCookieReply(message, now)
-        default: return receiveHandshake(message, source, now)
+        default: result = receiveHandshake(message, source, now)
+        }
+        if !fromEndpoint, !result.isDropped {
+            // It authenticated (a transport packet inside the replay window, or a handshake message):
+            // the peer roamed, and we follow it (paper §2.1).
+            endpoint = source
+            stats.endpointChanges += 1
+            emit(.endpointChanged)
+        }
+        return result
+    }
+
+    /// The cheap test a datagram from a stranger must pass before any cryptography: it names one of our
+    /// sessions or the handshake we are waiting on. Initiations pass to their mac1 check (which needs
+    /// our public key): a peer that roamed and lost its session starts again with one.
+    func couldBeFromPeer(_ message: WireGuardMessage) -> Bool {
+        switch message.type {
+        case .transport:
+            let index = message.receiverIndex
+            return current?.localIndex == index || next?.localIndex == index || previous?.localIndex == index
+        case .response: return pending?.localIndex == message.receiverIndex
+        case .cookieReply: return lastMac1SenderIndex == message.receiverIndex
+        default: return true
         }
     }
 
@@ -505,6 +668,7 @@ public struct WireGuardStats: Sendable, Equatable {
         } else if let k = previous, k.localIndex == index {
             keypair = k
         } else {
+            noteProblem(.unknownSession)
             return drop(.unknownReceiverIndex)
         }
         guard keypair.canReceive(now: now) else { return drop(.expiredKeys) }
@@ -533,7 +697,7 @@ public struct WireGuardStats: Sendable, Equatable {
             previous = current
             current = keypair
             next = nil
-            timersHandshakeComplete()
+            timersHandshakeComplete(now)
         }
         // keepKeyFreshReceiving: an initiator whose keys near REJECT_AFTER_TIME rekeys once.
         if keypair.isInitiator, !sentLastMinuteHandshake,
@@ -544,7 +708,7 @@ public struct WireGuardStats: Sendable, Equatable {
             sendHandshakeInitiation(now, isRetry: false)
         }
         timersAnyAuthenticatedPacketTraversal(now)
-        timersAnyAuthenticatedPacketReceived()
+        timersAnyAuthenticatedPacketReceived(now)
         stats.packetsReceived += 1
         if length == 0 {
             stats.keepalivesReceived += 1
@@ -583,6 +747,7 @@ public struct WireGuardStats: Sendable, Equatable {
         receivedCookie = (cookie.0, cookie.1)
         receivedCookieAt = now
         stats.cookieRepliesReceived += 1
+        noteProblem(.cookieRequired)
         return .consumed
     }
 
@@ -604,7 +769,10 @@ public struct WireGuardStats: Sendable, Equatable {
             identity.mac1KeyIncoming.withUnsafeBytes { WGCrypto.mac(key: $0, message.slice(0, mac1At), into: e) }
         }
         let mac1Valid = withUnsafeBytes(of: expected) { WGCrypto.equal16($0.baseAddress!, message.bytes.baseAddress! + mac1At) }
-        guard mac1Valid else { return drop(.invalidMac1) }
+        guard mac1Valid else {
+            if message.type == .response { noteProblem(.replyRefused) }
+            return drop(.invalidMac1)
+        }
         if underLoad(now) {
             // Under load only messages with a valid mac2 (a fresh cookie of ours) get DH work.
             let cookie = currentCookie(for: source, now)
@@ -626,6 +794,7 @@ public struct WireGuardStats: Sendable, Equatable {
             return .consumed
         } catch {
             stats.droppedHandshake += 1
+            if message.type == .response { noteProblem(.replyRefused) }
             return drop(.handshake(error))
         }
     }
@@ -670,7 +839,7 @@ public struct WireGuardStats: Sendable, Equatable {
         lastTimestamp = timestamp
         lastInitiationConsumed = now
         timersAnyAuthenticatedPacketTraversal(now)
-        timersAnyAuthenticatedPacketReceived()
+        timersAnyAuthenticatedPacketReceived(now)
 
         var response = [UInt8](repeating: 0, count: ResponseField.size)
         let localIndex = newLocalIndex()
@@ -698,10 +867,10 @@ public struct WireGuardStats: Sendable, Equatable {
         initiation.wipe()
         pending = nil
         timersAnyAuthenticatedPacketTraversal(now)
-        timersAnyAuthenticatedPacketReceived()
+        timersAnyAuthenticatedPacketReceived(now)
         beginSession(keys, isInitiator: true, now)
         timersSessionDerived(now)
-        timersHandshakeComplete()
+        timersHandshakeComplete(now)
         // The responder may use the session only once it hears from us (paper §5.4.6): confirm it now.
         sendKeepalive(now)
     }

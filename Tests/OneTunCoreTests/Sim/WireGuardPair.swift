@@ -9,6 +9,7 @@ final class WireGuardPair {
         var deliverAt: UInt64
         var order: Int
         var bytes: [UInt8]
+        var source: EndpointAddress
     }
 
     var now = Instant(nanoseconds: 1_000 * Nanos.second)
@@ -22,6 +23,9 @@ final class WireGuardPair {
     var duplicate = 0.0
     /// Return false to lose a datagram on its way (called with the sender's name and the bytes).
     var filter: ((_ fromA: Bool, _ datagram: [UInt8]) -> Bool)?
+    /// The address each side's datagrams arrive from (empty by default, as a driver without addresses).
+    var sourceOfA = EndpointAddress()
+    var sourceOfB = EndpointAddress()
 
     var toA: [InFlight] = []
     var toB: [InFlight] = []
@@ -75,7 +79,8 @@ final class WireGuardPair {
         for _ in 0..<copies {
             let extra = jitter > 0 ? linkRandom.uniform(below: jitter) : 0
             order += 1
-            let flight = InFlight(deliverAt: now.nanoseconds + latency + extra, order: order, bytes: datagram)
+            let flight = InFlight(
+                deliverAt: now.nanoseconds + latency + extra, order: order, bytes: datagram, source: fromA ? sourceOfA : sourceOfB)
             if fromA { toB.append(flight) } else { toA.append(flight) }
         }
     }
@@ -101,7 +106,7 @@ final class WireGuardPair {
             for flight in due {
                 var buffer = flight.bytes
                 let result = buffer.withUnsafeMutableBytes {
-                    tunnel.decapsulate($0, datagramLength: flight.bytes.count, from: EndpointAddress(), now: now)
+                    tunnel.decapsulate($0, datagramLength: flight.bytes.count, from: flight.source, now: now)
                 }
                 switch result {
                 case .packet(let range):
@@ -173,4 +178,18 @@ func simPacket(tag: UInt32, size: Int = 64) -> [UInt8] {
 
 func simTag(_ packet: [UInt8]) -> UInt32 {
     UInt32(packet[20]) << 24 | UInt32(packet[21]) << 16 | UInt32(packet[22]) << 8 | UInt32(packet[23])
+}
+
+extension WireGuardTunnel {
+    /// Every event waiting, oldest first.
+    func drainEvents() -> [TunnelEvent] {
+        var events: [TunnelEvent] = []
+        while let e = pollEvent() { events.append(e) }
+        return events
+    }
+}
+
+/// A made-up address (IPv4 bytes and port) for the simulated link.
+func simAddress(_ n: UInt8) -> EndpointAddress {
+    [10, 0, 0, n, 0xCA, 0x6C].withUnsafeBytes { EndpointAddress(bytes: $0) }
 }

@@ -282,6 +282,48 @@ enum ForwardCheckScript {
                     "error": error, "seconds": time.monotonic() - start}
 
 
+        def check_echo_paced(host, port, seconds, rate=65536, stall=60):
+            """One connection sending rate bytes a second for seconds and reading the echo as it comes. It must
+            come through whatever happens to the path meanwhile (an outage shorter than stall) byte-exact, with
+            no reset."""
+            seconds, rate, stall = float(seconds), int(rate), float(stall)
+            rnd = random.Random(7)
+            sent, received = hashlib.sha256(), hashlib.sha256()
+            progress = [0, 0]
+            conn = connect(host, port, timeout=stall)
+
+            def send():
+                end = time.monotonic() + seconds
+                try:
+                    while time.monotonic() < end:
+                        d = rnd.randbytes(max(1, rate // 10))
+                        conn.sendall(d)
+                        sent.update(d)
+                        progress[0] += len(d)
+                        time.sleep(0.1)
+                    conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+            start = time.monotonic()
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            error = None
+            try:
+                while True:
+                    d = conn.recv(CHUNK)
+                    if not d:
+                        break
+                    received.update(d)
+                    progress[1] += len(d)
+            except OSError as e:
+                error = str(e)
+            sender.join(5)
+            conn.close()
+            return {"sent": progress[0], "received": progress[1], "equal": sent.hexdigest() == received.hexdigest(),
+                    "error": error, "seconds": time.monotonic() - start}
+
+
         def check_halfclose_client(host, port, n):
             """Client half-closes first: sends n bytes, SHUT_WR; the server replies after our EOF; then EOF."""
             payload = random.Random(7).randbytes(int(n))
@@ -326,28 +368,26 @@ enum ForwardCheckScript {
 
 
         def check_closes(host, port):
-            """Connects, sends a little, and measures how long until the connection ends (RST or FIN)."""
+            """Connects, sends a little, and measures how long until the connection ends (RST or FIN). A
+            reset may come at any step, even before connect returns, and counts as one wherever it lands."""
             start = time.monotonic()
-            conn = connect(host, port, timeout=5)
             outcome = "eof"
+            conn = None
             try:
-                try:
-                    conn.sendall(b"hello\n")
-                except OSError as e:
-                    outcome = "send " + errno.errorcode.get(e.errno, str(e))
-                    raise
+                conn = connect(host, port, timeout=5)
+                conn.sendall(b"hello\n")
                 while True:
                     d = conn.recv(4096)
                     if not d:
                         break
             except socket.timeout:
                 outcome = "timeout"
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):
                 outcome = "reset"
             except OSError as e:
-                if not outcome.startswith("send"):
-                    outcome = errno.errorcode.get(e.errno, str(e))
-            conn.close()
+                outcome = errno.errorcode.get(e.errno, str(e))
+            if conn is not None:
+                conn.close()
             return {"outcome": outcome, "seconds": time.monotonic() - start}
 
 
@@ -371,6 +411,7 @@ enum ForwardCheckScript {
 
 
         CHECKS = {"upload": check_upload, "download": check_download, "echo": check_echo, "echo-late": check_echo_late,
+                  "echo-paced": check_echo_paced,
                   "halfclose-client": check_halfclose_client, "halfclose-server": check_halfclose_server,
                   "closes": check_closes, "closes-many": check_closes_many, "connects": check_connects}
 
@@ -531,6 +572,20 @@ final class ForwardSession {
         return try CheckResult(line: String(line))
     }
 
+    /// Starts one client check in the background; `finish` waits for its result.
+    func startClient(_ port: UInt16, _ check: String, _ args: [String] = [], logName: String) throws -> ChildProcess {
+        try namespace.spawn(["python3", "-u", script.path, "client", "127.0.0.1", String(port), check] + args, logName: logName)
+    }
+
+    /// The result of a check started with `startClient`, waiting at most `seconds` for it.
+    func finish(_ child: ChildProcess, seconds: Double) throws -> CheckResult {
+        try waitFor(child, "\"check\"", seconds: seconds)
+        guard let line = child.output.split(separator: "\n").last(where: { $0.contains("\"check\"") }) else {
+            throw HarnessError("no result from \(child.arguments.joined(separator: " ")): \(child.output)")
+        }
+        return try CheckResult(line: String(line))
+    }
+
     var onetunLog: String { onetun?.output ?? "" }
     var serverLog: String { server?.output ?? "" }
 
@@ -539,7 +594,7 @@ final class ForwardSession {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if child.output.contains(text) { return }
-            guard child.isRunning else {
+            guard child.isRunning || child.output.contains(text) else {
                 throw HarnessError("\(child.arguments.joined(separator: " ")) exited: \(child.output)")
             }
             usleep(20_000)

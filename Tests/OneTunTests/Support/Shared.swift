@@ -26,12 +26,14 @@ var onetunExecutable: String {
 /// a 0600 file; onetun runs inside the same namespace and reaches the peer on 127.0.0.1.
 final class OneTunPeer {
     let namespace: TestNamespace
-    let peer: WireGuardGoPeer
+    private(set) var peer: WireGuardGoPeer
     let privateKeyFile: URL
+    let ourPublicKey: String
 
     init(presharedKey: String? = nil) throws {
         let ourPrivate = try Command.run(["wg", "genkey"]).trimmed
         let ourPublic = try Command.run(["wg", "pubkey"], input: ourPrivate + "\n").trimmed
+        ourPublicKey = ourPublic
         namespace = try TestNamespace()
         do {
             peer = try WireGuardGoPeer(in: namespace, ourPublicKey: ourPublic, presharedKey: presharedKey)
@@ -47,6 +49,18 @@ final class OneTunPeer {
     func close() {
         peer.close()
         namespace.close()
+    }
+
+    /// Stops the peer's wireguard-go (its interface and addresses go with it), waits `seconds`, and
+    /// starts it again with the same keys, port and addresses, as a rebooted router comes back: it has
+    /// forgotten every session.
+    func restart(downFor seconds: Double) throws {
+        let old = peer
+        old.close()
+        usleep(UInt32(seconds * 1_000_000))
+        peer = try WireGuardGoPeer(
+            in: namespace, ourPublicKey: ourPublicKey, addresses: old.addresses, listenPort: old.listenPort,
+            privateKey: old.privateKey)
     }
 
     /// onetun's arguments to reach this peer.

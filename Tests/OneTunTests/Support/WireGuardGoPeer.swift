@@ -30,17 +30,19 @@ final class WireGuardGoPeer {
     ///   - presharedKey: base64, or nil for none.
     ///   - endpoint: "host:port" the peer sends to before it has heard from us; nil lets it learn ours.
     ///   - listenPort: fixed, or nil for a random free one in 20000..<60000.
+    ///   - privateKey: base64, to come back as the same peer (a restart); nil makes a new one.
     init(
         in namespace: TestNamespace? = nil, ourPublicKey: String, allowedIPs: [String] = defaultAllowedIPs,
         addresses: [String] = defaultAddresses, presharedKey: String? = nil, endpoint: String? = nil,
-        persistentKeepalive: Int? = nil, listenPort: UInt16? = nil
+        persistentKeepalive: Int? = nil, listenPort: UInt16? = nil, privateKey fixedKey: String? = nil
     ) throws {
         let ns = try namespace ?? TestNamespace()
         var succeeded = false
         defer { if !succeeded && namespace == nil { ns.close() } }
 
         let interface = try Self.freshInterfaceName()
-        let (privateKey, publicKey) = try Self.generateKeyPair()
+        let (privateKey, publicKey) = try fixedKey.map { ($0, try Command.run(["wg", "pubkey"], input: $0 + "\n").trimmed) }
+            ?? Self.generateKeyPair()
         // `ip netns exec` and `env` both exec, so the tracked PID is wireguard-go's own. Verbose logging
         // goes to a file and makes failure messages useful.
         let child = try ns.spawn(["env", "LOG_LEVEL=verbose", "wireguard-go", "-f", interface],

@@ -1,0 +1,158 @@
+import Foundation
+import Glibc
+import Testing
+
+/// onetun left running while the world changes around it, against a real wireguard-go peer: the peer
+/// restarts, its name moves to another address, the tunnel cannot come up, a destination never answers,
+/// too many clients come.
+@Suite(.serialized) struct ResilienceTests {
+    static var needsNamespaces: Bool { ForwarderTests.needsNamespaces }
+
+    func withSession(_ body: (ForwardSession) throws -> Void) throws {
+        let session = try ForwardSession()
+        defer { session.close() }
+        do {
+            try body(session)
+        } catch {
+            Issue.record("\(error)\nonetun log:\n\(session.onetunLog)\nservices log:\n\(session.serverLog)")
+        }
+    }
+
+    /// The peer's wireguard-go is killed and started again 10 s later with the same keys: a connection
+    /// open across the outage carries on byte-exact (TCP retransmits, nobody resets), the log says the
+    /// session was lost and how long the outage was, and a new client works as soon as the new session
+    /// is up (at most Keepalive-Timeout + Rekey-Timeout, 15 s, after the first data that went unanswered).
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func peerRestartIsSurvived() throws {
+        try withSession { s in
+            try s.startServer(addresses: ["192.168.4.1"])
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18030:192.168.4.1:\(ServicePort.echo)"], extra: ["--log", "debug"]))
+            let longLived = try s.startClient(18030, "echo-paced", ["30"], logName: "paced.log")
+            try s.waitFor(try #require(s.onetun), "client accepted", seconds: 10)
+            sleep(2)
+            try s.peer.restart(downFor: 10)
+            let restarted = Date()
+            let fresh = try s.client(18030, "echo", ["1", "65536"], timeout: 40)
+            let took = Date().timeIntervalSince(restarted)
+            #expect(fresh[int: "ok"] == 1, "\(fresh)")
+            #expect(took < 16, "a new client waited \(took) s after the peer came back")
+            let result = try s.finish(longLived, seconds: 75)
+            #expect(result[bool: "equal"] == true && result[string: "error"] == nil, "\(result)")
+            #expect((result[int: "sent"] ?? 0) > 1 << 20, "\(result)")
+            #expect(s.onetunLog.contains("session with the peer lost"), "\(s.onetunLog.suffix(3000))")
+            #expect(s.onetunLog.contains("the session is back after"), "\(s.onetunLog.suffix(3000))")
+            print("onetun peer restart: a new client worked \(String(format: "%.1f", took)) s after the peer came back; the long connection moved \(result[int: "sent"] ?? 0) bytes each way in \(String(format: "%.1f", result[double: "seconds"] ?? 0)) s")
+        }
+    }
+
+    /// The endpoint is a name (the namespace's /etc/hosts says where it is). The peer's old address
+    /// disappears and the name is pointed at a new one: onetun notices that handshakes go unanswered,
+    /// resolves the name again without blocking, switches, and clients get through again.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func endpointNameIsResolvedAgain() throws {
+        try withSession { s in
+            let hostsDirectory = "/etc/netns/\(s.namespace.name)"
+            let hosts = hostsDirectory + "/hosts"
+            try FileManager.default.createDirectory(atPath: hostsDirectory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: hostsDirectory) }
+            // `ip netns exec` bind-mounts this file over /etc/hosts, so it must be rewritten in place.
+            func point(to address: String) throws {
+                let handle = try #require(FileHandle(forWritingAtPath: hosts))
+                try handle.truncate(atOffset: 0)
+                try handle.write(contentsOf: Data("127.0.0.1 localhost\n\(address) wg-peer.test\n".utf8))
+                try handle.close()
+            }
+            FileManager.default.createFile(atPath: hosts, contents: nil)
+            try point(to: "10.88.0.1")
+            _ = try s.namespace.run(["ip", "addr", "add", "10.88.0.1/32", "dev", "lo"])
+            _ = try s.namespace.run(["ip", "addr", "add", "10.88.0.2/32", "dev", "lo"])
+            try s.startServer(addresses: ["192.168.4.1"])
+            var arguments = s.onetunArguments(["127.0.0.1:18031:192.168.4.1:\(ServicePort.echo)"], extra: ["--log", "debug"])
+            let endpoint = try #require(arguments.firstIndex(of: "--endpoint-addr"))
+            arguments[endpoint + 1] = "wg-peer.test:\(s.peer.peer.listenPort)"
+            try s.startOnetun(arguments)
+            let first = try s.client(18031, "echo", ["1", "65536"])
+            #expect(first[int: "ok"] == 1, "\(first)")
+            // The peer "moves": its old address is gone, the name says where it is now.
+            _ = try s.namespace.run(["ip", "addr", "del", "10.88.0.1/32", "dev", "lo"])
+            try point(to: "10.88.0.2")
+            let moved = Date()
+            var attempts = 0
+            var last: CheckResult?
+            while Date().timeIntervalSince(moved) < 80 {
+                attempts += 1
+                let r = try s.client(18031, "echo", ["1", "4096"], timeout: 30)
+                if r[int: "ok"] == 1 {
+                    last = r
+                    break
+                }
+                sleep(1)
+            }
+            let took = Date().timeIntervalSince(moved)
+            #expect(last?[int: "ok"] == 1, "no client got through after the move (\(attempts) attempts)\n\(s.onetunLog.suffix(4000))")
+            #expect(s.onetunLog.contains("wg-peer.test now resolves to 10.88.0.2"), "\(s.onetunLog.suffix(4000))")
+            print("onetun endpoint re-resolution: clients through again \(String(format: "%.1f", took)) s after the name moved (\(attempts) attempts)")
+        }
+    }
+
+    /// With the wrong peer key nothing answers: once that is known the log says so in words and new
+    /// clients are reset at once instead of waiting; the first client, sent before, gets the connect
+    /// time-out, said in the log.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func clientsAreToldWhenTheTunnelIsDown() throws {
+        try withSession { s in
+            var arguments = s.onetunArguments(["127.0.0.1:18032:192.168.4.1:\(ServicePort.echo)"], extra: ["--connect-timeout", "3"])
+            let key = try #require(arguments.firstIndex(of: "--endpoint-public-key"))
+            arguments[key + 1] = CommandLineTests.key
+            try s.startOnetun(arguments)
+            let early = try s.client(18032, "closes", timeout: 20)
+            #expect(early[string: "outcome"] == "reset", "\(early)")
+            #expect((early[double: "seconds"] ?? 0) >= 2.5 && (early[double: "seconds"] ?? 99) < 5, "\(early)")
+            try s.waitFor(try #require(s.onetun), "handshake with the peer failing: no reply from 127.0.0.1:", seconds: 15)
+            let late = try s.client(18032, "closes")
+            #expect(late[string: "outcome"] == "reset", "\(late)")
+            #expect((late[double: "seconds"] ?? 99) < 0.5, "\(late)")
+            #expect(s.onetunLog.contains("no answer from the destination within the connect time-out"), "\(s.onetunLog)")
+            #expect(s.onetunLog.contains("reset: the tunnel is down"), "\(s.onetunLog)")
+        }
+    }
+
+    /// An endpoint whose port is closed answers with ICMP port unreachable: said as such.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func aClosedEndpointPortIsSaidAsSuch() throws {
+        try withSession { s in
+            var arguments = s.onetunArguments(["127.0.0.1:18033:192.168.4.1:\(ServicePort.echo)"], extra: [])
+            let endpoint = try #require(arguments.firstIndex(of: "--endpoint-addr"))
+            arguments[endpoint + 1] = "127.0.0.1:9"
+            try s.startOnetun(arguments)
+            try s.waitFor(try #require(s.onetun), "refused our datagrams: connection refused", seconds: 15)
+            let client = try s.client(18033, "closes")
+            #expect(client[string: "outcome"] == "reset" && (client[double: "seconds"] ?? 99) < 0.5, "\(client)")
+        }
+    }
+
+    /// A destination that never answers (the peer drops what it cannot route) ends at the connect
+    /// time-out, and past --max-connections a client is closed at once with a warning.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func connectionLimitRefusesTheOneTooMany() throws {
+        try withSession { s in
+            try s.startServer(addresses: ["192.168.4.1"])
+            try s.startOnetun(s.onetunArguments(
+                ["127.0.0.1:18034:192.168.4.1:\(ServicePort.echo)"], extra: ["--max-connections", "2", "--log", "debug"]))
+            let a = try s.startClient(18034, "echo-paced", ["4"], logName: "a.log")
+            let b = try s.startClient(18034, "echo-paced", ["4"], logName: "b.log")
+            let onetun = try #require(s.onetun)
+            for _ in 0..<100 where onetun.output.components(separatedBy: "client accepted").count < 3 { usleep(50_000) }
+            let third = try s.client(18034, "closes")
+            #expect(["reset", "eof"].contains(third[string: "outcome"]) && (third[double: "seconds"] ?? 99) < 0.5, "\(third)")
+            #expect(s.onetunLog.contains("refused: 2 connections open (--max-connections)"), "\(s.onetunLog)")
+            for child in [a, b] {
+                let r = try s.finish(child, seconds: 30)
+                #expect(r[bool: "equal"] == true, "\(r)")
+            }
+            // Room again once they closed.
+            let after = try s.client(18034, "echo", ["1", "4096"])
+            #expect(after[int: "ok"] == 1, "\(after)")
+        }
+    }
+}
