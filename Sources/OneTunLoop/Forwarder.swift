@@ -125,6 +125,7 @@ public final class Forwarder {
             guard id < clients.count, let client = clients[id], !client.closing else { continue }
             service(client)
         }
+        if budget == 0 { driver.continueNextIteration() }
     }
 
     // MARK: Shutdown

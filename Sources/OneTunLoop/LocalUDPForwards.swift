@@ -94,6 +94,7 @@ extension Forwarder {
         guard !shuttingDown else { return }
         let now = TunnelLoop.now()
         var budget = 4096
+        defer { if budget == 0 { driver.continueNextIteration() } }
         while budget > 0, let d = core.pollDatagram() {
             budget -= 1
             if let forward = remoteUDP[d.destination.port] {

@@ -10,6 +10,7 @@ extension Forwarder {
     func acceptRemote() {
         let now = TunnelLoop.now()
         var budget = 1024
+        defer { if budget == 0 { driver.continueNextIteration() } }
         while budget > 0, let id = core.accept() {
             budget -= 1
             let connection = core.connection(id)

@@ -141,6 +141,11 @@ public final class TunnelLoop {
     let udp = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
     let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
     let prepare = UnsafeMutablePointer<uv_prepare_t>.allocate(capacity: 1)
+    /// Runs while a flush left work for the next iteration (a budget ran out): it keeps the loop from
+    /// blocking in epoll until some unrelated datagram or timer wakes it.
+    let idle = UnsafeMutablePointer<uv_idle_t>.allocate(capacity: 1)
+    var moreWork = false
+    var idling = false
     let signals = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 2)
     static let batch = 64
     /// The most one datagram may take in the send buffer: 2 KiB, or more for an MTU above about 1950.
@@ -267,6 +272,7 @@ public final class TunnelLoop {
 
         uv_timer_init(loop, timer)
         timer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        uv_idle_init(loop, idle)
         uv_prepare_init(loop, prepare)
         prepare.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         uv_prepare_start(prepare) { handle in
@@ -467,17 +473,25 @@ public final class TunnelLoop {
         uv_udp_recv_stop(udp)
         uv_timer_stop(timer)
         uv_prepare_stop(prepare)
+        uv_idle_stop(idle)
         for i in 0..<2 { uv_signal_stop(signals + i) }
-        for handle in [OpaquePointer(udp), OpaquePointer(timer), OpaquePointer(prepare), OpaquePointer(signals), OpaquePointer(signals + 1)] {
+        for handle in [
+            OpaquePointer(udp), OpaquePointer(timer), OpaquePointer(prepare), OpaquePointer(idle), OpaquePointer(signals),
+            OpaquePointer(signals + 1),
+        ] {
             let h = UnsafeMutablePointer<uv_handle_t>(handle)
             if uv_is_closing(h) == 0 { uv_close(h, nil) }
         }
         onStop?()
     }
 
+    /// A budget ran out with work left: the next loop iteration comes at once and continues it.
+    public func continueNextIteration() { moreWork = true }
+
     /// Drains everything the core wants sent, in batches, then re-arms the one timer.
     public func flush() {
         guard !stopped else { return }
+        moreWork = false
         beforeTransmit?()
         let now = Self.now()
         var budget = 16_384
@@ -496,12 +510,17 @@ public final class TunnelLoop {
             budget -= count
             if count < Self.batch { break }
         }
+        if budget <= 0 { moreWork = true }
         while let event = core.pollTunnelEvent() { report(event) }
         if endpointName != nil, core.handshakeProblem != nil, !resolving, now.since(lastResolve) >= Self.resolveInterval {
             resolveEndpoint(now)
         }
         rearm(now)
         afterFlush?()
+        if moreWork != idling {
+            idling = moreWork
+            if idling { uv_idle_start(idle) { _ in } } else { uv_idle_stop(idle) }
+        }
     }
 
     /// Says what happened to the session, in words a user can act on.

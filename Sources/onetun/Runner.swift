@@ -95,11 +95,16 @@ struct Runner {
             let writer = try PcapWriter(path: path)
             core.packetTap = { packet, _ in writer.record(packet) }
             var reported = false
+            var lossReported = false
             loop.afterFlush = {
                 writer.flush()
                 if writer.failed && !reported {
                     reported = true
                     logger.error("capture to \(path) stopped: \(writer.failure ?? "write failed"); forwarding goes on")
+                }
+                if writer.lost > 0 && !lossReported {
+                    lossReported = true
+                    logger.warning("capture to \(path): its reader is behind by 1 MiB; packets that do not fit are not captured (counted; forwarding does not wait)")
                 }
             }
             pcap = writer
@@ -107,8 +112,9 @@ struct Runner {
         }
         defer {
             if let pcap {
-                pcap.flush()
-                logger.info("\(pcap.packets) packets captured to \(settings.pcap ?? "")")
+                pcap.finish(waitingAtMost: 2 * Nanos.second)
+                let lost = pcap.lost > 0 ? ", \(pcap.lost) not captured (the reader was too slow)" : ""
+                logger.info("\(pcap.packets) packets captured to \(settings.pcap ?? "")\(lost)")
             }
         }
         try forwarder.listen(forwards)

@@ -156,3 +156,55 @@ import Testing
         }
     }
 }
+
+extension ResilienceTests {
+    /// `--pcap` into a FIFO whose reader takes 64 KiB a second: a 16 MiB echo still runs at full speed
+    /// (forwarding never waits for the capture), the loss is said once, and what the reader got is a
+    /// valid pcap stream (whole records only).
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func aSlowCaptureReaderNeverStallsForwarding() throws {
+        try withSession { s in
+            try s.startServer(addresses: ["192.168.4.1"])
+            let fifo = s.directory.appendingPathComponent("capture.fifo").path
+            let copy = s.directory.appendingPathComponent("capture.pcap").path
+            guard mkfifo(fifo, 0o600) == 0 else { throw HarnessError("mkfifo: \(String(cString: strerror(errno)))") }
+            let reader = try s.namespace.spawn(["python3", "-c", """
+                import sys, time
+                with open(sys.argv[1], "rb") as f, open(sys.argv[2], "wb") as out:
+                    while True:
+                        d = f.read(6554)
+                        if not d:
+                            break
+                        out.write(d)
+                        out.flush()
+                        time.sleep(0.1)
+                """, fifo, copy], logName: "pcap-reader.log")
+            defer { reader.terminate() }
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18035:192.168.4.1:\(ServicePort.echo)"], extra: ["--pcap", fifo]))
+            let echo = try s.client(18035, "echo", ["1", String(16 << 20)], timeout: 60)
+            #expect(echo[int: "ok"] == 1, "\(echo)")
+            #expect((echo[double: "seconds"] ?? 99) < 20, "\(echo)")
+            #expect(s.onetunLog.contains("its reader is behind by 1 MiB"), "\(s.onetunLog.suffix(2000))")
+            // Whole records: every record the reader got so far is an IP packet of a sane length (only
+            // the last may be cut short, by where the reader stopped).
+            let check = try s.namespace.run(["python3", "-c", """
+                import struct, sys
+                d = open(sys.argv[1], "rb").read()
+                assert struct.unpack("<I", d[:4])[0] == 0xA1B2C3D4, "magic"
+                i, n = 24, 0
+                while i + 16 <= len(d):
+                    incl, orig = struct.unpack("<II", d[i + 8:i + 16])
+                    assert 20 <= incl <= 65535 and orig >= incl, "record %d at %d: %d/%d" % (n, i, incl, orig)
+                    if i + 16 + incl > len(d):
+                        break
+                    assert d[i + 16] >> 4 in (4, 6), "record %d is not IP" % n
+                    i += 16 + incl
+                    n += 1
+                print(n)
+                """, copy], timeout: 30)
+            let frames = Int(check.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            #expect(frames > 10, "\(check)")
+            print("onetun --pcap to a slow FIFO: 16 MiB echoed in \(String(format: "%.2f", echo[double: "seconds"] ?? 0)) s; the reader got \(frames) packets")
+        }
+    }
+}
