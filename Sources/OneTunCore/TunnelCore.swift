@@ -5,10 +5,15 @@ public struct TunnelCoreConfig: Sendable {
     /// destination's family.
     public var addresses: [IPAddress]
     public var tcp: TCPConfig
+    /// A UDP forward's virtual port (and a driver's remote UDP flow) idle this long is let go.
+    public var udpIdleTimeout: UInt64
 
-    public init(wireGuard: WireGuardConfig, addresses: [IPAddress], tcp: TCPConfig = TCPConfig()) {
+    public init(
+        wireGuard: WireGuardConfig, addresses: [IPAddress], tcp: TCPConfig = TCPConfig(), udpIdleTimeout: UInt64 = 60 * Nanos.second
+    ) {
         self.wireGuard = wireGuard
         self.addresses = addresses
+        self.udpIdleTimeout = udpIdleTimeout
         var tcp = tcp
         // MSS from the tunnel MTU: IPv4 (20) + TCP (20) headers; the stack takes 20 more off for IPv6. A
         // jumbo MTU gets jumbo segments; an MSS set below the default stays as set.
@@ -77,7 +82,8 @@ public final class TunnelCore {
     /// hook for packet capture. It must not keep the bytes.
     public var packetTap: ((_ packet: UnsafeRawBufferPointer, _ outbound: Bool) -> Void)?
 
-    /// Virtual source ports for UDP forwards (onetun's pool: 1000–60999, 60 s idle, 100 per client IP).
+    /// Virtual source ports for UDP forwards (onetun's pool: 1000–60999, `udpIdleTimeout` idle (60 s),
+    /// 100 per client IP).
     public let udpPorts: UDPPortPool
 
     /// Inbound UDP datagrams (payloads) waiting for `pollDatagram`, and outbound IP packets waiting for
@@ -99,7 +105,7 @@ public final class TunnelCore {
         interface.hasUDP = true
         // Every packet the interface sees was opened by the WireGuard session, whose tag authenticates it.
         interface.trustsTransportChecksums = true
-        udpPorts = UDPPortPool(random: random)
+        udpPorts = UDPPortPool(idleTimeout: config.udpIdleTimeout, random: random)
         let nobody = UDPEndpoint(address: config.addresses[0], port: 0)
         udpIn = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots, blank: (nobody, nobody))
         udpOut = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots)

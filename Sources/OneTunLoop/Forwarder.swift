@@ -85,6 +85,13 @@ public final class Forwarder {
     // Remote UDP forwards (RemoteUDPForwards.swift).
     var remoteUDP: [UInt16: RemoteForward] = [:]
     var remoteFlows: [RemoteFlowKey: RemoteFlow] = [:]
+    var flowList = FlowList()
+    /// Armed to the oldest remote flow's idle expiry (RemoteUDPForwards.swift); initialized at first use.
+    lazy var flowTimer: UnsafeMutablePointer<uv_timer_t> = {
+        let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+        uv_timer_init(driver.loop, timer)
+        return timer
+    }()
     /// Remote UDP flows (one local socket each) kept at most; past it the least recently used closes.
     static let maximumRemoteFlows = 1024
 
@@ -148,6 +155,10 @@ public final class Forwarder {
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
         for flow in Array(remoteFlows.values) { closeFlow(flow) }
+        if !remoteUDP.isEmpty {
+            uv_timer_stop(flowTimer)
+            uv_close(UnsafeMutableRawPointer(flowTimer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
+        }
         remoteUDP = [:]
         let wg = core.stats.wireGuard
         logger.info("shutting down after \(connectionsOpened) connections; \(driver.datagramsSent) datagrams sent (\(driver.sendFailures) not sent), \(driver.datagramsReceived) received; WireGuard dropped \(wg.dropped) in, \(core.packetsDropped) out")

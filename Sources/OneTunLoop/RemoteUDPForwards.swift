@@ -4,7 +4,10 @@ import Logging
 import OneTunCore
 
 // Remote UDP forwards: each remote endpoint writing to a forwarded port gets a flow, its own local socket
-// connected to the destination; the least recently used flow closes past `maximumRemoteFlows`.
+// connected to the destination. Flows sit in a list from least to most recently used (intrusive, so
+// finding the oldest costs nothing): one idle for the core's `udpIdleTimeout` (60 s, as the port pool's
+// virtual ports) closes, on a timer armed to the oldest flow's expiry; past `maximumRemoteFlows` the
+// oldest makes room.
 extension Forwarder {
     struct RemoteFlowKey: Hashable {
         var port: UInt16
@@ -16,6 +19,9 @@ extension Forwarder {
         let key: RemoteFlowKey
         unowned let forwarder: Forwarder
         var lastUsed: Instant
+        /// Neighbours in the forwarder's recency list: `older` towards the least recently used.
+        var newer: RemoteFlow?
+        weak var older: RemoteFlow?
 
         init(key: RemoteFlowKey, forwarder: Forwarder, now: Instant) {
             self.key = key
@@ -23,6 +29,36 @@ extension Forwarder {
             lastUsed = now
         }
     }
+
+    /// The recency list of remote flows: `oldest` first, each holding the next newer one.
+    struct FlowList {
+        var oldest: RemoteFlow?
+        weak var newest: RemoteFlow?
+
+        mutating func append(_ flow: RemoteFlow) {
+            flow.older = newest
+            flow.newer = nil
+            if let newest { newest.newer = flow } else { oldest = flow }
+            newest = flow
+        }
+
+        mutating func remove(_ flow: RemoteFlow) {
+            if let older = flow.older { older.newer = flow.newer } else { oldest = flow.newer }
+            if let newer = flow.newer { newer.older = flow.older } else { newest = flow.older }
+            flow.newer = nil
+            flow.older = nil
+        }
+
+        /// Marks `flow` used now: it becomes the newest.
+        mutating func touch(_ flow: RemoteFlow) {
+            guard newest !== flow else { return }
+            remove(flow)
+            append(flow)
+        }
+    }
+
+    /// A remote flow with no datagram either way for this long closes.
+    var flowIdleTimeout: UInt64 { core.config.udpIdleTimeout }
 
     /// A datagram from the tunnel to a remote UDP forward's port: it goes out of the flow's own local
     /// socket, connected to the destination, whose replies return through the tunnel.
@@ -32,12 +68,10 @@ extension Forwarder {
         let key = RemoteFlowKey(port: forward.port, remote: remote)
         var flow = remoteFlows[key]
         if flow == nil {
+            if remoteFlows.count >= Self.maximumRemoteFlows, let oldest = flowList.oldest { closeFlow(oldest) }
             guard underLimit("remote UDP flow from \(remote)", now: now) else {
                 datagramsDropped += 1
                 return
-            }
-            if remoteFlows.count >= Self.maximumRemoteFlows, let oldest = remoteFlows.values.min(by: { $0.lastUsed < $1.lastUsed }) {
-                closeFlow(oldest)
             }
             let made = RemoteFlow(key: key, forwarder: self, now: now)
             var destination = forward.destination
@@ -64,8 +98,9 @@ extension Forwarder {
                     { handle, nread, _, _, _ in
                         guard nread > 0 else { return }
                         let flow = Unmanaged<RemoteFlow>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-                        flow.lastUsed = TunnelLoop.now()
                         let f = flow.forwarder
+                        flow.lastUsed = TunnelLoop.now()
+                        f.flowList.touch(flow)
                         if f.core.sendDatagram(from: flow.key.port, to: flow.key.remote, payload: UnsafeRawBufferPointer(rebasing: f.udpBuffer[0..<nread])) {
                             f.datagramsReturned += 1
                         } else {
@@ -74,6 +109,8 @@ extension Forwarder {
                     })
             }
             remoteFlows[key] = made
+            flowList.append(made)
+            armFlowExpiry()
             guard rc == 0 else {
                 logger.debug("remote UDP flow from \(remote): \(String(cString: uv_strerror(rc)))")
                 closeFlow(made)
@@ -83,6 +120,7 @@ extension Forwarder {
             flow = made
         }
         flow!.lastUsed = now
+        flowList.touch(flow!)
         var buf = datagramBuffer(payload)
         if uv_udp_try_send(flow!.handle, &buf, 1, nil) < 0 {
             datagramsDropped += 1
@@ -91,8 +129,33 @@ extension Forwarder {
         }
     }
 
+    /// Arms the flow timer for the oldest flow's expiry (started once; re-armed as it fires).
+    func armFlowExpiry() {
+        guard uv_is_active(UnsafeMutableRawPointer(flowTimer).assumingMemoryBound(to: uv_handle_t.self)) == 0,
+            let oldest = flowList.oldest
+        else { return }
+        let due = oldest.lastUsed.adding(flowIdleTimeout)
+        let now = TunnelLoop.now()
+        let ms = due <= now ? 0 : (due.since(now) + 999_999) / 1_000_000
+        flowTimer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        uv_timer_start(flowTimer, { timer in
+            let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+            me.expireFlows(now: TunnelLoop.now())
+        }, ms, 0)
+    }
+
+    /// Closes every flow idle for `flowIdleTimeout`, oldest first (the list is in order of last use).
+    func expireFlows(now: Instant) {
+        while let oldest = flowList.oldest, now.since(oldest.lastUsed) >= flowIdleTimeout {
+            logger.debug("remote UDP flow from \(oldest.key.remote) to port \(oldest.key.port): idle, closed")
+            closeFlow(oldest)
+        }
+        if !shuttingDown { armFlowExpiry() }
+    }
+
     func closeFlow(_ flow: RemoteFlow) {
         remoteFlows[flow.key] = nil
+        flowList.remove(flow)
         uv_udp_recv_stop(flow.handle)
         uv_close(UnsafeMutableRawPointer(flow.handle).assumingMemoryBound(to: uv_handle_t.self)) { handle in
             let flow = Unmanaged<RemoteFlow>.fromOpaque(handle!.pointee.data).takeRetainedValue()

@@ -64,6 +64,9 @@ struct OneTunCommand: ParsableCommand {
     @Option(help: "Connections (TCP clients and remote UDP flows) open at once, at most (ONETUN_MAX_CONNECTIONS); default from the descriptor limit.")
     var maxConnections: String?
 
+    @Option(help: "Seconds a UDP flow (a local client's virtual port, a remote forward's flow) may be idle before it is let go (ONETUN_UDP_TIMEOUT), default 60.")
+    var udpTimeout: String?
+
     @Option(help: "Check the tunnel: send ICMP echo requests to this address inside it and print the replies.")
     var ping: String?
 

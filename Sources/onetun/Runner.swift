@@ -76,7 +76,9 @@ struct Runner {
         var tcp = TCPConfig()
         tcp.connectTimeout = settings.connectTimeout
         let core = TunnelCore(
-            config: TunnelCoreConfig(wireGuard: config, addresses: [settings.sourcePeerIP], tcp: tcp), random: SystemRandom())
+            config: TunnelCoreConfig(
+                wireGuard: config, addresses: [settings.sourcePeerIP], tcp: tcp, udpIdleTimeout: settings.udpTimeout),
+            random: SystemRandom())
         let loop = TunnelLoop(core: core, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
         let descriptors = Self.raiseDescriptorLimit(logger)

@@ -24,6 +24,7 @@ struct Settings {
     var remoteForwards: [PortForwardSpec] = []
     var pcap: String?
     var connectTimeout: UInt64 = 20 * Nanos.second
+    var udpTimeout: UInt64 = 60 * Nanos.second
     /// nil: derived from the descriptor limit at start.
     var maxConnections: Int?
 
@@ -132,6 +133,12 @@ struct Settings {
                 throw UsageError("--connect-timeout: '\(text)' is not a number of seconds between 1 and 3600")
             }
             connectTimeout = seconds * Nanos.second
+        }
+        if let text = value(c.udpTimeout, "ONETUN_UDP_TIMEOUT") {
+            guard let seconds = UInt64(text), (1...86_400).contains(seconds) else {
+                throw UsageError("--udp-timeout: '\(text)' is not a number of seconds between 1 and 86400")
+            }
+            udpTimeout = seconds * Nanos.second
         }
         if let text = value(c.maxConnections, "ONETUN_MAX_CONNECTIONS") {
             guard let n = Int(text), (1...1_000_000).contains(n) else {

@@ -208,3 +208,30 @@ extension ResilienceTests {
         }
     }
 }
+
+extension ResilienceTests {
+    /// Remote UDP flows idle for --udp-timeout close and give their descriptors back, oldest first,
+    /// without anything else happening (their own timer, not the next datagram, notices).
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func idleRemoteUDPFlowsCloseByThemselves() throws {
+        try withSession { s in
+            try s.startRemoteUDPEcho(address: "127.0.0.1", port: 7008)
+            try s.startOnetun(s.onetunArguments(["--remote", "5558:127.0.0.1:7008:UDP"], extra: ["--udp-timeout", "2", "--log", "debug"]))
+            let onetun = try #require(s.onetun)
+            try s.waitFor(onetun, "handshake with the peer complete", seconds: 10)
+            func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(onetun.pid)/fd").count) ?? -1 }
+            let before = descriptors()
+            let echo = try s.remoteUDPEcho(host: "192.168.4.3", port: 5558, clients: 8, total: 200, window: 4)
+            #expect(echo[int: "ok"] == 200, "\(echo)")
+            let during = descriptors()
+            #expect(during == before + 8, "\(before) descriptors before, \(during) with 8 flows")
+            var after = during
+            for _ in 0..<100 where after > before {
+                usleep(100_000)
+                after = descriptors()
+            }
+            #expect(after == before, "\(after) descriptors 10 s later, \(before) before the flows")
+            #expect(s.onetunLog.components(separatedBy: "idle, closed").count == 9, "\(s.onetunLog.suffix(3000))")
+        }
+    }
+}
