@@ -110,3 +110,12 @@ private func bindUDP(_ fd: Int32, _ address: String) -> Int32 {
         #expect(request.expectedReply.expectedReply.source == request.source)
     }
 }
+
+/// CI must fail, not skip, when the end-to-end tests cannot run (ONETUN_REQUIRE_E2E=1, set by .ci/run).
+@Suite struct EndToEndGuardTests {
+    @Test(.enabled(if: TestNamespace.isRequired, "ONETUN_REQUIRE_E2E is not set"))
+    func requiredEndToEndTestsCanRun() {
+        #expect(getuid() == 0, "the end-to-end tests need root (ONETUN_REQUIRE_E2E=1)")
+        #expect(TestNamespace.probe(), "`ip netns add` does not work here, and ONETUN_REQUIRE_E2E=1 says the end-to-end tests must run")
+    }
+}

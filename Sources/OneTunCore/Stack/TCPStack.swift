@@ -38,6 +38,18 @@
     /// Passive opens still in SYN-RECEIVED: not the application's until the handshake completes, so a
     /// peer that sends SYNs and never completes them costs a bounded table and no driver resources.
     @exclusivity(unchecked) var handshaking: Set<Int> = []
+    /// The same, oldest first, each id with the serial of its handshake (an id released and reused is
+    /// another handshake; its old place in the queue no longer counts). When the table is full a new SYN
+    /// pushes out the oldest half-open connection, silently (its source may be forged): a SYN flood then
+    /// only shortens how long a half-open connection may wait for its ACK, to the time the flood takes
+    /// to send `acceptBacklog` SYNs, and a real client, whose ACK follows its SYN by one round trip,
+    /// still gets through. Linux's SYN cookies buy the same; this needs no change to the handshake.
+    var handshakeOrder: [(id: Int, serial: UInt32)] = []
+    var handshakeOrderHead = 0
+    var handshakeSerial: [UInt32] = []
+    var nextHandshakeSerial: UInt32 = 0
+    /// Half-open connections pushed out by newer SYNs (a SYN flood, or just more clients than the table).
+    public private(set) var halfOpenEvicted = 0
     /// Connections whose state input or timers changed, for the application (`pollEvent`), each once.
     @exclusivity(unchecked) var events: [Int] = []
     @exclusivity(unchecked) var eventHead = 0
@@ -94,6 +106,7 @@
             slots.append(Slot(tuple: tuple, connection: connection))
             queued.append(false)
             eventQueued.append(false)
+            handshakeSerial.append(0)
         }
         byTuple[tuple] = id
         markReady(id)
@@ -189,17 +202,44 @@
         guard listening.contains(segment.destinationPort), repr.flags.contains(.syn), !repr.flags.contains(.ack) else {
             return false
         }
-        guard acceptQueue.count - acceptHead < acceptBacklog, handshaking.count < acceptBacklog else {
-            // A full queue drops the SYN, as Linux does: the client retries after its RTO, and a SYN
-            // flood cannot grow memory.
+        guard acceptQueue.count - acceptHead < acceptBacklog else {
+            // The application is not accepting: drop the SYN, as Linux does; the client retries after
+            // its RTO.
             synsDropped += 1
             return true
         }
+        if handshaking.count >= acceptBacklog { evictOldestHalfOpen() }
         guard let connection = TCPConnection(accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple), now: now)
         else { return false }
         let id = insert(connection, tuple)
         handshaking.insert(id)
+        nextHandshakeSerial &+= 1
+        handshakeSerial[id] = nextHandshakeSerial
+        handshakeOrder.append((id, nextHandshakeSerial))
+        if handshakeOrder.count - handshakeOrderHead > 4 * max(handshaking.count, 16) {
+            // Mostly handshakes that completed: keep the live ones (amortized over the SYNs that came).
+            handshakeOrder = handshakeOrder[handshakeOrderHead...].filter { handshaking.contains($0.id) && handshakeSerial[$0.id] == $0.serial }
+            handshakeOrderHead = 0
+        }
         return true
+    }
+
+    /// Forgets the oldest connection still in SYN-RECEIVED, without a RST (see `handshakeOrder`).
+    func evictOldestHalfOpen() {
+        while handshakeOrderHead < handshakeOrder.count {
+            let (id, serial) = handshakeOrder[handshakeOrderHead]
+            handshakeOrderHead += 1
+            if handshaking.contains(id) && handshakeSerial[id] == serial {
+                remove(id)
+                halfOpenEvicted += 1
+                break
+            }
+        }
+        // Entries of handshakes that ended are skipped lazily; the queue is compacted as it drains.
+        if handshakeOrderHead >= 64 && handshakeOrderHead * 2 >= handshakeOrder.count {
+            handshakeOrder.removeFirst(handshakeOrderHead)
+            handshakeOrderHead = 0
+        }
     }
 
     /// An ICMP destination-unreachable error quoted a segment of this four-tuple with `sequence`.
