@@ -52,6 +52,7 @@ static inline int onetun_sendmmsg_gso(int fd, const struct sockaddr *name, sockl
 }
 
 #include <errno.h>
+#include <malloc.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <linux/errqueue.h>
@@ -65,18 +66,18 @@ struct onetun_icmp_error {
     struct sockaddr_storage offender;
 };
 static inline int onetun_read_icmp_error(int fd, struct onetun_icmp_error *out) {
-    unsigned char control[512];
+    union { struct cmsghdr align; unsigned char bytes[512]; } control;
     char data[64];
     struct iovec iov = {data, sizeof data};
     struct msghdr h = {0};
+    memset(out, 0, sizeof *out);
     h.msg_name = &out->target;
     h.msg_namelen = sizeof out->target;
     h.msg_iov = &iov;
     h.msg_iovlen = 1;
-    h.msg_control = control;
-    h.msg_controllen = sizeof control;
+    h.msg_control = control.bytes;
+    h.msg_controllen = sizeof control.bytes;
     if (recvmsg(fd, &h, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
-    out->error = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c)) {
         if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) ||
             (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_RECVERR)) {

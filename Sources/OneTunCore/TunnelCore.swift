@@ -47,8 +47,11 @@ public struct TunnelCoreConfig: Sendable {
 /// `nextDeadline()`.
 ///
 /// **The endpoint.** Datagrams from an address other than `endpoint` are refused before any
-/// cryptography unless they name one of our sessions or handshakes; once such a datagram authenticates,
-/// the peer has roamed: `handleDatagram` returns true and `endpoint` is its address from then on.
+/// cryptography unless they name one of our sessions or the handshake we wait on, or are handshake
+/// initiations, which get the mac1 check every initiation gets (and Diffie-Hellman work only with a
+/// valid mac1, as in WireGuard). Once such a datagram authenticates, the peer has roamed:
+/// `handleDatagram` returns true and `endpoint` is its address from then on. `pollTransmit` sends to
+/// `endpoint`, except a cookie reply, which goes to `transmitDestination`.
 ///
 /// **Events.** `pollEvent` returns the id of every connection that a segment or a timer touched since
 /// the last call, once each: it became established, readable, writable again (acknowledged data freed send
@@ -145,6 +148,10 @@ public final class TunnelCore {
     /// The next session event (established, lost, expired, handshake failing, …), for logs.
     public func pollTunnelEvent() -> TunnelEvent? { tunnel.pollEvent() }
 
+    /// Where the datagram the last `pollTransmit` wrote goes: nil for `endpoint` (all but a cookie reply
+    /// to a handshake message from another address).
+    public var transmitDestination: EndpointAddress? { tunnel.transmitDestination }
+
     /// Wall-clock nanoseconds since 1970 minus the driver's `now`, for the TAI64N timestamps of
     /// handshakes; set it before `start`.
     public var wallClockOffset: Int64 {
@@ -200,15 +207,14 @@ public final class TunnelCore {
             let packet = UnsafeRawBufferPointer(rebasing: buffer[range])
             packetTap?(packet, false)
             if case .udp(let arrival) = interface.receive(packet: packet, now: now) { queueInbound(packet, arrival) }
-        case .consumed:
-            if tunnel.recovered {
-                // The path is back: connections whose retransmissions backed off during the outage go
-                // now, not at their next backed-off timer.
-                tunnel.recovered = false
-                tcp.pathRecovered(now: now)
-            }
-        case .dropped:
+        case .consumed, .dropped:
             break
+        }
+        if tunnel.recovered {
+            // The path is back: connections whose retransmissions backed off during the outage go now,
+            // not at their next backed-off timer.
+            tunnel.recovered = false
+            tcp.pathRecovered(now: now)
         }
         return tunnel.stats.endpointChanges != roams
     }

@@ -50,6 +50,10 @@ public final class Forwarder {
     var tunnelDownWarnings = Throttle()
     var connectTimeoutWarnings = Throttle()
     var acceptErrorWarnings = Throttle()
+    /// Connections closed since memory was last handed back to the system (`trimMemory`), and the
+    /// one-shot timer that does it (initialized at first use).
+    var closedSinceTrim = 0
+    var trimTimer: UnsafeMutablePointer<uv_timer_t>?
     /// Copied per client only when its socket is full (see above).
     static let pendingLimit = 256 << 10
 
@@ -133,6 +137,29 @@ public final class Forwarder {
             service(client)
         }
         if budget == 0 { driver.continueNextIteration() }
+        if closedSinceTrim >= 64 { scheduleTrim() }
+    }
+
+    /// A second after many connections closed, gives the heap's free pages back to the system: glibc
+    /// keeps them otherwise, and a wave of ten thousand connections would leave the process that much
+    /// larger for good. One trim per second at most, however fast connections come and go (it walks the
+    /// heap's free lists).
+    func scheduleTrim() {
+        let timer: UnsafeMutablePointer<uv_timer_t>
+        if let t = trimTimer {
+            timer = t
+        } else {
+            timer = .allocate(capacity: 1)
+            uv_timer_init(driver.loop, timer)
+            timer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+            trimTimer = timer
+        }
+        guard !shuttingDown, uv_is_active(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) == 0 else { return }
+        uv_timer_start(timer, { timer in
+            let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+            me.closedSinceTrim = 0
+            malloc_trim(0)
+        }, 1000, 0)
     }
 
     // MARK: Shutdown
@@ -155,6 +182,10 @@ public final class Forwarder {
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
         for flow in Array(remoteFlows.values) { closeFlow(flow) }
+        if let trimTimer {
+            uv_timer_stop(trimTimer)
+            uv_close(UnsafeMutableRawPointer(trimTimer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
+        }
         if !remoteUDP.isEmpty {
             uv_timer_stop(flowTimer)
             uv_close(UnsafeMutableRawPointer(flowTimer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }

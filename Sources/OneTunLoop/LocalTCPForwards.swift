@@ -54,6 +54,9 @@ extension Forwarder {
         var pending: UnsafeMutableRawBufferPointer?
         var bytesUp = 0
         var bytesDown = 0
+        /// How much one read from the client may take: 4 KiB at first, doubled each time a read fills it,
+        /// up to 64 KiB. A client that sends a little never makes its connection's send buffer grow.
+        var readSize = 4096
         /// The virtual connection left SYN-SENT (a connect time-out is said differently from a later one).
         var synchronized = false
         let opened: Instant
@@ -145,7 +148,7 @@ extension Forwarder {
             { handle, _, buf in
                 let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
                 // Read straight into the connection's send buffer; an empty buffer means it is full.
-                let region = client.forwarder.core.connection(client.id).sendRegion()
+                let region = client.forwarder.core.connection(client.id).sendRegion(maxBytes: client.readSize)
                 buf!.pointee = uv_buf_init(region.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(region.count))
             },
             { handle, nread, _ in
@@ -164,6 +167,7 @@ extension Forwarder {
         guard !client.closing else { return }
         let connection = core.connection(client.id)
         if nread > 0 {
+            if nread >= client.readSize && client.readSize < 65_536 { client.readSize *= 2 }
             connection.commitSend(nread)
             client.bytesUp += nread
             core.touched(client.id)
@@ -246,9 +250,9 @@ extension Forwarder {
             // The socket is full: copy one bounded chunk for uv_write and wait for it.
             let chunk = connection.readable()
             if chunk.isEmpty { return }
-            let pending = client.pending ?? UnsafeMutableRawBufferPointer.allocate(byteCount: Self.pendingLimit, alignment: 16)
+            let m = min(chunk.count, Self.pendingLimit)
+            let pending = UnsafeMutableRawBufferPointer.allocate(byteCount: m, alignment: 16)
             client.pending = pending
-            let m = min(chunk.count, pending.count)
             pending.copyMemory(from: UnsafeRawBufferPointer(rebasing: chunk[0..<m]))
             connection.consume(m)
             client.bytesDown += m
@@ -259,6 +263,10 @@ extension Forwarder {
             uv_write(client.writeRequest, stream(client.handle), &out, 1) { request, status in
                 let client = Unmanaged<Client>.fromOpaque(request!.pointee.data).takeUnretainedValue()
                 client.writePending = false
+                // The chunk is copied only while the client's socket is full; give it back once written
+                // (a client that reads again needs none, and ten thousand idle ones would hold 2.5 GiB).
+                client.pending?.deallocate()
+                client.pending = nil
                 guard !client.closing else { return }
                 if status < 0 {
                     client.forwarder.teardown(client, reset: true, reason: "client write failed")
@@ -301,6 +309,7 @@ extension Forwarder {
             core.release(client.id)
         }
         connectionsClosed += 1
+        closedSinceTrim += 1
     }
 
     /// Closes with a RST; libuv refuses that (UV_EINVAL) while a shutdown request is in flight, and then

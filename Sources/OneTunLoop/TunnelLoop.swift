@@ -42,6 +42,8 @@ public protocol DatagramCore: AnyObject {
     var handshakeProblem: HandshakeProblem? { get }
     func pollTunnelEvent() -> TunnelEvent?
     func retryHandshake(now: Instant)
+    /// Where the last `pollTransmit`'s datagram goes: nil for `endpoint`.
+    var transmitDestination: EndpointAddress? { get }
 }
 
 extension TunnelCore: DatagramCore {
@@ -121,6 +123,7 @@ extension TunnelCore: DatagramCore {
     public func retryHandshake(now: Instant) {
         tunnel.retryHandshake(now: now)
     }
+    public var transmitDestination: EndpointAddress? { tunnel.transmitDestination }
 }
 
 /// The single-threaded libuv driver: one UDP socket for the WireGuard endpoint, one timer armed to the
@@ -175,6 +178,9 @@ public final class TunnelLoop {
     var endpointLength: socklen_t = 0
     /// The endpoint's host name, resolved again while handshakes fail; nil for a literal address.
     var endpointName: String?
+    /// The configured port (network order): a new address for the name gets this one, not the port the
+    /// peer may have roamed to behind a NAT.
+    var endpointPort: UInt16 = 0
     let resolveRequest = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
     var resolving = false
     var lastResolve = Instant.zero
@@ -232,6 +238,7 @@ public final class TunnelLoop {
         guard rc == 0 else { throw .uv("binding the endpoint socket", rc) }
         endpointName = name
         setEndpoint(endpoint)
+        endpointPort = endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.port($0) }
         var size: Int32 = 4 << 20
         _ = uv_recv_buffer_size(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), &size)
         size = 4 << 20
@@ -253,11 +260,13 @@ public final class TunnelLoop {
                 let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
                 buf!.pointee = uv_buf_init(me.receiveBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(me.receiveBuffer.count))
             },
-            { handle, nread, buf, addr, _ in
+            { handle, nread, buf, addr, flags in
                 let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
                 // A pending ICMP error fails the read (ECONNREFUSED, EHOSTUNREACH, …); its details wait
-                // on the error queue.
-                if nread < 0 {
+                // on the error queue. So may a read that found nothing (not the end of a batch, which
+                // hands the buffer back): an error queued after its error was taken by a send makes
+                // the socket report EPOLLERR until the queue is drained.
+                if nread < 0 || (nread == 0 && addr == nil && flags & UInt32(UV_UDP_MMSG_FREE.rawValue) == 0) {
                     me.readErrors()
                     return
                 }
@@ -352,6 +361,42 @@ public final class TunnelLoop {
         }
     }
 
+    /// The port of an IPv4 or IPv6 socket address, in network order.
+    static func port(_ addr: UnsafePointer<sockaddr>) -> UInt16 {
+        if Int32(addr.pointee.sa_family) == AF_INET6 {
+            return addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_port }
+        }
+        return addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_port }
+    }
+
+    /// The socket address an `EndpointAddress` names (the inverse of `endpointAddress`).
+    static func socketAddress(_ address: EndpointAddress) -> sockaddr_storage? {
+        var storage = sockaddr_storage()
+        let ok = address.withUnsafeBytes { bytes -> Bool in
+            withUnsafeMutableBytes(of: &storage) { raw in
+                switch bytes.count {
+                case 6:
+                    var sin = sockaddr_in()
+                    sin.sin_family = sa_family_t(AF_INET)
+                    withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<4])) }
+                    withUnsafeMutableBytes(of: &sin.sin_port) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[4..<6])) }
+                    withUnsafeBytes(of: sin) { raw.copyMemory(from: $0) }
+                    return true
+                case 18:
+                    var sin6 = sockaddr_in6()
+                    sin6.sin6_family = sa_family_t(AF_INET6)
+                    withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<16])) }
+                    withUnsafeMutableBytes(of: &sin6.sin6_port) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[16..<18])) }
+                    withUnsafeBytes(of: sin6) { raw.copyMemory(from: $0) }
+                    return true
+                default:
+                    return false
+                }
+            }
+        }
+        return ok ? storage : nil
+    }
+
     static func describe(_ addr: UnsafePointer<sockaddr>) -> String {
         guard let e = SocketAddressConversion.endpoint(addr) else { return "?" }
         return e.address.isV4 ? "\(e.address):\(e.port)" : "[\(e.address)]:\(e.port)"
@@ -385,7 +430,11 @@ public final class TunnelLoop {
             let from = withUnsafePointer(to: e.offender) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.describe($0) } }
             let what = String(cString: strerror(e.error)).lowercased()
             logger.debug("ICMP error from \(from) (type \(e.type), code \(e.code)): \(what)")
-            guard aboutEndpoint else { continue }
+            // Only "destination unreachable" says the endpoint refuses us; "fragmentation needed" (code
+            // 4), "packet too big", "time exceeded" and errors of local origin do not.
+            let isICMPv4 = e.origin == 2 && e.type == 3 && e.code != 4
+            let isICMPv6 = e.origin == 3 && e.type == 1
+            guard aboutEndpoint, isICMPv4 || isICMPv6 else { continue }
             refusal = "\(what) (ICMP type \(e.type) code \(e.code) from \(from))"
             core.endpointRefused()
         }
@@ -396,16 +445,18 @@ public final class TunnelLoop {
         guard let name = endpointName, !resolving, !stopped else { return }
         resolving = true
         lastResolve = now
-        resolveRequest.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         var hints = addrinfo()
         hints.ai_family = Int32(endpointStorage.pointee.ss_family)
         hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        // The request holds the loop until its callback, which may come after `stop`.
+        resolveRequest.pointee.data = Unmanaged.passRetained(self).toOpaque()
         let rc = uv_getaddrinfo(loop, resolveRequest, { request, status, result in
-            let me = Unmanaged<TunnelLoop>.fromOpaque(request!.pointee.data).takeUnretainedValue()
+            let me = Unmanaged<TunnelLoop>.fromOpaque(request!.pointee.data).takeRetainedValue()
             defer { if let result { uv_freeaddrinfo(result) } }
             me.resolved(status, result)
         }, name, nil, &hints)
         if rc != 0 {
+            Unmanaged<TunnelLoop>.fromOpaque(resolveRequest.pointee.data!).release()
             resolving = false
             logger.warning("cannot resolve the endpoint \(name) again: \(String(cString: uv_strerror(rc)))")
         }
@@ -420,19 +471,15 @@ public final class TunnelLoop {
         }
         var storage = sockaddr_storage()
         withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: Int(first.pointee.ai_addrlen))) }
-        // The port is the configured one; getaddrinfo was asked for the name only.
+        // The configured port: getaddrinfo was asked for the name only, and the current endpoint's port
+        // may be one the peer roamed to.
+        let port = endpointPort
         withUnsafeMutablePointer(to: &storage) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { s in
-                endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { old in
-                    if Int32(s.pointee.sa_family) == AF_INET6 {
-                        s.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { n in
-                            old.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { n.pointee.sin6_port = $0.pointee.sin6_port }
-                        }
-                    } else {
-                        s.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { n in
-                            old.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { n.pointee.sin_port = $0.pointee.sin_port }
-                        }
-                    }
+                if Int32(s.pointee.sa_family) == AF_INET6 {
+                    s.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_port = port }
+                } else {
+                    s.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_port = port }
                 }
             }
         }
@@ -446,7 +493,7 @@ public final class TunnelLoop {
         let was = endpointDescription
         setEndpoint(storage)
         logger.info("the endpoint \(name) now resolves to \(endpointDescription) (was \(was))")
-        // The next initiation goes there; do not wait for the retry timer.
+        // The next initiation goes there (the retry timer's, within 5 s; at once if retries had stopped).
         core.retryHandshake(now: Self.now())
         flush()
     }
@@ -469,7 +516,11 @@ public final class TunnelLoop {
         guard !stopped else { return }
         flush()
         stopped = true
-        if resolving { uv_cancel(UnsafeMutableRawPointer(resolveRequest).assumingMemoryBound(to: uv_req_t.self)) }
+        // A resolution already running on libuv's thread pool cannot be cancelled and would hold the loop
+        // for the resolver's time-out: the loop then ends with this iteration (closing what it closes).
+        if resolving && uv_cancel(UnsafeMutableRawPointer(resolveRequest).assumingMemoryBound(to: uv_req_t.self)) != 0 {
+            uv_stop(loop)
+        }
         uv_udp_recv_stop(udp)
         uv_timer_stop(timer)
         uv_prepare_stop(prepare)
@@ -501,6 +552,11 @@ public final class TunnelLoop {
             while count < Self.batch && offset + slot <= sendSlots.count {
                 let room = UnsafeMutableRawBufferPointer(rebasing: sendSlots[offset..<(offset + slot)])
                 guard let n = core.pollTransmit(into: room, now: now) else { break }
+                if let to = core.transmitDestination {
+                    // A cookie reply to a handshake message from elsewhere: it goes there, on its own.
+                    sendAside(UnsafeRawBufferPointer(rebasing: room[0..<n]), to: to)
+                    continue
+                }
                 sendLengths[count] = n
                 sendOffsets[count] = offset
                 offset += n
@@ -528,7 +584,7 @@ public final class TunnelLoop {
         switch event {
         case .sessionEstablished(let rekey, let outage):
             if let outage {
-                logger.info("handshake with the peer complete: the session is back after \(fixed(outage, 1)) s without one")
+                logger.info("handshake with the peer complete: the session is back after \(fixed(outage)) s without one")
             } else if rekey {
                 logger.debug("session with the peer rekeyed")
             } else {
@@ -536,8 +592,14 @@ public final class TunnelLoop {
             }
         case .sessionLost:
             logger.warning("session with the peer lost: nothing from \(endpointDescription) for 15 s after sending; starting a new handshake")
-        case .sessionExpired:
-            logger.warning("session with the peer expired: no new handshake in 180 s")
+        case .sessionExpired(let idle):
+            if idle {
+                logger.info("session with the peer expired after 180 s without traffic; the next packet starts a handshake")
+            } else {
+                logger.warning("session with the peer expired: no new handshake in 180 s")
+            }
+        case .sessionResumed(let outage):
+            logger.info("the peer answers again: the session is back after \(fixed(outage)) s")
         case .handshakeFailing(let problem):
             let why = switch problem {
             case .noReply: "no reply from \(endpointDescription) (is it reachable, and is our public key among its peers?)"
@@ -552,11 +614,20 @@ public final class TunnelLoop {
         }
     }
 
-    /// Seconds with `digits` decimals, for logs.
-    func fixed(_ nanoseconds: UInt64, _ digits: Int) -> String {
-        let scale = digits == 1 ? 10 : 100
-        let units = (nanoseconds * UInt64(scale) + 500_000_000) / 1_000_000_000
-        return "\(units / UInt64(scale)).\(units % UInt64(scale))"
+    /// Seconds with one decimal, for logs.
+    func fixed(_ nanoseconds: UInt64) -> String {
+        let tenths = (nanoseconds + 50_000_000) / 100_000_000
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+
+    /// Sends one datagram to `address` rather than the endpoint (not batched: this is rare).
+    func sendAside(_ datagram: UnsafeRawBufferPointer, to address: EndpointAddress) {
+        guard var storage = Self.socketAddress(address), storage.ss_family == endpointStorage.pointee.ss_family else { return }
+        let length = socklen_t(storage.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        let rc = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, datagram.baseAddress, datagram.count, 0, $0, length) }
+        }
+        if rc < 0 { sendFailures += 1 } else { datagramsSent += 1 }
     }
 
     func sendBatch(_ count: Int) {
@@ -595,9 +666,11 @@ public final class TunnelLoop {
             }
             if rc > 0 {
                 sent += Int(rc)
-            } else if rc < 0 && (errno == EINTR || errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) {
-                // An ICMP error pending on the socket fails the next send once (and says nothing more
-                // than the error queue will); send again.
+                // A message refused part-way may have left an ICMP error on the queue, its notice taken.
+                if sent < messageCount { readErrors() }
+            } else if rc < 0 && (errno == EINTR || errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == EMSGSIZE) {
+                // An ICMP error pending on the socket (IP_RECVERR) fails the next send once; its details
+                // are on the error queue. Send again.
                 if errno != EINTR { readErrors() }
                 continue
             } else if rc < 0 && segmentationOffload && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP) && gsoSizes[sent] > 0 {

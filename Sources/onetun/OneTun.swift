@@ -64,6 +64,9 @@ struct OneTunCommand: ParsableCommand {
     @Option(help: "Connections (TCP clients and remote UDP flows) open at once, at most (ONETUN_MAX_CONNECTIONS); default from the descriptor limit.")
     var maxConnections: String?
 
+    @Option(help: "Memory all TCP buffers may take together before windows stop growing, bytes or with K, M, G (ONETUN_MAX_BUFFER_MEMORY), default 256M.")
+    var maxBufferMemory: String?
+
     @Option(help: "Seconds a UDP flow (a local client's virtual port, a remote forward's flow) may be idle before it is let go (ONETUN_UDP_TIMEOUT), default 60.")
     var udpTimeout: String?
 

@@ -75,6 +75,7 @@ struct Runner {
         }
         var tcp = TCPConfig()
         tcp.connectTimeout = settings.connectTimeout
+        tcp.bufferMemoryLimit = settings.maxBufferMemory
         let core = TunnelCore(
             config: TunnelCoreConfig(
                 wireGuard: config, addresses: [settings.sourcePeerIP], tcp: tcp, udpIdleTimeout: settings.udpTimeout),

@@ -25,6 +25,7 @@ struct Settings {
     var pcap: String?
     var connectTimeout: UInt64 = 20 * Nanos.second
     var udpTimeout: UInt64 = 60 * Nanos.second
+    var maxBufferMemory = 256 << 20
     /// nil: derived from the descriptor limit at start.
     var maxConnections: Int?
 
@@ -134,6 +135,12 @@ struct Settings {
             }
             connectTimeout = seconds * Nanos.second
         }
+        if let text = value(c.maxBufferMemory, "ONETUN_MAX_BUFFER_MEMORY") {
+            guard let bytes = Self.byteCount(text), bytes >= 1 << 20 else {
+                throw UsageError("--max-buffer-memory: '\(text)' is not a size of at least 1M (bytes, or a number with K, M or G)")
+            }
+            maxBufferMemory = bytes
+        }
         if let text = value(c.udpTimeout, "ONETUN_UDP_TIMEOUT") {
             guard let seconds = UInt64(text), (1...86_400).contains(seconds) else {
                 throw UsageError("--udp-timeout: '\(text)' is not a number of seconds between 1 and 86400")
@@ -158,6 +165,21 @@ struct Settings {
     }
 
     /// PREFIX1, PREFIX2, … up to the first one missing.
+    /// "268435456", "256M", "1G", "512k": binary multiples; nil when malformed or above 1 TiB.
+    static func byteCount(_ text: String) -> Int? {
+        var digits = text.trimmed()
+        var scale = 1
+        switch digits.last.map({ $0.lowercased() }) {
+        case "k": scale = 1 << 10
+        case "m": scale = 1 << 20
+        case "g": scale = 1 << 30
+        default: break
+        }
+        if scale > 1 { digits.removeLast() }
+        guard let n = Int(digits), n >= 0, n <= (1 << 40) / scale else { return nil }
+        return n * scale
+    }
+
     static func numbered(_ prefix: String, _ env: [String: String]) -> [String] {
         var values: [String] = []
         var i = 1

@@ -16,6 +16,15 @@
 
     public let config: TCPConfig
     let random: RandomSource
+    /// Every connection's buffers together, against `config.bufferMemoryLimit`.
+    public let budget: MemoryBudget
+    /// Connections that may sit idle holding buffer memory, in the order they were last looked at, each
+    /// once: when one has seen no segment for `idleRelease`, its empty buffers are given back. Each entry
+    /// is handled once per `idleRelease` at most, so the work is bounded by the connections that move.
+    var idleQueue: [(id: Int, since: Instant)] = []
+    var idleQueueHead = 0
+    var idleQueued: [Bool] = []
+    static let idleRelease: UInt64 = Nanos.second
     /// The secret of RFC 6528's F(); fixed for the stack's life.
     let isnSecret: Key32
     @exclusivity(unchecked) var slots: [Slot?] = []
@@ -59,6 +68,7 @@
         self.config = config
         self.acceptBacklog = acceptBacklog
         self.random = random
+        budget = MemoryBudget(limit: config.bufferMemoryLimit)
         var secret = Key32.zero
         secret.withUnsafeMutableBytes { random.fill($0) }
         isnSecret = secret
@@ -107,6 +117,7 @@
             queued.append(false)
             eventQueued.append(false)
             handshakeSerial.append(0)
+            idleQueued.append(false)
         }
         byTuple[tuple] = id
         markReady(id)
@@ -120,7 +131,8 @@
             let tuple = FourTuple(local: local, localPort: localPort, remote: remote, remotePort: port)
             guard byTuple[tuple] == nil else { continue }
             let connection = TCPConnection(
-                localPort: localPort, remotePort: port, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple), now: now)
+                localPort: localPort, remotePort: port, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple),
+                budget: budget, now: now)
             return insert(connection, tuple)
         }
         return nil
@@ -209,7 +221,8 @@
             return true
         }
         if handshaking.count >= acceptBacklog { evictOldestHalfOpen() }
-        guard let connection = TCPConnection(accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple), now: now)
+        guard let connection = TCPConnection(
+            accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple), budget: budget, now: now)
         else { return false }
         let id = insert(connection, tuple)
         handshaking.insert(id)
@@ -309,6 +322,10 @@
             readyHead += 1
             queued[id] = false
             deadlines.set(id, slot.connection.nextDeadline())
+            if !idleQueued[id] && slot.connection.holdsBuffers {
+                idleQueued[id] = true
+                idleQueue.append((id, now))
+            }
             if slot.connection.isClosed && releasedEarly.contains(id) { remove(id) }
         }
         ready.removeAll(keepingCapacity: true)
@@ -318,7 +335,36 @@
 
     // MARK: Time
 
-    public func nextDeadline() -> Instant? { deadlines.next?.deadline }
+    public func nextDeadline() -> Instant? {
+        let heap = deadlines.next?.deadline
+        guard idleQueueHead < idleQueue.count else { return heap }
+        let idle = idleQueue[idleQueueHead].since.adding(Self.idleRelease)
+        return heap.map { min($0, idle) } ?? idle
+    }
+
+    /// Gives back the buffers of connections idle for `idleRelease`; one that moved since goes to the
+    /// back of the queue, to be looked at again an `idleRelease` later.
+    func releaseIdleBuffers(now: Instant) {
+        var steps = idleQueue.count - idleQueueHead
+        while steps > 0, idleQueueHead < idleQueue.count, idleQueue[idleQueueHead].since.adding(Self.idleRelease) <= now {
+            steps -= 1
+            let id = idleQueue[idleQueueHead].id
+            idleQueueHead += 1
+            idleQueued[id] = false
+            guard let connection = slots[id]?.connection else { continue }
+            if now.since(connection.lastActivity) >= Self.idleRelease {
+                connection.releaseIdleBuffers()
+            }
+            if connection.holdsBuffers {
+                idleQueued[id] = true
+                idleQueue.append((id, now))
+            }
+        }
+        if idleQueueHead >= 1024 && idleQueueHead * 2 >= idleQueue.count {
+            idleQueue.removeFirst(idleQueueHead)
+            idleQueueHead = 0
+        }
+    }
 
     /// The tunnel came back after an outage: connections in retransmission backoff try again now. A
     /// walk over every connection, once per outage.
@@ -330,6 +376,7 @@
     }
 
     public func handleTimeout(now: Instant) {
+        releaseIdleBuffers(now: now)
         var budget = slots.count + 1
         while budget > 0, let id = deadlines.popExpired(now: now) {
             budget -= 1

@@ -35,17 +35,24 @@ final class ByteRing {
     /// Bytes from `head` that may hold data: `count` plus any out-of-order tail. Growth preserves these.
     private var extent = 0
 
+    /// Charged for every byte allocated, credited for every byte given back.
+    let budget: MemoryBudget?
+
     /// The most the ring may hold. Raising it lets storage grow further; it may not drop below what is held.
     var capacityLimit: Int {
         didSet { precondition(capacityLimit >= extent, "ByteRing limit below the bytes it holds") }
     }
 
-    init(limit: Int) {
+    init(limit: Int, budget: MemoryBudget? = nil) {
         precondition(limit >= 0)
         capacityLimit = limit
+        self.budget = budget
     }
 
-    deinit { storage?.deallocate() }
+    deinit {
+        storage?.deallocate()
+        budget?.charge(-capacity)
+    }
 
     /// Room for more contiguous bytes: `capacityLimit - count`. On the receive side this is the window to
     /// advertise (RFC 9293 §3.8.6.2.2 receiver window management), on the send side the backpressure signal.
@@ -191,6 +198,7 @@ final class ByteRing {
         }
         storage?.deallocate()
         storage = fresh
+        budget?.charge(newCapacity - capacity)
         capacity = newCapacity
         head = 0
     }

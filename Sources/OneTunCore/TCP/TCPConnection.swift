@@ -14,6 +14,10 @@
 /// `ReceiveAutotuner`, `Assembler` (out-of-order data), and `PendingOutput` (control segments owed).
 public final class TCPConnection {
     public let config: TCPConfig
+    /// The stack's memory budget, shared by every connection's buffers.
+    let budget: MemoryBudget?
+    /// When a segment last came or went: the stack gives an idle connection's buffers back.
+    @exclusivity(unchecked) var lastActivity = Instant.zero
     public let localPort: UInt16
     public let remotePort: UInt16
     @exclusivity(unchecked) var phase: TCPPhase
@@ -97,7 +101,11 @@ public final class TCPConnection {
     static let maximumDupThresh = 64
 
     /// Active open (RFC 9293 §3.10.1): a SYN goes out at the first `pollSegment`.
-    @_spi(OneTunInternals) public init(localPort: UInt16, remotePort: UInt16, iss: UInt32, config: TCPConfig = TCPConfig(), now: Instant) {
+    @_spi(OneTunInternals) public init(
+        localPort: UInt16, remotePort: UInt16, iss: UInt32, config: TCPConfig = TCPConfig(), budget: MemoryBudget? = nil,
+        now: Instant
+    ) {
+        self.budget = budget
         self.config = config
         self.localPort = localPort
         self.remotePort = remotePort
@@ -109,8 +117,8 @@ public final class TCPConnection {
         recover = SeqNumber(iss)
         rounds = DeliveryRounds(sndMax: SeqNumber(iss))
         scoreboard = SackScoreboard(una: iss)
-        sendBuffer = ByteRing(limit: config.sendBufferLimit)
-        receiveBuffer = ByteRing(limit: config.receiveBufferLimit)
+        sendBuffer = ByteRing(limit: config.sendBufferLimit, budget: budget)
+        receiveBuffer = ByteRing(limit: config.receiveBufferLimit, budget: budget)
         rtt = RTTEstimator(initialRTO: config.initialRTO, minimumRTO: config.minimumRTO, maximumRTO: config.maximumRTO)
         cc = CongestionControl(algorithm: config.congestionControl, mss: config.mss)
         autotuner = ReceiveAutotuner(initialWindow: config.initialReceiveWindow, limit: config.receiveBufferLimit, now: now)
@@ -121,9 +129,11 @@ public final class TCPConnection {
     }
 
     /// Passive open: a connection created for an incoming SYN (RFC 9293 §3.10.7.2, LISTEN).
-    @_spi(OneTunInternals) public convenience init?(accepting syn: TCPRepr, iss: UInt32, config: TCPConfig = TCPConfig(), now: Instant) {
+    @_spi(OneTunInternals) public convenience init?(
+        accepting syn: TCPRepr, iss: UInt32, config: TCPConfig = TCPConfig(), budget: MemoryBudget? = nil, now: Instant
+    ) {
         guard syn.flags.contains(.syn), !syn.flags.contains(.ack), !syn.flags.contains(.rst) else { return nil }
-        self.init(localPort: syn.destinationPort, remotePort: syn.sourcePort, iss: iss, config: config, now: now)
+        self.init(localPort: syn.destinationPort, remotePort: syn.sourcePort, iss: iss, config: config, budget: budget, now: now)
         phase = .synReceived
         connectDeadline = nil
         acceptSynOptions(syn)
@@ -140,12 +150,20 @@ public final class TCPConnection {
     public var writableBytes: Int {
         switch state {
         case .synSent, .synReceived, .established, .closeWait:
-            finRequested ? 0 : max(0, min(sendBuffer.free, max(Self.minimumSendSpace, 2 * cwnd) - sendBuffer.count))
+            finRequested ? 0 : max(0, min(sendBuffer.free, sendSpace - sendBuffer.count))
         default: 0
         }
     }
 
     static let minimumSendSpace = 256 << 10
+
+    /// What the send buffer may hold: two congestion windows, at least 256 KiB; once the stack's buffers
+    /// exhaust their budget, no more than it has already (at least 16 KiB, so every connection moves).
+    var sendSpace: Int {
+        let wanted = max(Self.minimumSendSpace, 2 * cwnd)
+        guard let budget, budget.isExhausted else { return wanted }
+        return min(wanted, max(sendBuffer.capacity, 16 << 10))
+    }
 
     /// Queues bytes to send; returns how many were accepted (backpressure: never more than the buffer has room for).
     public func send(_ data: UnsafeRawBufferPointer) -> Int {
@@ -274,6 +292,7 @@ public final class TCPConnection {
 
     /// Processes one segment for this connection (RFC 9293 §3.10.7). The payload is valid only during the call.
     @_spi(OneTunInternals) public func handleSegment(_ seg: TCPRepr, payload: UnsafeRawBufferPointer, now: Instant) {
+        lastActivity = now
         var seq = SeqNumber(seg.sequenceNumber)
         let ack = SeqNumber(seg.acknowledgmentNumber)
         var flags = seg.flags
@@ -624,7 +643,7 @@ public final class TCPConnection {
         }
         stats.bytesReceived += kept
         if offset > 0 { stats.outOfOrderSegments += 1 }
-        autotuner.update(rtt: rtt.hasSample ? rtt.srtt : nil, now: now)
+        if budget?.isExhausted != true { autotuner.update(rtt: rtt.hasSample ? rtt.srtt : nil, now: now) }
         if offset > 0 || !assembler.isEmpty {
             // Out of order, or filling a hole: ACK at once so the sender learns fast (RFC 5681 §4.2).
             pending.insert(.ack)
@@ -651,6 +670,16 @@ public final class TCPConnection {
         ackDeadline = nil
         pending.remove(.ack)
         releaseBuffers()
+    }
+
+    /// Whether the buffers hold memory an idle connection could give back.
+    var holdsBuffers: Bool { sendBuffer.capacity > 0 || receiveBuffer.capacity > 0 }
+
+    /// Gives back the storage of buffers that hold nothing (everything sent was acknowledged, everything
+    /// received was read): an idle connection then costs no buffer memory until data moves again.
+    func releaseIdleBuffers() {
+        if sendBuffer.isEmpty && sndUna == sndMax { sendBuffer.compact() }
+        if receiveBuffer.isEmpty { receiveBuffer.compact() }
     }
 
     /// Nothing more will be sent or received: the buffers keep only what the application has yet to read.

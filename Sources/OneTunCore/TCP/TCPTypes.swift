@@ -19,6 +19,8 @@ public struct TCPConfig: Sendable {
     /// An active open not synchronized after this long fails with `.timedOut` (0: only the SYN
     /// retransmissions limit it). Long enough for a lost session's new handshake (15 s) and one SYN.
     public var connectTimeout: UInt64
+    /// The bytes all of a stack's TCP buffers may hold together before windows stop growing.
+    public var bufferMemoryLimit: Int
     public var congestionControl: CongestionAlgorithm
     /// The receive window a connection starts with; it grows towards `receiveBufferLimit` as the
     /// application reads faster (receive-buffer autotuning: twice what was read per round trip).
@@ -29,7 +31,7 @@ public struct TCPConfig: Sendable {
         timeWait: UInt64 = 2 * Nanos.second, delayedAck: UInt64 = 40 * Nanos.millisecond,
         initialRTO: UInt64 = Nanos.second, minimumRTO: UInt64 = 200 * Nanos.millisecond,
         maximumRTO: UInt64 = 60 * Nanos.second, maximumRetransmissions: Int = 12, maximumSynRetransmissions: Int = 6,
-        connectTimeout: UInt64 = 20 * Nanos.second, congestionControl: CongestionAlgorithm = .bbr, initialReceiveWindow: Int = 128 << 10
+        connectTimeout: UInt64 = 20 * Nanos.second, bufferMemoryLimit: Int = 256 << 20, congestionControl: CongestionAlgorithm = .bbr, initialReceiveWindow: Int = 128 << 10
     ) {
         self.mss = mss
         self.receiveBufferLimit = receiveBufferLimit
@@ -42,6 +44,7 @@ public struct TCPConfig: Sendable {
         self.maximumRetransmissions = maximumRetransmissions
         self.maximumSynRetransmissions = maximumSynRetransmissions
         self.connectTimeout = connectTimeout
+        self.bufferMemoryLimit = bufferMemoryLimit
         self.congestionControl = congestionControl
         self.initialReceiveWindow = initialReceiveWindow
     }

@@ -100,7 +100,8 @@ public enum HandshakeProblem: Equatable, Sendable, CustomStringConvertible {
     case noReply
     /// A response came back and did not decrypt (or its mac1 was wrong): a key does not match.
     case replyRefused
-    /// Transport data came for a session we do not have: the peer kept a session we lost, or restarted.
+    /// Transport data came for a session we do not have: the peer kept a session we lost (we restarted,
+    /// or our keys were wiped), or the packets are stale.
     case unknownSession
     /// The peer answered with a cookie reply: it is under load and wants proof of our address first.
     case cookieRequired
@@ -111,7 +112,7 @@ public enum HandshakeProblem: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .noReply: "no reply to handshake initiations"
         case .replyRefused: "the reply did not decrypt: check both public keys and the preshared key"
-        case .unknownSession: "the peer restarted (unknown receiver index)"
+        case .unknownSession: "the peer sends on a session we do not have (unknown receiver index): we restarted or forgot it"
         case .cookieRequired: "cookie required: the peer is under load"
         case .endpointUnreachable: "the endpoint refused our datagrams (ICMP unreachable)"
         }
@@ -128,7 +129,11 @@ public enum TunnelEvent: Equatable, Sendable {
     /// session is presumed lost and a new handshake starts (paper §6.5).
     case sessionLost
     /// The session reached REJECT_AFTER_TIME with no new handshake: nothing passes until one completes.
-    case sessionExpired
+    /// `idle` when nothing was waiting to go: the next packet starts a handshake, and that is no outage.
+    case sessionExpired(idle: Bool)
+    /// The session was presumed lost, but the peer's packets authenticate on it again: it was a pause,
+    /// `outage` (ns) long since the last one before it.
+    case sessionResumed(outage: UInt64)
     /// Handshakes are not completing, for this reason; said again only when the reason changes.
     case handshakeFailing(HandshakeProblem)
     /// REKEY_ATTEMPT_TIME passed without a handshake: retries stop until there is something to send.
@@ -158,7 +163,8 @@ public struct EndpointAddress: Sendable, Equatable {
         return true
     }
 
-    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+    /// The bytes given at `init(bytes:)`.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         storage.span.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
     }
 }
@@ -227,8 +233,11 @@ public struct EndpointAddress: Sendable, Equatable {
     @exclusivity(unchecked) var needAnotherKeepalive = false
     var sentLastMinuteHandshake = false
 
-    /// Handshake and cookie messages waiting for `pollTransmit`.
-    var control: [[UInt8]] = []
+    /// Handshake and cookie messages waiting for `pollTransmit`, each with where it goes (nil: the
+    /// endpoint; a cookie reply goes to whoever sent the message it answers).
+    var control: [(bytes: [UInt8], to: EndpointAddress?)] = []
+    /// Where the datagram the last `pollTransmit` wrote goes: nil for the endpoint.
+    public private(set) var transmitDestination: EndpointAddress?
     /// Packets waiting for a session (wireguard-go's staged queue). Empty arrays are keepalives.
     @exclusivity(unchecked) var staged: [[UInt8]] = []
     @exclusivity(unchecked) var stagedHead = 0
@@ -293,16 +302,19 @@ public struct EndpointAddress: Sendable, Equatable {
                 if config.persistentKeepaliveSeconds > 0 { sendKeepalive(now) }
             case .sessionExpiry:
                 if let keypair = current, !keypair.canReceive(now: now) {
-                    if lostSince == nil { lostSince = lastReceived ?? keypair.created }
-                    emit(.sessionExpired)
+                    // Something waits to go (data unanswered, or staged for a handshake): an outage.
+                    let idle = !isArmed(.newHandshake) && stagedHead == staged.count
+                    if !idle && lostSince == nil { lostSince = lastReceived ?? keypair.created }
+                    emit(.sessionExpired(idle: idle))
                 }
             }
         }
     }
 
     func expiredRetransmitHandshake(_ now: Instant) {
-        // The initiation went unanswered, or its answer failed: say why once the reason is known.
+        // The initiation went unanswered, or its answer failed: say why, and listen afresh for the next.
         report(heard ?? .noReply)
+        heard = nil
         if handshakeAttempts > WireGuardConstants.maxTimerHandshakes {
             // REKEY_ATTEMPT_TIME is over: give up, drop what waited for this session.
             emit(.handshakeGaveUp)
@@ -435,7 +447,7 @@ public struct EndpointAddress: Sendable, Equatable {
             return true
         }
         guard created else { return }
-        control.append(message)
+        control.append((message, nil))
         stats.handshakeInitiationsSent += 1
         timersAnyAuthenticatedPacketTraversal(now)
         timersAnyAuthenticatedPacketSent()
@@ -575,9 +587,11 @@ public struct EndpointAddress: Sendable, Equatable {
     /// The next datagram to send, written to `buffer` (at least `max(maxControlMessage, mtu + 32)` bytes):
     /// handshake and cookie messages first, then staged packets once a session can carry them.
     public func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
+        transmitDestination = nil
         if !control.isEmpty {
-            let message = control.removeFirst()
+            let (message, to) = control.removeFirst()
             message.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            if let to, to != endpoint { transmitDestination = to }
             return message.count
         }
         guard stagedHead < staged.count, let keypair = current, keypair.canSend(now: now) else { return nil }
@@ -629,7 +643,7 @@ public struct EndpointAddress: Sendable, Equatable {
         case .cookieReply: return receiveCookieReply(message, now)
         default: result = receiveHandshake(message, source, now)
         }
-        if !fromEndpoint, !result.isDropped {
+        if !fromEndpoint, source.count > 0, !result.isDropped {
             // It authenticated (a transport packet inside the replay window, or a handshake message):
             // the peer roamed, and we follow it (paper §2.1).
             endpoint = source
@@ -691,6 +705,14 @@ public struct EndpointAddress: Sendable, Equatable {
         guard keypair.replay.accept(counter) else {
             stats.droppedReplayed += 1
             return drop(.replayed)
+        }
+        if let since = lostSince, keypair === current {
+            // The peer answers on the session we thought lost: it was only a pause.
+            lostSince = nil
+            heard = nil
+            handshakeProblem = nil
+            recovered = true
+            emit(.sessionResumed(outage: now.since(since)))
         }
         // The first packet under `next` confirms the responder's new session (paper §5.4.6).
         if keypair === next {
@@ -770,7 +792,7 @@ public struct EndpointAddress: Sendable, Equatable {
         }
         let mac1Valid = withUnsafeBytes(of: expected) { WGCrypto.equal16($0.baseAddress!, message.bytes.baseAddress! + mac1At) }
         guard mac1Valid else {
-            if message.type == .response { noteProblem(.replyRefused) }
+            if message.type == .response, pending?.localIndex == message.receiverIndex { noteProblem(.replyRefused) }
             return drop(.invalidMac1)
         }
         if underLoad(now) {
@@ -781,7 +803,7 @@ public struct EndpointAddress: Sendable, Equatable {
             }
             let mac2Valid = withUnsafeBytes(of: expected) { WGCrypto.equal16($0.baseAddress!, message.bytes.baseAddress! + mac1At + 16) }
             if !mac2Valid {
-                sendCookieReply(to: message, cookie: cookie, mac1At: mac1At)
+                sendCookieReply(to: message, from: source, cookie: cookie, mac1At: mac1At)
                 return drop(.cookieRequired)
             }
         }
@@ -794,7 +816,7 @@ public struct EndpointAddress: Sendable, Equatable {
             return .consumed
         } catch {
             stats.droppedHandshake += 1
-            if message.type == .response { noteProblem(.replyRefused) }
+            if message.type == .response, error != .unexpectedResponse { noteProblem(.replyRefused) }
             return drop(.handshake(error))
         }
     }
@@ -812,7 +834,7 @@ public struct EndpointAddress: Sendable, Equatable {
         return cookie
     }
 
-    func sendCookieReply(to message: WireGuardMessage, cookie: (UInt64, UInt64), mac1At: Int) {
+    func sendCookieReply(to message: WireGuardMessage, from source: EndpointAddress, cookie: (UInt64, UInt64), mac1At: Int) {
         var reply = [UInt8](repeating: 0, count: CookieReplyField.size)
         reply.withUnsafeMutableBytes { m in
             storeLE32(WireGuardMessageType.cookieReply.rawValue, m, at: 0)
@@ -825,7 +847,7 @@ public struct EndpointAddress: Sendable, Equatable {
                 key: identity.cookieKeyOutgoing, nonce: UnsafeRawBufferPointer(nonce), aad: message.slice(mac1At, 16),
                 inPlace: sealed, tag: m.baseAddress! + CookieReplyField.encryptedCookie + 16)
         }
-        control.append(reply)
+        control.append((reply, source))
         stats.cookieRepliesSent += 1
     }
 
@@ -853,7 +875,7 @@ public struct EndpointAddress: Sendable, Equatable {
             }
         }
         let keys = try created.get()
-        control.append(response)
+        control.append((response, nil))
         stats.handshakeResponsesSent += 1
         beginSession(keys, isInitiator: false, now)
         timersSessionDerived(now)

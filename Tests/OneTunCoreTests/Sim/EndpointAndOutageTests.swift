@@ -88,12 +88,51 @@ import Testing
     @Test func sessionExpiryIsSaidWhenItHappens() {
         let pair = establishedPair(seed: 43)
         _ = pair.a.drainEvents()
-        pair.filter = { _, _ in false }
+        // No traffic at all (B's keepalive after A's first packet still arrives).
         pair.run(seconds: 179)
-        #expect(!pair.a.drainEvents().contains(.sessionExpired))
+        #expect(pair.a.drainEvents().isEmpty)
         pair.run(seconds: 2)
-        #expect(pair.a.drainEvents().contains(.sessionExpired))
+        // Nothing was waiting to go: an idle expiry, not an outage.
+        #expect(pair.a.drainEvents() == [.sessionExpired(idle: true)])
+        #expect(pair.a.handshakeProblem == nil && pair.a.lostSince == nil)
         #expect(pair.a.isEstablished, "the keys are wiped later, at 3 × REJECT_AFTER_TIME")
+        // B's session expires with a packet staged for it: that one is an outage.
+        let b = establishedPair(seed: 47)
+        _ = b.a.drainEvents()
+        b.run(seconds: 170)
+        b.filter = { _, _ in false }
+        b.send(fromA: true, simPacket(tag: 9))
+        b.run(seconds: 11)
+        #expect(b.a.drainEvents().contains(.sessionExpired(idle: false)))
+    }
+
+    /// The peer pauses long enough for the session to be presumed lost, then answers on it again: the
+    /// outage ends there, not at the next handshake.
+    @Test func aPauseEndsWhenThePeerAnswersOnTheSameSession() {
+        let pair = establishedPair(seed: 48)
+        _ = pair.a.drainEvents()
+        // Everything from B is held back (not lost) for 20 s, then delivered.
+        var held: [[UInt8]] = []
+        pair.filter = { fromA, d in
+            if !fromA { held.append(d) }
+            return fromA
+        }
+        pair.send(fromA: true, simPacket(tag: 1))
+        pair.run(seconds: 16)
+        #expect(pair.a.drainEvents().first == .sessionLost)
+        // B's keepalive (on the old session) arrives; its handshake answers are withheld, so only the
+        // transport packet can end the outage.
+        pair.filter = { fromA, _ in fromA }
+        let keepalive = held.first { $0[0] == 4 }
+        var datagram = try! #require(keepalive)
+        let length = datagram.count
+        _ = datagram.withUnsafeMutableBytes { pair.a.decapsulate($0, datagramLength: length, from: simAddress(2), now: pair.now) }
+        guard case .sessionResumed(let outage)? = pair.a.drainEvents().last else {
+            Issue.record("the pause did not end")
+            return
+        }
+        #expect(outage >= 15 * Nanos.second)
+        #expect(pair.a.handshakeProblem == nil && pair.a.recovered)
     }
 
     /// Under load a responder answers with a cookie bound to the source address (paper §5.4.7): from a
