@@ -391,7 +391,7 @@ def flood_row(st, kind, args, seq):
         for i in range(args.procs):
             fspec = {"payload": spec[1], "source": spec[2], "src": bench.VETH_B, "peer_port": bench.WG_PORT,
                      "dst": bench.VETH_A, "dport": dport, "rate": args.rate / args.procs,
-                     "seconds": args.seconds + IDLE_SECONDS + 1.5, "seed": seq * 100 + i, "capture": capture}
+                     "seconds": args.seconds + IDLE_SECONDS + 1.0, "seed": seq * 100 + i, "capture": capture}
             logname = "flood-%d-%d.log" % (seq, i)
             p = st.td.popen(["ip", "netns", "exec", st.ns_b, sys.executable, os.path.abspath(__file__), "_flood",
                              json.dumps(fspec)], "flood", logname)
