@@ -1,4 +1,11 @@
+import FuzzDriver
+import Glibc
 @_spi(OneTunInternals) import OneTunCore
+
+/// Hands over to libFuzzer however the target was built (see fuzz/Package.swift).
+@main enum Entry {
+    static func main() { exit(fuzzDriverMain(CommandLine.argc, CommandLine.unsafeArgv)) }
+}
 
 /// The IPv4/IPv6 text parsers: never crash, and what parses prints in a form that parses to the same
 /// address (RFC 5952 canonical text for IPv6).

@@ -1,4 +1,11 @@
+import FuzzDriver
+import Glibc
 @_spi(OneTunInternals) import OneTunCore
+
+/// Hands over to libFuzzer however the target was built (see fuzz/Package.swift).
+@main enum Entry {
+    static func main() { exit(fuzzDriverMain(CommandLine.argc, CommandLine.unsafeArgv)) }
+}
 
 /// The network interface ingesting arbitrary packets (the input is cut into packets by a leading length
 /// byte each; its low bit asks for the packet to be addressed to us with every checksum made valid, so

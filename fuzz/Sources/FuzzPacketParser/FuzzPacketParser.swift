@@ -1,4 +1,11 @@
+import FuzzDriver
+import Glibc
 @_spi(OneTunInternals) import OneTunCore
+
+/// Hands over to libFuzzer however the target was built (see fuzz/Package.swift).
+@main enum Entry {
+    static func main() { exit(fuzzDriverMain(CommandLine.argc, CommandLine.unsafeArgv)) }
+}
 
 /// Every packet parser (IPv4, IPv6 with extension headers, TCP with options, UDP, ICMPv4, ICMPv6): what
 /// validates is rebuilt with the packet builder and must parse again to the same representation

@@ -1,4 +1,11 @@
+import FuzzDriver
+import Glibc
 @_spi(OneTunInternals) import OneTunCore
+
+/// Hands over to libFuzzer however the target was built (see fuzz/Package.swift).
+@main enum Entry {
+    static func main() { exit(fuzzDriverMain(CommandLine.argc, CommandLine.unsafeArgv)) }
+}
 
 /// The port-forward notation parser: never crashes, every error describes itself on one line, and every
 /// spec it returns prints (canonical notation) to text that parses back to that spec, locally and remotely.

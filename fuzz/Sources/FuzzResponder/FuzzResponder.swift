@@ -1,4 +1,11 @@
+import FuzzDriver
+import Glibc
 @_spi(OneTunInternals) import OneTunCore
+
+/// Hands over to libFuzzer however the target was built (see fuzz/Package.swift).
+@main enum Entry {
+    static func main() { exit(fuzzDriverMain(CommandLine.argc, CommandLine.unsafeArgv)) }
+}
 
 /// The responder's processing of arbitrary datagrams: a fresh tunnel takes a sequence of datagrams
 /// (each prefixed by a control byte and a length byte), optionally with mac1 recomputed so the input

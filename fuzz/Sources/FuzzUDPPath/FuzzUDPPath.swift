@@ -1,4 +1,11 @@
+import FuzzDriver
+import Glibc
 @_spi(OneTunInternals) import OneTunCore
+
+/// Hands over to libFuzzer however the target was built (see fuzz/Package.swift).
+@main enum Entry {
+    static func main() { exit(fuzzDriverMain(CommandLine.argc, CommandLine.unsafeArgv)) }
+}
 
 /// The UDP path without a tunnel: a `NetworkInterface` with `hasUDP` fed arbitrary packets, and a
 /// `UDPPortPool` driven by an operation stream, both decoded from the input.
