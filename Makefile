@@ -3,8 +3,11 @@ PREFIX ?= /usr/local
 APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 iputils-ping pkg-config python3 curl procps iperf3 tshark
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
+FUZZ_CHECK_SECONDS ?= 3
+FUZZ_LONG_RUNS ?= 10000000
+FUZZ_LONG_SECONDS ?= 3600
 
-.PHONY: all deps build release test demo fuzz fuzz-build bench bench-net bench-micro bench-memory bench-instr bench-flood soak docs install clean
+.PHONY: all deps build release test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood soak docs install clean
 
 all: build
 
@@ -22,11 +25,12 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-# The end-to-end tests run the release onetun (ONETUN_BINARY): they move hundreds of MiB.
+# The end-to-end tests run the release onetun (ONETUN_BINARY): they move hundreds of MiB. Then the fuzz check.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) build -c release --product onetun
 	ONETUN_BINARY=$(CURDIR)/.build/release/onetun $(SWIFT) test
+	$(MAKE) --no-print-directory fuzz-check
 
 demo: release
 	bash scripts/demo.sh
@@ -36,7 +40,15 @@ fuzz-build: deps
 
 # Runs every fuzz target for FUZZ_SECONDS each, from its seed corpus.
 fuzz: fuzz-build
-	bash fuzz/run.sh $(FUZZ_SECONDS)
+	bash fuzz/run.sh -s $(FUZZ_SECONDS)
+
+# Each target until FUZZ_LONG_RUNS executions or FUZZ_LONG_SECONDS, whichever comes first.
+fuzz-long: fuzz-build
+	bash fuzz/run.sh -r $(FUZZ_LONG_RUNS) -s $(FUZZ_LONG_SECONDS)
+
+# Part of `make test`: the targets built the plain way (debug) must each execute inputs for a few seconds.
+fuzz-check: deps
+	SWIFT=$(SWIFT) bash fuzz/check.sh $(FUZZ_CHECK_SECONDS)
 
 # The network benchmark (loopback, wireguard-go + kernel TCP, onetun; iperf3, connections/s, RTT, RSS,
 # CPU; directly and through netem-relay: 50 ms RTT, 1 % loss, 2 % loss with reordering and duplication)

@@ -1,21 +1,43 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for N seconds (default 60) from its seed corpus; prints executions per target.
+# Runs every fuzz target from its seed corpus until it has executed -r inputs or run -s seconds (default
+# 60), whichever comes first; prints executions and coverage (libFuzzer's cov: and ft:) per target. Fails
+# when a target crashes or executes nothing, printing the crashing input in base64.
+#   -b DIR  the binaries (default .build/release, what `make fuzz-build` makes)
+#   -w DIR  the working corpora, one directory per target, which libFuzzer grows (default corpus-run,
+#           kept between runs; the seeds in corpus/ are only copied from)
 set -euo pipefail
 cd "$(dirname "$0")"
-seconds=${1:-60}
+seconds=60 runs=-1 bin=.build/release work=corpus-run
+while getopts s:r:b:w: opt; do
+    case $opt in
+        s) seconds=$OPTARG ;;
+        r) runs=$OPTARG ;;
+        b) bin=$OPTARG ;;
+        w) work=$OPTARG ;;
+        *) exit 2 ;;
+    esac
+done
 export SWIFT_BACKTRACE=enable=no
-bin=.build/release
 status=0
 for target in $(sed -n 's/^ *"\(Fuzz[A-Za-z0-9]*\)",$/\1/p' Package.swift); do
-    work=corpus-run/$target
-    mkdir -p "$work"
-    [ -d corpus/$target ] && cp -n corpus/$target/* "$work"/ 2>/dev/null || true
+    mkdir -p "$work/$target"
+    [ -d corpus/$target ] && cp -n corpus/$target/* "$work/$target"/ 2>/dev/null || true
     log=$(mktemp)
-    if "$bin/$target" "$work" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1; then
+    started=$SECONDS
+    if "$bin/$target" "$work/$target" -runs="$runs" -max_total_time="$seconds" -print_final_stats=1 \
+        -rss_limit_mb=2048 -artifact_prefix="$work/$target-" >"$log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-        echo "$target: ok, $execs executions in ${seconds}s"
+        coverage=$(sed -n 's/^#[0-9]*[[:space:]]*DONE[[:space:]]*\(cov: [0-9]* ft: [0-9]*\).*/\1/p' "$log")
+        if [ "${execs:-0}" -gt 0 ]; then
+            echo "$target: $execs executions in $((SECONDS - started)) s, $coverage"
+        else
+            echo "$target: FAILED, no inputs executed"; tail -20 "$log"; status=1
+        fi
     else
         echo "$target: FAILED"; tail -40 "$log"; status=1
+        sed -n 's/.*Test unit written to //p' "$log" | while read -r artifact; do
+            echo "$artifact (base64): $(base64 -w0 "$artifact")"
+        done
     fi
     rm -f "$log"
 done
