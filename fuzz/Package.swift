@@ -1,5 +1,5 @@
 // swift-tools-version: 6.1
-// libFuzzer targets over every parser. Build and run from the repository root with `make fuzz`
+// libFuzzer targets over every parser and the TCP stack. Build and run from the repository root with `make fuzz`
 // (or see README.md, "Fuzzing"). Each target is one file defining LLVMFuzzerTestOneInput and an
 // `@main` that hands over to libFuzzer's driver.
 import PackageDescription
