@@ -15,6 +15,8 @@ extern int onetun_sendmmsg_raw(int fd, struct onetun_mmsghdr *messages, unsigned
 #include <time.h>
 extern int onetun_recvmmsg_raw(int fd, struct onetun_mmsghdr *messages, unsigned int count, int flags,
                                struct timespec *timeout) __asm__("recvmmsg");
+/// accept4(2) (glibc declares it only under _GNU_SOURCE).
+extern int onetun_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) __asm__("accept4");
 /// ppoll(2): poll with a nanosecond timeout (glibc declares it only under _GNU_SOURCE).
 extern int onetun_ppoll(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const void *sigmask) __asm__("ppoll");
 

@@ -311,6 +311,10 @@ public final class TunnelCore {
     /// The application is done with `id`; an open connection is reset first.
     public func release(_ id: Int) { tcp.release(id) }
 
+    /// After many connections ended, gives back what the connection tables grew to. It walks every
+    /// connection: call it rarely, not per packet or per tick.
+    public func compactTables() { tcp.compactTables() }
+
     // MARK: Outputs
 
     public func pollEvent() -> Int? { tcp.pollEvent() }

@@ -50,6 +50,8 @@ public final class Forwarder {
     var tunnelDownWarnings = Throttle()
     var connectTimeoutWarnings = Throttle()
     var acceptErrorWarnings = Throttle()
+    /// Retries listeners paused for want of a descriptor (LocalTCPForwards.swift).
+    var acceptRetryTimer: UnsafeMutablePointer<uv_timer_t>?
     /// Connections closed since memory was last handed back to the system (`trimMemory`), and the
     /// one-shot timer that does it (initialized at first use).
     var closedSinceTrim = 0
@@ -158,6 +160,10 @@ public final class Forwarder {
         uv_timer_start(timer, { timer in
             let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
             me.closedSinceTrim = 0
+            me.core.compactTables()
+            var top = me.clients.count
+            while top > 0 && me.clients[top - 1] == nil { top -= 1 }
+            if top < me.clients.count { me.clients = Array(me.clients[0..<top]) }
             malloc_trim(0)
         }, 1000, 0)
     }
@@ -170,9 +176,13 @@ public final class Forwarder {
         guard !shuttingDown else { return }
         shuttingDown = true
         for listener in listeners {
-            uv_close(handle(listener.handle)) { handle in
-                handle!.deallocate()
-            }
+            uv_poll_stop(listener.poll)
+            close(listener.fd)
+            uv_close(UnsafeMutableRawPointer(listener.poll).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
+        }
+        if let acceptRetryTimer {
+            uv_timer_stop(acceptRetryTimer)
+            uv_close(UnsafeMutableRawPointer(acceptRetryTimer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
         }
         for listener in udpListeners {
             uv_udp_recv_stop(listener.handle)

@@ -24,13 +24,22 @@ public struct TCPForward {
 // its virtual connection. `Client` and the service, deliver and teardown paths also carry the local
 // connections of remote TCP forwards (RemoteTCPForwards.swift).
 extension Forwarder {
+    /// A listening socket of our own, polled by libuv, not a `uv_tcp_t` listener: out of descriptors
+    /// (EMFILE), libuv's listener accepts and closes every waiting client to clear the condition; ours
+    /// stops polling instead, the clients wait in the kernel's queue, and accepting resumes as soon as a
+    /// descriptor is free (a connection closed, or 100 ms later).
     final class Listener {
-        let handle = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        let poll = UnsafeMutablePointer<uv_poll_t>.allocate(capacity: 1)
+        let fd: Int32
         let forward: TCPForward
+        let index: Int
         unowned let forwarder: Forwarder
+        var paused = false
 
-        init(forward: TCPForward, forwarder: Forwarder) {
+        init(fd: Int32, forward: TCPForward, index: Int, forwarder: Forwarder) {
+            self.fd = fd
             self.forward = forward
+            self.index = index
             self.forwarder = forwarder
         }
     }
@@ -79,43 +88,103 @@ extension Forwarder {
     /// Listens on every forward's local address; throws naming the address when one cannot be used.
     public func listen(_ forwards: [TCPForward]) throws(LoopError) {
         for forward in forwards {
-            let listener = Listener(forward: forward, forwarder: self)
-            uv_tcp_init(driver.loop, listener.handle)
-            listener.handle.pointee.data = Unmanaged.passUnretained(listener).toOpaque()
             var address = forward.listen
-            var rc = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_bind(listener.handle, $0, 0) }
+            let family = Int32(address.ss_family)
+            let length = socklen_t(family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+            let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            var error = fd < 0 ? errno : 0
+            if fd >= 0 {
+                var one: Int32 = 1
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+                let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+                if bound != 0 || Glibc.listen(fd, 1024) != 0 { error = errno }
             }
-            if rc == 0 {
-                rc = uv_listen(UnsafeMutableRawPointer(listener.handle).assumingMemoryBound(to: uv_stream_t.self), 1024) { server, status in
-                    let listener = Unmanaged<Listener>.fromOpaque(server!.pointee.data).takeUnretainedValue()
-                    listener.forwarder.accept(listener, status: status)
-                }
+            guard error == 0 else {
+                if fd >= 0 { close(fd) }
+                throw LoopError("cannot listen on \(forward.description.split(separator: " ").first ?? ""): \(String(cString: uv_strerror(-error)))")
             }
-            guard rc == 0 else {
-                throw LoopError("cannot listen on \(forward.description.split(separator: " ").first ?? ""): \(String(cString: uv_strerror(rc)))")
-            }
+            let listener = Listener(fd: fd, forward: forward, index: listeners.count, forwarder: self)
+            uv_poll_init_socket(driver.loop, listener.poll, fd)
+            listener.poll.pointee.data = Unmanaged.passUnretained(listener).toOpaque()
+            startAccepting(listener)
             listeners.append(listener)
             logger.info("forwarding TCP \(forward.description)")
         }
     }
 
+    func startAccepting(_ listener: Listener) {
+        listener.paused = false
+        uv_poll_start(listener.poll, Int32(UV_READABLE.rawValue)) { poll, status, _ in
+            let listener = Unmanaged<Listener>.fromOpaque(poll!.pointee.data).takeUnretainedValue()
+            listener.forwarder.acceptWaiting(listener)
+        }
+    }
+
     // MARK: Accepting
 
-    func accept(_ listener: Listener, status: Int32) {
+    /// Accepts the clients waiting on `listener`, a bounded number per loop iteration (the poll is level-
+    /// triggered: the rest come next time).
+    func acceptWaiting(_ listener: Listener) {
         guard !shuttingDown else { return }
-        guard status == 0 else {
-            if let held = acceptErrorWarnings.allow(TunnelLoop.now()) {
-                logger.warning("accepting on \(listener.forward.description): \(String(cString: uv_strerror(status)))\(Throttle.note(held))")
+        for _ in 0..<256 {
+            let fd = onetun_accept4(listener.fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+            if fd >= 0 {
+                accept(listener, fd: fd)
+                continue
             }
-            return
+            switch errno {
+            case EINTR, ECONNABORTED:
+                continue
+            case EAGAIN, EWOULDBLOCK:
+                return
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                // Out of descriptors (or kernel memory): the clients wait in the queue until one is free.
+                uv_poll_stop(listener.poll)
+                listener.paused = true
+                scheduleAcceptRetry()
+                if let held = acceptErrorWarnings.allow(TunnelLoop.now()) {
+                    logger.warning("accepting on \(listener.forward.description): \(String(cString: strerror(errno))); clients wait until a descriptor is free (raise the limit with ulimit -n, or lower --max-connections)\(Throttle.note(held))")
+                }
+                return
+            default:
+                if let held = acceptErrorWarnings.allow(TunnelLoop.now()) {
+                    logger.warning("accepting on \(listener.forward.description): \(String(cString: strerror(errno)))\(Throttle.note(held))")
+                }
+                return
+            }
         }
+    }
+
+    /// Listeners paused for want of a descriptor try again: at once when a connection closes, else in
+    /// 100 ms.
+    func resumeAccepting() {
+        for listener in listeners where listener.paused { startAccepting(listener) }
+    }
+
+    func scheduleAcceptRetry() {
+        let timer: UnsafeMutablePointer<uv_timer_t>
+        if let t = acceptRetryTimer {
+            timer = t
+        } else {
+            timer = .allocate(capacity: 1)
+            uv_timer_init(driver.loop, timer)
+            timer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+            acceptRetryTimer = timer
+        }
+        uv_timer_start(timer, { timer in
+            let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+            if !me.shuttingDown { me.resumeAccepting() }
+        }, 100, 0)
+    }
+
+    func accept(_ listener: Listener, fd: Int32) {
         let forward = listener.forward
         let now = TunnelLoop.now()
-        let client = Client(forwarder: self, forward: listeners.firstIndex { $0 === listener } ?? 0, now: now)
+        let client = Client(forwarder: self, forward: listener.index, now: now)
         uv_tcp_init(driver.loop, client.handle)
         client.handle.pointee.data = Unmanaged.passRetained(client).toOpaque()
-        guard uv_accept(stream(listener.handle), stream(client.handle)) == 0 else {
+        guard uv_tcp_open(client.handle, fd) == 0 else {
+            close(fd)
             uv_close(handle(client.handle), Self.closed)
             return
         }
@@ -310,6 +379,7 @@ extension Forwarder {
         }
         connectionsClosed += 1
         closedSinceTrim += 1
+        if listeners.contains(where: { $0.paused }) { resumeAccepting() }
     }
 
     /// Closes with a RST; libuv refuses that (UV_EINVAL) while a shutdown request is in flight, and then

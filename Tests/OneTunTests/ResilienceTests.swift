@@ -247,3 +247,29 @@ extension ResilienceTests {
         }
     }
 }
+
+extension ResilienceTests {
+    /// Out of descriptors (onetun's limit lowered to 8 above what it holds, 14 clients at once): accepting pauses with
+    /// one warning, the clients it cannot take yet wait in the listen queue instead of being closed (what
+    /// libuv's own listener does), and each is served as soon as an earlier one leaves.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func runningOutOfDescriptorsMakesClientsWaitNotFail() throws {
+        try withSession { s in
+            try s.startServer(addresses: ["192.168.4.1"])
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18037:192.168.4.1:\(ServicePort.echo)"], extra: ["--log", "debug"]))
+            let onetun = try #require(s.onetun)
+            try s.waitFor(onetun, "handshake with the peer complete", seconds: 10)
+            // Room for 8 clients beyond what onetun holds now.
+            let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(onetun.pid)/fd").count
+            _ = try Command.run(["prlimit", "--pid", String(onetun.pid), "--nofile=\(open + 8):\(open + 8)"])
+            let clients = try (0..<14).map { try s.startClient(18037, "echo-paced", ["3"], logName: "emfile-\($0).log") }
+            var results: [CheckResult] = []
+            for client in clients { results.append(try s.finish(client, seconds: 45)) }
+            for r in results { #expect(r[bool: "equal"] == true && r[string: "error"] == nil, "\(r)") }
+            #expect(s.onetunLog.contains("clients wait until a descriptor is free"), "\(s.onetunLog.suffix(3000))")
+            #expect(onetun.isRunning)
+            let longest = results.compactMap { $0[double: "seconds"] }.max() ?? 0
+            print("onetun out of descriptors: 14 clients served with room for 8; the slowest finished in \(String(format: "%.1f", longest)) s")
+        }
+    }
+}

@@ -71,7 +71,8 @@ import Testing
             [onetunExecutable] + peer.tunnelArguments + ["--source-peer-ip", "192.168.4.3", "--ping", "192.168.4.1", "--ping-count", "5"],
             logName: "onetun.log")
         defer { _ = onetun.terminate() }
-        usleep(500_000)
+        // The peer can reach us once the session is up (it does not know our endpoint before).
+        for _ in 0..<250 where !onetun.output.contains("handshake with the peer complete") { usleep(20_000) }
         let ping = try peer.execute(["ping", "-c", "3", "-i", "0.5", "-W", "2", "192.168.4.3"], timeout: 15)
         #expect(ping.status == 0, "\(ping.stdout) \(ping.stderr) \(onetun.output)")
         #expect(ping.stdout.contains("3 received"), "\(ping.stdout)")

@@ -366,6 +366,38 @@
         }
     }
 
+    /// Gives back what the per-connection tables grew to once most connections are gone: ids above the
+    /// highest in use leave every table and queue, and the four-tuple index is rebuilt to its size.
+    /// O(connections): a driver calls it rarely (the forwarder does, a second after a wave of closes).
+    public func compactTables() {
+        var top = slots.count
+        while top > 0 && slots[top - 1] == nil { top -= 1 }
+        if top < slots.count {
+            ready = ready[readyHead...].filter { $0 < top }
+            readyHead = 0
+            events = events[eventHead...].filter { $0 < top }
+            eventHead = 0
+            idleQueue = idleQueue[idleQueueHead...].filter { $0.id < top }
+            idleQueueHead = 0
+            handshakeOrder = handshakeOrder[handshakeOrderHead...].filter { $0.id < top }
+            handshakeOrderHead = 0
+            acceptQueue = acceptQueue[acceptHead...].filter { $0 < top }
+            acceptHead = 0
+            freeSlots = freeSlots.filter { $0 < top }
+            slots = Array(slots[0..<top])
+            queued = Array(queued[0..<top])
+            eventQueued = Array(eventQueued[0..<top])
+            handshakeSerial = Array(handshakeSerial[0..<top])
+            idleQueued = Array(idleQueued[0..<top])
+            deadlines.shrink(toIds: top)
+        }
+        if byTuple.capacity > 4 * max(byTuple.count, 64) {
+            var index = [FourTuple: Int](minimumCapacity: byTuple.count)
+            for (tuple, id) in byTuple { index[tuple] = id }
+            byTuple = index
+        }
+    }
+
     /// The tunnel came back after an outage: connections in retransmission backoff try again now. A
     /// walk over every connection, once per outage.
     public func pathRecovered(now: Instant) {

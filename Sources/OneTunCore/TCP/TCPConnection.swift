@@ -855,7 +855,9 @@ public final class TCPConnection {
             return nil
         }
         let resend = sndNxt < sndMax
-        let n = fill(payload, from: sndNxt, max: min(effectiveMSS, allowance, resend ? sndMax - sndNxt : .max))
+        // New data never passes the receiver's right edge, SND.UNA + SND.WND (RFC 9293 §3.8.6): after a
+        // timeout the allowance counts only what is in flight, and SACKed bytes do not move that edge.
+        let n = fill(payload, from: sndNxt, max: min(effectiveMSS, allowance, resend ? sndMax - sndNxt : max(0, sndUna + sndWnd - sndNxt)))
         guard n > 0 else { return nil }
         let seq = sndNxt
         sndNxt += n

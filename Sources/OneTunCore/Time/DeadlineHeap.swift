@@ -82,6 +82,14 @@ struct DeadlineHeap {
         return root.id
     }
 
+    /// Forgets ids from `count` on (none may have a deadline) and the room the tables grew to beyond
+    /// what is left.
+    mutating func shrink(toIds count: Int) {
+        precondition(entries.allSatisfy { $0.id < count }, "DeadlineHeap.shrink below an id with a deadline")
+        if slots.count > count { slots = Array(slots[0..<count]) }
+        entries = Array(entries)
+    }
+
     /// Removes every deadline, keeping capacity.
     mutating func removeAll() {
         for entry in entries { slots[entry.id] = Self.absent }

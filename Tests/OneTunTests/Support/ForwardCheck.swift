@@ -551,9 +551,9 @@ final class ForwardSession {
 
     /// Starts onetun with `arguments` (forwards and options), under `environment`, and waits until it is
     /// forwarding. Throws with its output when it exits or does not get there in time.
-    func startOnetun(_ arguments: [String], environment: [String: String] = [:]) throws {
+    func startOnetun(_ arguments: [String], environment: [String: String] = [:], prefix: [String] = []) throws {
         let env = environment.isEmpty ? [] : ["env"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let child = try namespace.spawn(env + [onetunExecutable] + arguments, logName: "onetun.log")
+        let child = try namespace.spawn(prefix + env + [onetunExecutable] + arguments, logName: "onetun.log")
         onetun = child
         try waitFor(child, "tunnel to", seconds: 10)
     }
