@@ -52,8 +52,8 @@ public final class Forwarder {
     var acceptErrorWarnings = Throttle()
     /// Retries listeners paused for want of a descriptor (LocalTCPForwards.swift).
     var acceptRetryTimer: UnsafeMutablePointer<uv_timer_t>?
-    /// Connections closed since memory was last handed back to the system (`trimMemory`), and the
-    /// one-shot timer that does it (initialized at first use).
+    /// Connections closed since memory was last handed back to the system (`scheduleTrim`), and the
+    /// one-shot timer that does it (made at first use).
     var closedSinceTrim = 0
     var trimTimer: UnsafeMutablePointer<uv_timer_t>?
     /// Copied per client only when its socket is full (see above).
@@ -92,12 +92,8 @@ public final class Forwarder {
     var remoteUDP: [UInt16: RemoteForward] = [:]
     var remoteFlows: [RemoteFlowKey: RemoteFlow] = [:]
     var flowList = FlowList()
-    /// Armed to the oldest remote flow's idle expiry (RemoteUDPForwards.swift); initialized at first use.
-    lazy var flowTimer: UnsafeMutablePointer<uv_timer_t> = {
-        let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
-        uv_timer_init(driver.loop, timer)
-        return timer
-    }()
+    /// Armed to the oldest remote flow's idle expiry (RemoteUDPForwards.swift); made at first use.
+    var flowTimer: UnsafeMutablePointer<uv_timer_t>?
     /// Remote UDP flows (one local socket each) kept at most; past it the least recently used closes.
     static let maximumRemoteFlows = 1024
 
@@ -139,7 +135,8 @@ public final class Forwarder {
             service(client)
         }
         if budget == 0 { driver.continueNextIteration() }
-        if closedSinceTrim >= 64 { scheduleTrim() }
+        // A real drop: more closed since the last trim than are open now (steady churn trims seldom).
+        if closedSinceTrim >= max(64, openConnections) { scheduleTrim() }
     }
 
     /// A second after many connections closed, gives the heap's free pages back to the system: glibc
@@ -147,16 +144,9 @@ public final class Forwarder {
     /// larger for good. One trim per second at most, however fast connections come and go (it walks the
     /// heap's free lists).
     func scheduleTrim() {
-        let timer: UnsafeMutablePointer<uv_timer_t>
-        if let t = trimTimer {
-            timer = t
-        } else {
-            timer = .allocate(capacity: 1)
-            uv_timer_init(driver.loop, timer)
-            timer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-            trimTimer = timer
-        }
-        guard !shuttingDown, uv_is_active(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) == 0 else { return }
+        guard !shuttingDown else { return }
+        let timer = timerHandle(&trimTimer)
+        guard uv_is_active(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) == 0 else { return }
         uv_timer_start(timer, { timer in
             let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
             me.closedSinceTrim = 0
@@ -176,13 +166,10 @@ public final class Forwarder {
         guard !shuttingDown else { return }
         shuttingDown = true
         for listener in listeners {
+            listener.paused = false
             uv_poll_stop(listener.poll)
             close(listener.fd)
             uv_close(UnsafeMutableRawPointer(listener.poll).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
-        }
-        if let acceptRetryTimer {
-            uv_timer_stop(acceptRetryTimer)
-            uv_close(UnsafeMutableRawPointer(acceptRetryTimer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
         }
         for listener in udpListeners {
             uv_udp_recv_stop(listener.handle)
@@ -192,13 +179,9 @@ public final class Forwarder {
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
         for flow in Array(remoteFlows.values) { closeFlow(flow) }
-        if let trimTimer {
-            uv_timer_stop(trimTimer)
-            uv_close(UnsafeMutableRawPointer(trimTimer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
-        }
-        if !remoteUDP.isEmpty {
-            uv_timer_stop(flowTimer)
-            uv_close(UnsafeMutableRawPointer(flowTimer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
+        for case let timer? in [trimTimer, acceptRetryTimer, flowTimer] {
+            uv_timer_stop(timer)
+            uv_close(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
         }
         remoteUDP = [:]
         let wg = core.stats.wireGuard
@@ -230,6 +213,16 @@ public final class Forwarder {
             logger.warning("\(what) refused: \(maxConnections) connections open (--max-connections)\(Throttle.note(held))")
         }
         return false
+    }
+
+    /// The timer in `slot`, made on first use (its callbacks find the forwarder in `data`).
+    func timerHandle(_ slot: inout UnsafeMutablePointer<uv_timer_t>?) -> UnsafeMutablePointer<uv_timer_t> {
+        if let timer = slot { return timer }
+        let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+        uv_timer_init(driver.loop, timer)
+        timer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        slot = timer
+        return timer
     }
 
     @inline(__always) func stream(_ p: UnsafeMutablePointer<uv_tcp_t>) -> UnsafeMutablePointer<uv_stream_t> {

@@ -104,7 +104,11 @@ extension Forwarder {
                 throw LoopError("cannot listen on \(forward.description.split(separator: " ").first ?? ""): \(String(cString: uv_strerror(-error)))")
             }
             let listener = Listener(fd: fd, forward: forward, index: listeners.count, forwarder: self)
-            uv_poll_init_socket(driver.loop, listener.poll, fd)
+            let rc = uv_poll_init_socket(driver.loop, listener.poll, fd)
+            guard rc == 0 else {
+                close(fd)
+                throw LoopError("cannot listen on \(forward.description.split(separator: " ").first ?? ""): \(String(cString: uv_strerror(rc)))")
+            }
             listener.poll.pointee.data = Unmanaged.passUnretained(listener).toOpaque()
             startAccepting(listener)
             listeners.append(listener)
@@ -116,6 +120,12 @@ extension Forwarder {
         listener.paused = false
         uv_poll_start(listener.poll, Int32(UV_READABLE.rawValue)) { poll, status, _ in
             let listener = Unmanaged<Listener>.fromOpaque(poll!.pointee.data).takeUnretainedValue()
+            guard status == 0 else {
+                // libuv stopped the poll (an error on the socket): try again shortly.
+                listener.paused = true
+                listener.forwarder.scheduleAcceptRetry()
+                return
+            }
             listener.forwarder.acceptWaiting(listener)
         }
     }
@@ -132,7 +142,8 @@ extension Forwarder {
                 accept(listener, fd: fd)
                 continue
             }
-            switch errno {
+            let error = errno
+            switch error {
             case EINTR, ECONNABORTED:
                 continue
             case EAGAIN, EWOULDBLOCK:
@@ -143,12 +154,12 @@ extension Forwarder {
                 listener.paused = true
                 scheduleAcceptRetry()
                 if let held = acceptErrorWarnings.allow(TunnelLoop.now()) {
-                    logger.warning("accepting on \(listener.forward.description): \(String(cString: strerror(errno))); clients wait until a descriptor is free (raise the limit with ulimit -n, or lower --max-connections)\(Throttle.note(held))")
+                    logger.warning("accepting on \(listener.forward.description): \(String(cString: strerror(error))); clients wait until a descriptor is free (raise the limit with ulimit -n, or lower --max-connections)\(Throttle.note(held))")
                 }
                 return
             default:
                 if let held = acceptErrorWarnings.allow(TunnelLoop.now()) {
-                    logger.warning("accepting on \(listener.forward.description): \(String(cString: strerror(errno)))\(Throttle.note(held))")
+                    logger.warning("accepting on \(listener.forward.description): \(String(cString: strerror(error)))\(Throttle.note(held))")
                 }
                 return
             }
@@ -158,20 +169,12 @@ extension Forwarder {
     /// Listeners paused for want of a descriptor try again: at once when a connection closes, else in
     /// 100 ms.
     func resumeAccepting() {
+        guard !shuttingDown else { return }
         for listener in listeners where listener.paused { startAccepting(listener) }
     }
 
     func scheduleAcceptRetry() {
-        let timer: UnsafeMutablePointer<uv_timer_t>
-        if let t = acceptRetryTimer {
-            timer = t
-        } else {
-            timer = .allocate(capacity: 1)
-            uv_timer_init(driver.loop, timer)
-            timer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-            acceptRetryTimer = timer
-        }
-        uv_timer_start(timer, { timer in
+        uv_timer_start(timerHandle(&acceptRetryTimer), { timer in
             let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
             if !me.shuttingDown { me.resumeAccepting() }
         }, 100, 0)

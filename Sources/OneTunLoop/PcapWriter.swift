@@ -3,7 +3,8 @@ import OneTunCore
 
 /// `--pcap FILE`: every inner IP packet in and out, in the classic pcap format with the raw-IP link type
 /// (LINKTYPE_RAW, 101: each record is an IPv4 or IPv6 packet). Records are buffered and written at the end
-/// of every loop iteration, so the file is readable while onetun runs, and complete after it exits.
+/// of every loop iteration, so the file is readable while onetun runs, and complete after it exits (a FIFO
+/// whose reader is more than 2 s behind then may end mid-record).
 ///
 /// Writing never blocks the loop: the descriptor is non-blocking (a FIFO whose reader is slow, a pipe),
 /// what the reader has not taken stays in a bounded buffer, and a record that does not fit is not
@@ -15,6 +16,8 @@ public final class PcapWriter {
     var buffer: UnsafeMutableRawBufferPointer
     var head = 0
     var used = 0
+    /// The reader took all it could this iteration: `record` does not try again before the next `flush`.
+    var blocked = false
     public private(set) var packets = 0
     /// Packets not captured because the reader fell behind by a whole buffer (1 MiB).
     public private(set) var lost = 0
@@ -53,8 +56,8 @@ public final class PcapWriter {
     public func record(_ packet: UnsafeRawBufferPointer) {
         guard !failed else { return }
         let length = min(packet.count, Int(Self.snapLength))
-        if used + 16 + length > buffer.count { flush() }
-        if used + 16 + length > buffer.count { compact() }
+        if used + 16 + length > buffer.count && !blocked { flush() }
+        if used + 16 + length > buffer.count && head > 0 { compact() }
         guard used + 16 + length <= buffer.count else {
             lost += 1
             return
@@ -73,6 +76,7 @@ public final class PcapWriter {
 
     /// Writes what is buffered, as much as the reader takes now.
     public func flush() {
+        blocked = false
         while head < used && !failed {
             let n = write(fd, buffer.baseAddress! + head, used - head)
             if n > 0 {
@@ -80,6 +84,7 @@ public final class PcapWriter {
             } else if n < 0 && errno == EINTR {
                 continue
             } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                blocked = true
                 return
             } else {
                 failed = true

@@ -131,13 +131,13 @@ extension Forwarder {
 
     /// Arms the flow timer for the oldest flow's expiry (started once; re-armed as it fires).
     func armFlowExpiry() {
+        let flowTimer = timerHandle(&self.flowTimer)
         guard uv_is_active(UnsafeMutableRawPointer(flowTimer).assumingMemoryBound(to: uv_handle_t.self)) == 0,
             let oldest = flowList.oldest
         else { return }
         let due = oldest.lastUsed.adding(flowIdleTimeout)
         let now = TunnelLoop.now()
         let ms = due <= now ? 0 : (due.since(now) + 999_999) / 1_000_000
-        flowTimer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         uv_timer_start(flowTimer, { timer in
             let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
             me.expireFlows(now: TunnelLoop.now())

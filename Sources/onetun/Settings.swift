@@ -164,7 +164,6 @@ struct Settings {
         }
     }
 
-    /// PREFIX1, PREFIX2, … up to the first one missing.
     /// "268435456", "256M", "1G", "512k": binary multiples; nil when malformed or above 1 TiB.
     static func byteCount(_ text: String) -> Int? {
         var digits = text.trimmed()
@@ -180,6 +179,7 @@ struct Settings {
         return n * scale
     }
 
+    /// PREFIX1, PREFIX2, … up to the first one missing.
     static func numbered(_ prefix: String, _ env: [String: String]) -> [String] {
         var values: [String] = []
         var i = 1

@@ -8,24 +8,13 @@ import Testing
 @Suite(.serialized) struct ForwarderTests {
     static let needsNamespaces = TestNamespace.canCreateNamespaces
 
-    /// Fails the test with onetun's log when `body` throws, then closes the session.
-    func withSession(_ body: (ForwardSession) throws -> Void) throws {
-        let session = try ForwardSession()
-        defer { session.close() }
-        do {
-            try body(session)
-        } catch {
-            Issue.record("\(error)\nonetun log:\n\(session.onetunLog)\nservices log:\n\(session.serverLog)")
-        }
-    }
-
     func seconds(_ result: CheckResult) -> String { String(format: "%.2f s", result[double: "seconds"] ?? -1) }
 
     // MARK: - Bulk transfer
 
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(3)))
     func hundredMebibytesEachWayOverIPv4() throws {
-        try withSession { s in
+        try withForwardSession { s in
             let size = 100 << 20
             let (file, digest) = try s.randomFile("download.bin", size: size)
             try s.startServer(addresses: ["192.168.4.1"], file: file)
@@ -44,7 +33,7 @@ import Testing
 
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func sixteenMebibytesEachWayOverIPv6() throws {
-        try withSession { s in
+        try withForwardSession { s in
             let size = 16 << 20
             let (file, digest) = try s.randomFile("download.bin", size: size)
             try s.startServer(addresses: ["fd00:4::1"], file: file)
@@ -62,7 +51,7 @@ import Testing
 
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(3)))
     func twoHundredConcurrentEchoConnections() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18003:192.168.4.1:\(ServicePort.echo)"]))
             // The same check straight to the service first (inside the namespace, no tunnel): proves the
@@ -81,7 +70,7 @@ import Testing
     /// so its window closes too. When the client reads, the windows must reopen.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func echoWithClosedWindowsBothWays() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18003:192.168.4.1:\(ServicePort.echo)"]))
             let size = 64 << 20
@@ -97,7 +86,7 @@ import Testing
 
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func halfCloseBothWays() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments([
                 "127.0.0.1:18001:192.168.4.1:\(ServicePort.sink)", "127.0.0.1:18005:192.168.4.1:\(ServicePort.halfclose)",
@@ -120,7 +109,7 @@ import Testing
 
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func resetAndRefusalReachTheClientPromptly() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments([
                 "127.0.0.1:18004:192.168.4.1:\(ServicePort.reset)", "127.0.0.1:18009:192.168.4.1:\(ServicePort.unused)",
@@ -141,7 +130,7 @@ import Testing
 
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func configurationFromTheEnvironmentOnly() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun([], environment: [
                 "ONETUN_PORT_FORWARD_1": "127.0.0.1:18003:192.168.4.1:\(ServicePort.echo)",
@@ -160,7 +149,7 @@ import Testing
 
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func commandLineWinsOverTheEnvironment() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             // The environment names a source address the peer does not accept and a wrong endpoint; the
             // flags name the right ones. Forwards add up, as in onetun's config.rs: the environment's own
@@ -184,7 +173,7 @@ import Testing
     /// remote forwards, the same local forward twice, and an env_logger filter for --log.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func onetunNotationsFromTheRustTool() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1", "127.0.0.1"])
             let base64 = try String(contentsOf: s.peer.privateKeyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             let hex = try #require(Data(base64Encoded: base64)).map { String(format: "%02x", $0) }.joined()

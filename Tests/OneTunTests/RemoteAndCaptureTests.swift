@@ -11,17 +11,6 @@ import Testing
 @Suite(.serialized) struct RemoteAndCaptureTests {
     static var needsNamespaces: Bool { ForwarderTests.needsNamespaces }
 
-    /// Fails the test with the logs when `body` throws, then closes the session.
-    func withSession(_ body: (ForwardSession) throws -> Void) throws {
-        let session = try ForwardSession()
-        defer { session.close() }
-        do {
-            try body(session)
-        } catch {
-            Issue.record("\(error)\nonetun log:\n\(session.onetunLog.suffix(6000))\nservices log:\n\(session.serverLog.suffix(2000))")
-        }
-    }
-
     func seconds(_ result: CheckResult) -> String { String(format: "%.2f s", result[double: "seconds"] ?? -1) }
 
     /// wireguard-go has no endpoint for us until our first handshake reaches it (it is not given one), so
@@ -37,7 +26,7 @@ import Testing
     /// WireGuard side uploads 16 MiB to the local sink and downloads 16 MiB from the local source.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func remoteTCPForwardSixteenMebibytesEachWay() throws {
-        try withSession { s in
+        try withForwardSession { s in
             let size = 16 << 20
             let (file, digest) = try s.randomFile("download.bin", size: size)
             try s.startServer(addresses: ["127.0.0.1"], file: file)
@@ -60,7 +49,7 @@ import Testing
     /// 192.168.4.3:5557; each reply must come back to the socket that sent it, byte for byte.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func remoteUDPForwardEchoesToEachSocket() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startRemoteUDPEcho(address: "127.0.0.1", port: 7007)
             try s.startOnetun(s.onetunArguments(["--remote", "5557:127.0.0.1:7007:UDP"], extra: []))
             #expect(s.onetunLog.contains("forwarding remote UDP"), "\(s.onetunLog)")
@@ -79,7 +68,7 @@ import Testing
     /// Remote forwards given only as ONETUN_REMOTE_PORT_FORWARD_1 (TCP) and _2 (UDP), no arguments.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func remoteForwardsFromTheEnvironment() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["127.0.0.1"])
             try s.startRemoteUDPEcho(address: "127.0.0.1", port: 7007)
             try s.startOnetun(s.onetunArguments([], extra: []), environment: [
@@ -102,7 +91,7 @@ import Testing
     /// already holds the SYN; after SIGINT (exit 0) it holds the handshake, the request and the response.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func pcapHoldsHandshakeAndPayload() throws {
-        try withSession { s in
+        try withForwardSession { s in
             let www = s.directory.appendingPathComponent("www")
             try FileManager.default.createDirectory(at: www, withIntermediateDirectories: true)
             let marker = "onetun-pcap-marker-\(randomHex(16))"
@@ -206,7 +195,7 @@ import Testing
     /// random port range, so it cannot collide with it.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func ipv6EndpointForwards() throws {
-        try withSession { s in
+        try withForwardSession { s in
             let size = 4 << 20
             let (file, digest) = try s.randomFile("upload.bin", size: size)
             try s.startServer(addresses: ["192.168.4.1"])
@@ -229,7 +218,7 @@ import Testing
     /// An IPv6 listener ([::1]:8081) forwarding to an IPv4 destination inside the tunnel.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func ipv6ListenerToIPv4Destination() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments(["[::1]:8081:192.168.4.1:\(ServicePort.echo)"], source: "192.168.4.3"))
             let echo = try s.client(8081, "echo", ["4", String(1 << 20)], host: "::1")
@@ -241,7 +230,7 @@ import Testing
     /// An IPv4 listener (127.0.0.1:8082) forwarding to an IPv6 destination inside the tunnel.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func ipv4ListenerToIPv6Destination() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["fd00:4::1"])
             try s.startOnetun(s.onetunArguments(["127.0.0.1:8082:[fd00:4::1]:\(ServicePort.echo)"], source: "fd00:4::3"))
             let echo = try s.client(8082, "echo", ["4", String(1 << 20)])

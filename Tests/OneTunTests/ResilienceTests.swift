@@ -8,23 +8,13 @@ import Testing
 @Suite(.serialized) struct ResilienceTests {
     static var needsNamespaces: Bool { ForwarderTests.needsNamespaces }
 
-    func withSession(_ body: (ForwardSession) throws -> Void) throws {
-        let session = try ForwardSession()
-        defer { session.close() }
-        do {
-            try body(session)
-        } catch {
-            Issue.record("\(error)\nonetun log:\n\(session.onetunLog)\nservices log:\n\(session.serverLog)")
-        }
-    }
-
     /// The peer's wireguard-go is killed and started again 10 s later with the same keys: a connection
     /// open across the outage carries on byte-exact (TCP retransmits, nobody resets), the log says the
     /// session was lost and how long the outage was, and a new client works as soon as the new session
     /// is up (at most Keepalive-Timeout + Rekey-Timeout, 15 s, after the first data that went unanswered).
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func peerRestartIsSurvived() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18030:192.168.4.1:\(ServicePort.echo)"], extra: ["--log", "debug"]))
             let longLived = try s.startClient(18030, "echo-paced", ["30"], logName: "paced.log")
@@ -50,7 +40,7 @@ import Testing
     /// resolves the name again without blocking, switches, and clients get through again.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func endpointNameIsResolvedAgain() throws {
-        try withSession { s in
+        try withForwardSession { s in
             let hostsDirectory = "/etc/netns/\(s.namespace.name)"
             let hosts = hostsDirectory + "/hosts"
             try FileManager.default.createDirectory(atPath: hostsDirectory, withIntermediateDirectories: true)
@@ -99,7 +89,7 @@ import Testing
     /// clients are reset at once instead of waiting.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func clientsAreToldWhenTheTunnelIsDown() throws {
-        try withSession { s in
+        try withForwardSession { s in
             var arguments = s.onetunArguments(["127.0.0.1:18032:192.168.4.1:\(ServicePort.echo)"], extra: [])
             let key = try #require(arguments.firstIndex(of: "--endpoint-public-key"))
             arguments[key + 1] = CommandLineTests.key
@@ -117,7 +107,7 @@ import Testing
     /// says why.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func anUnansweredOpenEndsAtTheConnectTimeout() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18036:10.99.0.1:80"], extra: ["--connect-timeout", "2"]))
             try s.waitFor(try #require(s.onetun), "handshake with the peer complete", seconds: 10)
             let client = try s.client(18036, "closes", timeout: 20)
@@ -130,7 +120,7 @@ import Testing
     /// An endpoint whose port is closed answers with ICMP port unreachable: said as such.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func aClosedEndpointPortIsSaidAsSuch() throws {
-        try withSession { s in
+        try withForwardSession { s in
             var arguments = s.onetunArguments(["127.0.0.1:18033:192.168.4.1:\(ServicePort.echo)"], extra: [])
             let endpoint = try #require(arguments.firstIndex(of: "--endpoint-addr"))
             arguments[endpoint + 1] = "127.0.0.1:9"
@@ -145,7 +135,7 @@ import Testing
     /// is room again.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func connectionLimitRefusesTheOneTooMany() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments(
                 ["127.0.0.1:18034:192.168.4.1:\(ServicePort.echo)"], extra: ["--max-connections", "2", "--log", "debug"]))
@@ -175,7 +165,7 @@ extension ResilienceTests {
     /// valid pcap stream (whole records only).
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func aSlowCaptureReaderNeverStallsForwarding() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             let fifo = s.directory.appendingPathComponent("capture.fifo").path
             let copy = s.directory.appendingPathComponent("capture.pcap").path
@@ -226,7 +216,7 @@ extension ResilienceTests {
     /// without anything else happening (their own timer, not the next datagram, notices).
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func idleRemoteUDPFlowsCloseByThemselves() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startRemoteUDPEcho(address: "127.0.0.1", port: 7008)
             try s.startOnetun(s.onetunArguments(["--remote", "5558:127.0.0.1:7008:UDP"], extra: ["--udp-timeout", "2", "--log", "debug"]))
             let onetun = try #require(s.onetun)
@@ -254,7 +244,7 @@ extension ResilienceTests {
     /// libuv's own listener does), and each is served as soon as an earlier one leaves.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func runningOutOfDescriptorsMakesClientsWaitNotFail() throws {
-        try withSession { s in
+        try withForwardSession { s in
             try s.startServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18037:192.168.4.1:\(ServicePort.echo)"], extra: ["--log", "debug"]))
             let onetun = try #require(s.onetun)

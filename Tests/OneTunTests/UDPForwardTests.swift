@@ -8,17 +8,6 @@ import Testing
 @Suite(.serialized) struct UDPForwardTests {
     static let needsNamespaces = TestNamespace.canCreateNamespaces
 
-    /// Fails the test with the logs when `body` throws, then closes the session.
-    func withSession(_ body: (ForwardSession) throws -> Void) throws {
-        let session = try ForwardSession()
-        defer { session.close() }
-        do {
-            try body(session)
-        } catch {
-            Issue.record("\(error)\nonetun log:\n\(session.onetunLog.suffix(4000))")
-        }
-    }
-
     func seconds(_ result: CheckResult) -> String { String(format: "%.2f s", result[double: "seconds"] ?? -1) }
 
     /// 10,000 datagrams of 32–1232 bytes from 50 client sockets (distinct source ports, so 50 virtual
@@ -30,7 +19,7 @@ import Testing
     /// namespace's UDP counters.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(3)))
     func tenThousandDatagramsFromFiftyClients() throws {
-        try withSession { s in
+        try withForwardSession { s in
             _ = try s.startUDPServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18100:192.168.4.1:\(UDPServicePort.echo):UDP"]))
             let direct = try s.udpClient(UDPServicePort.echo, "echo", ["50", "10000", "4"], host: "192.168.4.1")
@@ -59,7 +48,7 @@ import Testing
     /// A DNS query built by hand through a UDP forward to a responder on 192.168.4.1:53; the answer parsed.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func dnsQueryThroughAForward() throws {
-        try withSession { s in
+        try withForwardSession { s in
             _ = try s.startUDPServer(addresses: ["192.168.4.1"], name: "service.onetun.test", answer: "10.20.30.40")
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18153:192.168.4.1:\(UDPServicePort.dns):UDP"], extra: []))
             let answer = try s.udpClient(18153, "dns", ["service.onetun.test"])
@@ -77,7 +66,7 @@ import Testing
     /// says so in its debug log, and the next normal datagram still goes through.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func datagramLargerThanTheMTUIsDropped() throws {
-        try withSession { s in
+        try withForwardSession { s in
             _ = try s.startUDPServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18100:192.168.4.1:\(UDPServicePort.echo):UDP"]))
             let direct = try s.udpClient(UDPServicePort.echo, "oversize", ["1500"], host: "192.168.4.1")
@@ -98,7 +87,7 @@ import Testing
     /// them.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func twoForwardsToOneDestinationAnswerFromTheirOwnPort() throws {
-        try withSession { s in
+        try withForwardSession { s in
             _ = try s.startUDPServer(addresses: ["192.168.4.1"])
             try s.startOnetun(s.onetunArguments([
                 "127.0.0.1:18110:192.168.4.1:\(UDPServicePort.echo):UDP", "127.0.0.1:18111:192.168.4.1:\(UDPServicePort.echo):UDP",
@@ -115,7 +104,7 @@ import Testing
     /// each reply still comes back from the forward its destination belongs to.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func oneSocketTwoForwardsGetsBothReplies() throws {
-        try withSession { s in
+        try withForwardSession { s in
             _ = try s.startUDPServer(addresses: ["192.168.4.1"])
             try s.startRemoteUDPEcho(address: "192.168.4.1", port: 7007)
             try s.startOnetun(s.onetunArguments([
@@ -151,7 +140,7 @@ import Testing
     /// closing libuv handle) nor hang (a remote flow opened after shutdown); it exits 0 within 5 s.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func signalDuringUDPTrafficExitsZero() throws {
-        try withSession { s in
+        try withForwardSession { s in
             _ = try s.startUDPServer(addresses: ["192.168.4.1"])
             try s.startRemoteUDPEcho(address: "127.0.0.1", port: 7007)
             for round in 1...3 {
@@ -183,7 +172,7 @@ import Testing
     /// IPv6 inside the tunnel: onetun as fd00:4::3 forwarding to [fd00:4::1]:7000.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func echoOverIPv6Inside() throws {
-        try withSession { s in
+        try withForwardSession { s in
             _ = try s.startUDPServer(addresses: ["fd00:4::1"])
             try s.startOnetun(s.onetunArguments(["127.0.0.1:18106:[fd00:4::1]:\(UDPServicePort.echo):UDP"], source: "fd00:4::3", extra: []))
             let echo = try s.udpClient(18106, "echo", ["10", "2000", "4"])

@@ -38,7 +38,8 @@
     @exclusivity(unchecked) var listening: Set<UInt16> = []
     /// Connections a listener made that the application has not accepted yet, at most; and, separately,
     /// handshakes in progress (SYN-RECEIVED) at most. Linux keeps the same two queues (somaxconn and
-    /// max_syn_backlog). A SYN past either limit is dropped; the client retries.
+    /// max_syn_backlog). A SYN past the accept queue's limit is dropped (the client retries); past the
+    /// half-open limit it pushes out the oldest half-open connection (`handshakeOrder`).
     public let acceptBacklog: Int
     @exclusivity(unchecked) public private(set) var synsDropped = 0
     /// Established connections waiting for `accept`, from `acceptHead` on.
@@ -220,10 +221,10 @@
             synsDropped += 1
             return true
         }
-        if handshaking.count >= acceptBacklog { evictOldestHalfOpen() }
         guard let connection = TCPConnection(
             accepting: repr, iss: initialSequenceNumber(tuple, now: now), config: config(for: tuple), budget: budget, now: now)
         else { return false }
+        if handshaking.count >= acceptBacklog { evictOldestHalfOpen() }
         let id = insert(connection, tuple)
         handshaking.insert(id)
         nextHandshakeSerial &+= 1

@@ -16,7 +16,8 @@ public final class TCPConnection {
     public let config: TCPConfig
     /// The stack's memory budget, shared by every connection's buffers.
     let budget: MemoryBudget?
-    /// When a segment last came or went: the stack gives an idle connection's buffers back.
+    /// When a segment last arrived (every exchange ends with one, an ACK at least): the stack gives the
+    /// buffers of a connection idle since then back.
     @exclusivity(unchecked) var lastActivity = Instant.zero
     public let localPort: UInt16
     public let remotePort: UInt16

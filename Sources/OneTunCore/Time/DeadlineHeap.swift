@@ -8,9 +8,9 @@
 /// - `set` inserts, moves or removes (with `nil`) an id's deadline in O(log n).
 /// - Ties are broken by the smaller id, so the order in which expired ids pop is deterministic, which keeps
 ///   simulation runs replayable from a seed.
-/// - Storage is two arrays that only grow (amortised): `entries` (the heap itself, deadline next to id for
+/// - Storage is two arrays that grow (amortised): `entries` (the heap itself, deadline next to id for
 ///   locality) and `slots` (id → heap position). Removing keeps capacity, so in steady state neither `set`
-///   nor `popExpired` allocates.
+///   nor `popExpired` allocates; only `shrink` gives capacity back.
 struct DeadlineHeap {
     private struct Entry {
         var deadline: Instant
@@ -54,7 +54,7 @@ struct DeadlineHeap {
         precondition(id >= 0, "DeadlineHeap ids are non-negative slot numbers")
         if id >= slots.count {
             guard deadline != nil else { return }
-            // Grow to cover `id`; `append` is amortised O(1) and the array never shrinks.
+            // Grow to cover `id`; `append` is amortised O(1) (only `shrink` makes the array smaller).
             while slots.count <= id { slots.append(Self.absent) }
         }
         let position = slots[id]
@@ -87,7 +87,11 @@ struct DeadlineHeap {
     mutating func shrink(toIds count: Int) {
         precondition(entries.allSatisfy { $0.id < count }, "DeadlineHeap.shrink below an id with a deadline")
         if slots.count > count { slots = Array(slots[0..<count]) }
-        entries = Array(entries)
+        // A copy of its own size: `Array(entries)` would share the old storage, capacity and all.
+        var kept: [Entry] = []
+        kept.reserveCapacity(entries.count)
+        kept.append(contentsOf: entries)
+        entries = kept
     }
 
     /// Removes every deadline, keeping capacity.

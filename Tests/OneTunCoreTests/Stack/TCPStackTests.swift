@@ -372,3 +372,54 @@ extension TCPStackHalfOpenTests {
         #expect(server.halfOpenEvicted > 1700)
     }
 }
+
+@Suite struct TCPStackCompactionTests {
+    /// A wave of connections ends: `compactTables` drops the ids above the highest in use from every
+    /// table and queue, the stack goes on working, and new connections take ids from the bottom.
+    @Test func compactionAfterAWaveLeavesAWorkingStack() throws {
+        let interface = NetworkInterface(addresses: [IPAddress("192.168.4.3")!])
+        let stack = TCPStack(random: SeededRandom(seed: 61))
+        interface.tcp = stack
+        var now = Instant(nanoseconds: 1_000 * Nanos.second)
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        func drain() { while buffer.withUnsafeMutableBytes({ interface.pollPacket(into: $0, now: now) }) != nil {} }
+        var ids: [Int] = []
+        for _ in 0..<200 { ids.append(try #require(stack.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("10.0.0.1")!, port: 80, now: now))) }
+        drain()
+        // Every connection but the first ten ends (reset, then gone once its RST went out).
+        for id in ids[10...] { stack.release(id) }
+        drain()
+        now = now.adding(2 * Nanos.second)
+        stack.handleTimeout(now: now)
+        drain()
+        #expect(stack.count == 10)
+        stack.compactTables()
+        #expect(stack.slots.count == 10 && stack.queued.count == 10 && stack.idleQueued.count == 10)
+        #expect(stack.freeSlots.allSatisfy { $0 < 10 })
+        // The ten still time out on their own deadlines, and new connections get fresh ids that work.
+        let fresh = try #require(stack.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("10.0.0.1")!, port: 81, now: now))
+        #expect(fresh == 10)
+        drain()
+        for _ in 0..<200 {
+            guard let d = stack.nextDeadline() else { break }
+            now = max(now, d)
+            stack.handleTimeout(now: now)
+            drain()
+            while stack.pollEvent() != nil {}
+        }
+        #expect((ids[0..<10] + [fresh]).allSatisfy { stack.connection($0).error == .timedOut })
+    }
+
+    @Test func deadlineHeapShrinkGivesCapacityBack() {
+        var heap = DeadlineHeap()
+        for id in 0..<10_000 { heap.set(id, Instant(nanoseconds: UInt64(10_000 - id))) }
+        for id in 10..<10_000 { heap.set(id, nil) }
+        heap.shrink(toIds: 10)
+        #expect(heap.count == 10)
+        #expect(heap.next?.id == 9)
+        heap.set(3, Instant(nanoseconds: 1))
+        #expect(heap.next?.id == 3)
+        heap.set(12, Instant(nanoseconds: 0))
+        #expect(heap.next?.id == 12)
+    }
+}

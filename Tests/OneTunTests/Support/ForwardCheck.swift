@@ -1,3 +1,4 @@
+import Testing
 import Foundation
 import Glibc
 
@@ -493,6 +494,18 @@ struct CheckResult: CustomStringConvertible {
 
 /// A wireguard-go peer in its namespace, forward_check.py's services on the peer's tunnel addresses, and
 /// onetun forwarding ports on 127.0.0.1 to them; `close()` stops everything, in reverse order.
+/// Runs `body` with a fresh session and closes it; an error thrown fails the test with the end of
+/// onetun's log and of the services' log.
+func withForwardSession(_ body: (ForwardSession) throws -> Void) throws {
+    let session = try ForwardSession()
+    defer { session.close() }
+    do {
+        try body(session)
+    } catch {
+        Issue.record("\(error)\nonetun log:\n\(session.onetunLog.suffix(6000))\nservices log:\n\(session.serverLog.suffix(2000))")
+    }
+}
+
 final class ForwardSession {
     let peer: OneTunPeer
     let script: URL
@@ -551,9 +564,9 @@ final class ForwardSession {
 
     /// Starts onetun with `arguments` (forwards and options), under `environment`, and waits until it is
     /// forwarding. Throws with its output when it exits or does not get there in time.
-    func startOnetun(_ arguments: [String], environment: [String: String] = [:], prefix: [String] = []) throws {
+    func startOnetun(_ arguments: [String], environment: [String: String] = [:]) throws {
         let env = environment.isEmpty ? [] : ["env"] + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let child = try namespace.spawn(prefix + env + [onetunExecutable] + arguments, logName: "onetun.log")
+        let child = try namespace.spawn(env + [onetunExecutable] + arguments, logName: "onetun.log")
         onetun = child
         try waitFor(child, "tunnel to", seconds: 10)
     }
