@@ -229,6 +229,15 @@ extension Forwarder {
             })
     }
 
+    /// Whether a RST from the client waits in SO_ERROR (which reading it clears).
+    func resetPending(_ client: Client) -> Bool {
+        var descriptor = uv_os_fd_t()
+        guard uv_fileno(handle(client.handle), &descriptor) == 0 else { return false }
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == ECONNRESET
+    }
+
     func stopReading(_ client: Client) {
         guard client.reading else { return }
         client.reading = false
@@ -247,6 +256,12 @@ extension Forwarder {
         } else if nread == Int(UV_ENOBUFS.rawValue) {
             // The send buffer is full: resume when the connection has room (processEvents).
             stopReading(client)
+        } else if nread == Int(UV_EOF.rawValue) && resetPending(client) {
+            // Linux reads a RST that came after data as the end of the stream; the error waits in
+            // SO_ERROR. A reset is passed on as one, so the destination cannot take an abort for a
+            // complete upload.
+            logger.debug("connection \(client.id): client reset the connection")
+            teardown(client, reset: false, reason: "client reset")
         } else if nread == Int(UV_EOF.rawValue) {
             // Half-close: the FIN follows the data already queued.
             client.clientEOF = true

@@ -263,3 +263,19 @@ extension ResilienceTests {
         }
     }
 }
+
+extension ResilienceTests {
+    /// A client that sends data and then resets its connection: the destination sees a reset, not the
+    /// end of a complete upload (Linux reads such a RST as end of stream; onetun looks at SO_ERROR).
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
+    func aClientResetReachesTheDestinationAsAReset() throws {
+        try withForwardSession { s in
+            try s.startServer(addresses: ["192.168.4.1"])
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18038:192.168.4.1:\(ServicePort.sink)"]))
+            _ = try s.client(18038, "abort", ["65536"])
+            let deadline = Date().addingTimeInterval(5)
+            while !s.serverLog.contains("sink: ended by a reset") && Date() < deadline { usleep(20_000) }
+            #expect(s.serverLog.contains("sink: ended by a reset"), "\(s.serverLog)\n\(s.onetunLog.suffix(2000))")
+        }
+    }
+}

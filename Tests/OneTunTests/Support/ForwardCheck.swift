@@ -59,8 +59,13 @@ enum ForwardCheckScript {
         # MARK: - services
 
         def sink(conn):
-            # Reads until EOF (the client's SHUT_WR), then answers with the digest and closes.
-            _, digest = recv_all(conn)
+            # Reads until EOF (the client's SHUT_WR), then answers with the digest and closes. An end by
+            # reset is logged as such: an aborted upload must not look complete.
+            try:
+                _, digest = recv_all(conn)
+            except ConnectionResetError:
+                log("sink: ended by a reset")
+                return
             conn.sendall(digest.encode() + b"\n")
 
 
@@ -402,6 +407,18 @@ enum ForwardCheckScript {
             return {"outcomes": outcomes, "seconds": time.monotonic() - start}
 
 
+        def check_abort(host, port, n):
+            """Once the connection is through (a first kilobyte, half a second), sends n bytes and at once
+            resets the connection (SO_LINGER 0): data then RST, back to back."""
+            conn = connect(host, port, timeout=10)
+            conn.sendall(b"x" * 1024)
+            time.sleep(0.5)
+            conn.sendall(random.Random(3).randbytes(int(n)))
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return {"sent": int(n)}
+
+
         def check_connects(host, port):
             """Whether anything accepts a connection there."""
             try:
@@ -412,7 +429,7 @@ enum ForwardCheckScript {
 
 
         CHECKS = {"upload": check_upload, "download": check_download, "echo": check_echo, "echo-late": check_echo_late,
-                  "echo-paced": check_echo_paced,
+                  "echo-paced": check_echo_paced, "abort": check_abort,
                   "halfclose-client": check_halfclose_client, "halfclose-server": check_halfclose_server,
                   "closes": check_closes, "closes-many": check_closes_many, "connects": check_connects}
 
