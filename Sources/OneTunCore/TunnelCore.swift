@@ -315,6 +315,14 @@ public final class TunnelCore {
     /// connection: call it rarely, not per packet or per tick.
     public func compactTables() { tcp.compactTables() }
 
+    /// True once more connections left the tables since the last `compactTables` than remain (at least
+    /// 64): a cheap test a driver can make on every flush to know when to compact.
+    public var tablesWantCompaction: Bool { tcp.wantsCompaction }
+
+    /// Buffer bytes that connections idle for a second gave back, in total: a driver that wants the
+    /// memory returned to the system trims its heap when this grew by much.
+    public var idleBytesReleased: Int { tcp.idleBytesReleased }
+
     // MARK: Outputs
 
     public func pollEvent() -> Int? { tcp.pollEvent() }

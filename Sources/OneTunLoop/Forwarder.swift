@@ -55,6 +55,9 @@ public final class Forwarder {
     /// Connections closed since memory was last handed back to the system (`scheduleTrim`), and the
     /// one-shot timer that does it (made at first use).
     var closedSinceTrim = 0
+    /// `core.idleBytesReleased` at the last trim.
+    var idleBytesAtTrim = 0
+    static let trimAfterIdleBytes = 8 << 20
     var trimTimer: UnsafeMutablePointer<uv_timer_t>?
     /// Copied per client only when its socket is full (see above).
     static let pendingLimit = 256 << 10
@@ -135,11 +138,18 @@ public final class Forwarder {
             service(client)
         }
         if budget == 0 { driver.continueNextIteration() }
-        // A real drop: more closed since the last trim than are open now (steady churn trims seldom).
-        if closedSinceTrim >= max(64, openConnections) { scheduleTrim() }
+        // A real drop: more closed since the last trim than are open now (steady churn trims seldom), or
+        // as many left the core's tables (TIME-WAIT ends two seconds after the client went).
+        // Or idle connections gave back their buffers (the holes they leave between live objects are
+        // whole pages a trim returns).
+        if closedSinceTrim >= max(64, openConnections) || core.tablesWantCompaction
+            || core.idleBytesReleased &- idleBytesAtTrim >= Self.trimAfterIdleBytes {
+            scheduleTrim()
+        }
     }
 
-    /// A second after many connections closed, gives the heap's free pages back to the system: glibc
+    /// A second after many connections closed or idle ones gave back 8 MiB of buffers, gives the heap's
+    /// free pages back to the system: glibc
     /// keeps them otherwise, and a wave of ten thousand connections would leave the process that much
     /// larger for good. One trim per second at most, however fast connections come and go (it walks the
     /// heap's free lists).
@@ -150,6 +160,7 @@ public final class Forwarder {
         uv_timer_start(timer, { timer in
             let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
             me.closedSinceTrim = 0
+            me.idleBytesAtTrim = me.core.idleBytesReleased
             me.core.compactTables()
             var top = me.clients.count
             while top > 0 && me.clients[top - 1] == nil { top -= 1 }

@@ -198,7 +198,19 @@
         releasedEarly.remove(id)
         handshaking.remove(id)
         freeSlots.append(id)
+        removedSinceCompaction += 1
     }
+
+    /// Buffer bytes idle connections gave back, in total.
+    public private(set) var idleBytesReleased = 0
+
+    /// Connections removed since the last `compactTables`.
+    var removedSinceCompaction = 0
+
+    /// True after a real drop: more connections removed since the last `compactTables` than are left
+    /// (at least 64). Connections in TIME-WAIT leave the tables after their client has gone, so a driver
+    /// that compacts only when its clients close would miss them.
+    public var wantsCompaction: Bool { removedSinceCompaction >= max(64, byTuple.count) }
 
     // MARK: Input
 
@@ -354,7 +366,7 @@
             idleQueued[id] = false
             guard let connection = slots[id]?.connection else { continue }
             if now.since(connection.lastActivity) >= Self.idleRelease {
-                connection.releaseIdleBuffers()
+                idleBytesReleased &+= connection.releaseIdleBuffers()
             }
             if connection.holdsBuffers {
                 idleQueued[id] = true
@@ -371,6 +383,7 @@
     /// highest in use leave every table and queue, and the four-tuple index is rebuilt to its size.
     /// O(connections): a driver calls it rarely (the forwarder does, a second after a wave of closes).
     public func compactTables() {
+        removedSinceCompaction = 0
         var top = slots.count
         while top > 0 && slots[top - 1] == nil { top -= 1 }
         if top < slots.count {
@@ -397,6 +410,15 @@
             for (tuple, id) in byTuple { index[tuple] = id }
             byTuple = index
         }
+        // Sets keep their largest capacity too (`Set(set)` would share the old storage).
+        func shrunk(_ set: Set<Int>) -> Set<Int> {
+            guard set.capacity > 4 * max(set.count, 64) else { return set }
+            var fresh = Set<Int>(minimumCapacity: set.count)
+            for id in set { fresh.insert(id) }
+            return fresh
+        }
+        releasedEarly = shrunk(releasedEarly)
+        handshaking = shrunk(handshaking)
     }
 
     /// The tunnel came back after an outage: connections in retransmission backoff try again now. A

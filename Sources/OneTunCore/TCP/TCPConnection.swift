@@ -678,9 +678,12 @@ public final class TCPConnection {
 
     /// Gives back the storage of buffers that hold nothing (everything sent was acknowledged, everything
     /// received was read): an idle connection then costs no buffer memory until data moves again.
-    func releaseIdleBuffers() {
+    /// Returns the bytes given back.
+    @discardableResult func releaseIdleBuffers() -> Int {
+        let held = sendBuffer.capacity + receiveBuffer.capacity
         if sendBuffer.isEmpty && sndUna == sndMax { sendBuffer.compact() }
         if receiveBuffer.isEmpty { receiveBuffer.compact() }
+        return held - sendBuffer.capacity - receiveBuffer.capacity
     }
 
     /// Nothing more will be sent or received: the buffers keep only what the application has yet to read.

@@ -393,7 +393,11 @@ extension TCPStackHalfOpenTests {
         stack.handleTimeout(now: now)
         drain()
         #expect(stack.count == 10)
+        // The driver learns of the drop from the stack itself (ended connections may leave long after
+        // their application let go of them), and the compaction resets that.
+        #expect(stack.wantsCompaction)
         stack.compactTables()
+        #expect(!stack.wantsCompaction)
         #expect(stack.slots.count == 10 && stack.queued.count == 10 && stack.idleQueued.count == 10)
         #expect(stack.freeSlots.allSatisfy { $0 < 10 })
         // The ten still time out on their own deadlines, and new connections get fresh ids that work.
@@ -408,6 +412,38 @@ extension TCPStackHalfOpenTests {
             while stack.pollEvent() != nil {}
         }
         #expect((ids[0..<10] + [fresh]).allSatisfy { stack.connection($0).error == .timedOut })
+    }
+
+    /// Connections that moved data and then sat idle for a second give their buffers back, and the
+    /// stack counts the bytes (a driver trims its heap on that count).
+    @Test func idleConnectionsGiveTheirBuffersBackAndSaySo() throws {
+        let pair = StackPair(seed: 62)
+        pair.serverTCP.listen(port: 80)
+        let id = try #require(pair.clientTCP.connect(from: IPAddress("192.168.4.3")!, to: IPAddress("192.168.4.1")!, port: 80, now: pair.now))
+        var serverID: Int?
+        var sent = false
+        var received = 0
+        let payload = [UInt8](repeating: 7, count: 3000)
+        let done = pair.run(seconds: 5, app: {
+            if serverID == nil { serverID = pair.serverTCP.accept() }
+            if !sent, pair.clientTCP.connection(id).state == .established {
+                sent = payload.withUnsafeBytes { pair.clientTCP.connection(id).send($0) } == payload.count
+                pair.clientTCP.markReady(id)
+            }
+            if let s = serverID {
+                let connection = pair.serverTCP.connection(s)
+                let n = connection.readable().count
+                if n > 0 { received += n; connection.consume(n); pair.serverTCP.markReady(s) }
+            }
+        }, until: { received == payload.count })
+        #expect(done)
+        #expect(pair.clientTCP.idleBytesReleased == 0 && pair.serverTCP.idleBytesReleased == 0)
+        #expect(pair.clientTCP.connection(id).holdsBuffers)
+        _ = pair.run(seconds: 3, app: {}, until: { false })
+        #expect(pair.clientTCP.connection(id).state == .established)
+        #expect(!pair.clientTCP.connection(id).holdsBuffers && !pair.serverTCP.connection(serverID!).holdsBuffers)
+        #expect(pair.clientTCP.idleBytesReleased >= payload.count)
+        #expect(pair.serverTCP.idleBytesReleased >= payload.count)
     }
 
     @Test func deadlineHeapShrinkGivesCapacityBack() {
