@@ -10,6 +10,10 @@ struct OneTunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "onetun",
         abstract: "Access a port behind a WireGuard peer, without root and without a kernel interface.",
+        discussion: """
+            Keys, as wg(8) makes them: 'onetun genkey' prints a new private key, 'onetun pubkey' reads a \
+            private key on standard input and prints its public key, 'onetun genpsk' prints a new preshared key.
+            """,
         version: OneTunCommand.version
     )
     static let version = "0.1.0"
@@ -38,8 +42,8 @@ struct OneTunCommand: ParsableCommand {
     @Option(help: "Local address for the tunnel's UDP socket (ONETUN_ENDPOINT_BIND_ADDR). Default 0.0.0.0:0 or [::]:0.")
     var endpointBindAddr: String?
 
-    @Option(help: "Our address inside the tunnel (ONETUN_SOURCE_PEER_IP). Example: 192.168.4.3.")
-    var sourcePeerIp: String?
+    @Option(help: "Our address inside the tunnel (ONETUN_SOURCE_PEER_IP). Example: 192.168.4.3. Twice (or comma-separated), one IPv4 and one IPv6 address: each destination is reached from the address of its version.")
+    var sourcePeerIp: [String] = []
 
     @Option(help: "Persistent keepalive interval in seconds (ONETUN_KEEP_ALIVE).")
     var keepAlive: String?
@@ -97,6 +101,7 @@ enum OneTun {
         // A closed pipe (a --pcap FIFO whose reader left, stderr piped into a pager) is a write error to
         // handle, not a reason to die; client sockets already report EPIPE through libuv.
         signal(SIGPIPE, SIG_IGN)
+        if let status = KeyTools.run(Array(CommandLine.arguments.dropFirst())) { exit(status) }
         let command: OneTunCommand
         do {
             command = try OneTunCommand.parse()

@@ -26,12 +26,12 @@ struct Runner {
         guard let target = settings.ping else { return try forward(config: config, logger: logger) }
         let tunnel = WireGuardTunnel(config: config, random: SystemRandom())
         let payload = PingPayload(
-            source: settings.sourcePeerIP, target: target, count: settings.pingCount,
+            source: settings.sourcePeerIP(for: target)!, target: target, count: settings.pingCount,
             identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)
         let loop = TunnelLoop(core: PayloadCore(tunnel: tunnel, payload: payload, logger: logger), logger: logger)
         payload.onDone = { loop.stop() }
         try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
-        logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP); pinging \(target)")
+        logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP(for: target)!); pinging \(target)")
         payload.start(now: TunnelLoop.now())
         loop.run()
         print("\(settings.pingCount) packets transmitted, \(payload.replies) received")
@@ -48,8 +48,8 @@ struct Runner {
         for spec in settings.forwards {
             let listen = try SocketAddress.resolve(host: "\(spec.source)".trimmed(where: { $0 == "[" || $0 == "]" }), port: spec.sourcePort, what: spec.notation)
             let destination = try SocketAddress.address(spec.destination, port: spec.destinationPort, what: spec.notation)
-            guard destination.isV4 == settings.sourcePeerIP.isV4 else {
-                throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(settings.sourcePeerIP) must be the same IP version")
+            guard settings.sourcePeerIP(for: destination) != nil else {
+                throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(settings.sourcePeerIPs[0]) must be the same IP version")
             }
             let description = "\(spec.source):\(spec.sourcePort) -> \(destination.isV4 ? "\(destination)" : "[\(destination)]"):\(spec.destinationPort)"
             switch spec.proto {
@@ -78,7 +78,7 @@ struct Runner {
         tcp.bufferMemoryLimit = settings.maxBufferMemory
         let core = TunnelCore(
             config: TunnelCoreConfig(
-                wireGuard: config, addresses: [settings.sourcePeerIP], tcp: tcp, udpIdleTimeout: settings.udpTimeout),
+                wireGuard: config, addresses: settings.sourcePeerIPs, tcp: tcp, udpIdleTimeout: settings.udpTimeout),
             random: SystemRandom())
         let loop = TunnelLoop(core: core, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
@@ -124,7 +124,7 @@ struct Runner {
         try forwarder.listenUDP(udpForwards)
         forwarder.listenRemote(remotes)
         try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
-        logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP)")
+        logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIPs.map { "\($0)" }.joined(separator: " and "))")
         loop.run()
         return 0
     }

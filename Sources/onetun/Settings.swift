@@ -12,7 +12,8 @@ struct Settings {
     /// The endpoint's host name when it is one (re-resolved while handshakes fail); nil for an address.
     var endpointName: String?
     var bind: sockaddr_storage?
-    var sourcePeerIP: IPAddress
+    /// Our addresses inside the tunnel: one, or one of each IP version.
+    var sourcePeerIPs: [IPAddress]
     var keepAlive: UInt16 = 0
     var mtu = 1420
     var logLevel: Logger.Level = .info
@@ -28,6 +29,11 @@ struct Settings {
     var maxBufferMemory = 256 << 20
     /// nil: derived from the descriptor limit at start.
     var maxConnections: Int?
+
+    /// Our tunnel address of `destination`'s IP version, if we have one.
+    func sourcePeerIP(for destination: IPAddress) -> IPAddress? {
+        sourcePeerIPs.first { $0.isV4 == destination.isV4 }
+    }
 
     init(_ c: OneTunCommand, environment env: [String: String]) throws {
         func value(_ flag: String?, _ variable: String) -> String? { flag ?? env[variable] }
@@ -73,13 +79,22 @@ struct Settings {
             }
             bind = address
         }
-        guard let sourceText = value(c.sourcePeerIp, "ONETUN_SOURCE_PEER_IP") else {
+        let sourceTexts = (c.sourcePeerIp.isEmpty ? env["ONETUN_SOURCE_PEER_IP"].map { [$0] } ?? [] : c.sourcePeerIp)
+            .flatMap { $0.split(separator: ",") }.map { String($0).trimmed() }
+        guard !sourceTexts.isEmpty else {
             throw UsageError("missing --source-peer-ip")
         }
-        guard let source = IPAddress(sourceText) else {
-            throw UsageError("--source-peer-ip: '\(sourceText)' is not an IP address")
+        sourcePeerIPs = []
+        for text in sourceTexts {
+            guard let address = IPAddress(text) else {
+                throw UsageError("--source-peer-ip: '\(text)' is not an IP address")
+            }
+            if let other = sourcePeerIPs.first(where: { $0.isV4 == address.isV4 }) {
+                throw UsageError("--source-peer-ip: \(other) and \(address) are both IPv\(address.isV4 ? 4 : 6); give at most one address of each version")
+            }
+            sourcePeerIPs.append(address)
         }
-        sourcePeerIP = source
+        let sourceText = sourcePeerIPs.map { "\($0)" }.joined(separator: ",")
         if let text = value(c.keepAlive, "ONETUN_KEEP_ALIVE") {
             guard let seconds = UInt16(text) else {
                 throw UsageError("--keep-alive: '\(text)' is not a number of seconds between 0 and 65535")
@@ -115,18 +130,24 @@ struct Settings {
             }
         }
         for spec in forwards {
-            if case .address(let destination) = spec.destination, destination.isV4 != source.isV4 {
+            if case .address(let destination) = spec.destination, sourcePeerIP(for: destination) == nil {
                 throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(sourceText) must be the same IP version")
             }
         }
         for text in c.remote + Self.numbered("ONETUN_REMOTE_PORT_FORWARD_", env) {
-            do {
-                for spec in try PortForwardSpec.parseRemote(text, sourcePeerIP: source) where !remoteForwards.contains(spec) {
-                    remoteForwards.append(spec)
+            // The src_host, when given, must be one of our addresses (the first when not given); the port
+            // listens on every address of ours in the tunnel.
+            var parsed: [PortForwardSpec]?
+            var firstError: PortForwardSpecError?
+            for address in sourcePeerIPs where parsed == nil {
+                do throws(PortForwardSpecError) {
+                    parsed = try PortForwardSpec.parseRemote(text, sourcePeerIP: address)
+                } catch {
+                    firstError = firstError ?? error
                 }
-            } catch {
-                throw UsageError("\(error)")
             }
+            guard let parsed else { throw UsageError("\(firstError!)") }
+            for spec in parsed where !remoteForwards.contains(spec) { remoteForwards.append(spec) }
         }
         pcap = value(c.pcap, "ONETUN_PCAP")
         if let text = value(c.connectTimeout, "ONETUN_CONNECT_TIMEOUT") {
@@ -155,7 +176,7 @@ struct Settings {
         }
         if let target = c.ping {
             guard let address = IPAddress(target) else { throw UsageError("--ping: '\(target)' is not an IP address") }
-            guard address.isV4 == source.isV4 else {
+            guard sourcePeerIP(for: address) != nil else {
                 throw UsageError("--ping \(target) and --source-peer-ip \(sourceText) must be the same IP version")
             }
             ping = address

@@ -23,6 +23,8 @@ import Testing
         (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "::1:51820"], "missing --source-peer-ip"),
         (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--log", "onetun=loud"], "--log"),
         (["--private-key", String(repeating: "0g", count: 32), "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3"], "--private-key: a key is 32 bytes, this one is 48"),
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "192.168.4.3", "--source-peer-ip", "192.168.4.4"], "--source-peer-ip: 192.168.4.3 and 192.168.4.4 are both IPv4"),
+        (["--private-key", key, "--endpoint-public-key", key, "--endpoint-addr", "127.0.0.1:1", "--source-peer-ip", "fd00::3,fd00::4"], "--source-peer-ip: fd00::3 and fd00::4 are both IPv6"),
         (["--bogus"], "--bogus"),
     ])
     func badInputIsAUsageError(args: [String], message: String) throws {
@@ -47,6 +49,33 @@ import Testing
         ])
         #expect(outcome.status == 2)
         #expect(outcome.stderr.contains("--endpoint-public-key: a key is 32 bytes, this one is 2"), "\(outcome.stderr)")
+    }
+
+    /// `onetun genkey`, `pubkey` and `genpsk` print what wg(8) prints: wireguard-tools derives the same
+    /// public key from onetun's private key, and onetun the same as wg from wg's.
+    @Test func keyCommandsAgreeWithWireGuardTools() throws {
+        for _ in 0..<3 {
+            let ours = try Command.run([onetunExecutable, "genkey"]).trimmed
+            #expect(ours.count == 44 && ours.hasSuffix("="), "\(ours)")
+            let theirs = try Command.run(["wg", "genkey"]).trimmed
+            for key in [ours, theirs] {
+                let byWG = try Command.run(["wg", "pubkey"], input: key + "\n").trimmed
+                let byUs = try Command.run([onetunExecutable, "pubkey"], input: key + "\n").trimmed
+                #expect(byUs == byWG && byUs.count == 44, "\(key): \(byUs) vs \(byWG)")
+            }
+            // wg clamps what genkey prints: pubkey of the raw key and of the clamped one agree.
+            let raw = Data(base64Encoded: ours)!
+            #expect(raw[0] & 7 == 0 && raw[31] & 0xC0 == 0x40)
+        }
+        let psk = try Command.run([onetunExecutable, "genpsk"]).trimmed
+        #expect(Data(base64Encoded: psk)?.count == 32)
+        #expect(psk != (try Command.run([onetunExecutable, "genpsk"]).trimmed))
+        for bad in ["", "AAAA", "not a key at all", Self.key + " extra"] {
+            let outcome = try Command.execute([onetunExecutable, "pubkey"], input: bad, timeout: 20)
+            #expect(outcome.status == 1 && outcome.stderr == "pubkey: Key is not the correct length or format\n", "\(bad): \(outcome.stderr)")
+        }
+        let extra = try onetun(["genkey", "now"])
+        #expect(extra.status == 1 && extra.stderr.contains("Usage: onetun genkey"), "\(extra.stderr)")
     }
 
     @Test func versionExitsZero() throws {

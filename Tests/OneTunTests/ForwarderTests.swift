@@ -49,6 +49,32 @@ import Testing
         }
     }
 
+    /// Dual-stack: one process with an IPv4 and an IPv6 tunnel address reaches an IPv4 and an IPv6
+    /// destination, each from the address of its version (the server checks where connections come from).
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func oneProcessReachesIPv4AndIPv6Destinations() throws {
+        try withForwardSession { s in
+            let size = 4 << 20
+            let (file, digest) = try s.randomFile("download.bin", size: size)
+            try s.startServer(addresses: ["192.168.4.1", "fd00:4::1"], file: file)
+            try s.startOnetun(s.onetunArguments([
+                "127.0.0.1:18001:192.168.4.1:\(ServicePort.sink)", "127.0.0.1:18002:[fd00:4::1]:\(ServicePort.source)",
+                "127.0.0.1:18003:[fd00:4::1]:\(ServicePort.sink)", "127.0.0.1:18004:192.168.4.1:\(ServicePort.source)",
+            ], source: "192.168.4.3", extra: ["--source-peer-ip", "fd00:4::3", "--log", "debug"]))
+            for (up, down) in [(UInt16(18001), UInt16(18002)), (18003, 18004)] {
+                let upload = try s.client(up, "upload", [file.path])
+                #expect(upload[string: "digest"] == digest, "upload: \(upload)")
+                let download = try s.client(down, "download", [String(size)])
+                #expect(download[string: "digest"] == digest, "download: \(download)")
+            }
+            // The connections came from our address of each version.
+            let log = s.onetunLog
+            #expect(log.contains("as 192.168.4.3 and fd00:4::3"), "\(log.suffix(2000))")
+            let peers = try s.namespace.run(["ss", "-Htn", "state", "time-wait"])
+            #expect(peers.contains("192.168.4.3:") && peers.contains("[fd00:4::3]:"), "\(peers)")
+        }
+    }
+
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(3)))
     func twoHundredConcurrentEchoConnections() throws {
         try withForwardSession { s in
