@@ -284,7 +284,7 @@ extension String {
     /// RFC 1123 §2.1 host names, plus "_" (seen in real internal names) and one trailing dot. Digits and
     /// dots alone are refused: that is a mistyped IPv4 address, which a resolver might read in some legacy
     /// form ("10.1" as 10.0.0.1) instead of failing.
-    fileprivate var isPlausibleHostName: Bool {
+    var isPlausibleHostName: Bool {
         let bytes = Array(utf8)
         guard !bytes.isEmpty, bytes.count <= 254 else { return false }
         let name = bytes.last == UInt8(ascii: ".") ? bytes.dropLast() : bytes[...]
