@@ -24,6 +24,11 @@ struct OneTunCommand: ParsableCommand {
         valueName: "port-forward"))
     var portForwards: [String] = []
 
+    @Option(name: [.customShort("c"), .customLong("config")], help: ArgumentHelp(
+        "A configuration file (ONETUN_CONFIG): wg-quick's [Interface] and [Peer], wireproxy's tunnels, onetun's [Forward] and [OneTun] sections; the command line and the environment win over it.",
+        valueName: "file"))
+    var config: String?
+
     @Option(help: "Our private key, base64 or hex (ONETUN_PRIVATE_KEY). Prefer --private-key-file.")
     var privateKey: String?
 
@@ -41,6 +46,9 @@ struct OneTunCommand: ParsableCommand {
 
     @Option(help: "Local address for the tunnel's UDP socket (ONETUN_ENDPOINT_BIND_ADDR). Default 0.0.0.0:0 or [::]:0.")
     var endpointBindAddr: String?
+
+    @Option(help: "The UDP port of the tunnel's socket, as wg's ListenPort (ONETUN_LISTEN_PORT); default a free one.")
+    var listenPort: String?
 
     @Option(help: "Our address inside the tunnel (ONETUN_SOURCE_PEER_IP). Example: 192.168.4.3. Twice (or comma-separated), one IPv4 and one IPv6 address: each destination is reached from the address of its version.")
     var sourcePeerIp: [String] = []
@@ -115,7 +123,7 @@ enum OneTun {
             exit(2)
         }
         do {
-            let settings = try Settings(command, environment: processEnvironment())
+            let settings = try Settings.load(command, environment: processEnvironment(), arguments: CommandLine.arguments)
             exit(try Runner(settings).run())
         } catch let error as UsageError {
             writeStandardError("onetun: \(error)\n")

@@ -24,6 +24,7 @@ struct Runner {
             privateKey: settings.privateKey, peerPublicKey: settings.endpointPublicKey,
             presharedKey: settings.presharedKey, persistentKeepaliveSeconds: settings.keepAlive, mtu: settings.mtu)
         guard let target = settings.ping else { return try forward(config: config, logger: logger) }
+        try settings.checkRoute(to: target, what: "--ping \(target)")
         let tunnel = WireGuardTunnel(config: config, random: SystemRandom())
         let payload = PingPayload(
             source: settings.sourcePeerIP(for: target)!, target: target, count: settings.pingCount,
@@ -48,6 +49,7 @@ struct Runner {
         for spec in settings.forwards {
             let listen = try SocketAddress.resolve(host: "\(spec.source)".trimmed(where: { $0 == "[" || $0 == "]" }), port: spec.sourcePort, what: spec.notation)
             let destination = try SocketAddress.address(spec.destination, port: spec.destinationPort, what: spec.notation)
+            try settings.checkRoute(to: destination, what: spec.notation)
             guard settings.sourcePeerIP(for: destination) != nil else {
                 throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(settings.sourcePeerIPs[0]) must be the same IP version")
             }

@@ -30,12 +30,49 @@ struct Settings {
     /// nil: derived from the descriptor limit at start.
     var maxConnections: Int?
 
+    /// Refuses a destination outside the peer's AllowedIPs (from a configuration file): WireGuard would
+    /// have no peer to send it to (wg's cryptokey routing), so every connection to it would fail.
+    func checkRoute(to destination: IPAddress, what: String) throws {
+        guard let allowed = peerAllowedIPs, !allowed.contains(where: { $0.contains(destination) }) else { return }
+        let list = allowed.isEmpty ? "none" : allowed.map { "\($0)" }.joined(separator: ", ")
+        throw UsageError("\(what): \(destination) is not in the peer's AllowedIPs (\(list)) in \(configFile ?? "the configuration file")")
+    }
+
     /// Our tunnel address of `destination`'s IP version, if we have one.
     func sourcePeerIP(for destination: IPAddress) -> IPAddress? {
         sourcePeerIPs.first { $0.isV4 == destination.isV4 }
     }
 
-    init(_ c: OneTunCommand, environment env: [String: String]) throws {
+    /// The peer's AllowedIPs from a configuration file (nil without one: everything goes to the peer).
+    var peerAllowedIPs: [IPPrefix]?
+    /// DNS servers from a configuration file, kept for resolving names through the tunnel.
+    var dnsServers: [IPAddress] = []
+    /// The configuration file's name, for messages.
+    var configFile: String?
+
+    /// The settings from the command line `c`, the environment and the configuration file they name, in
+    /// that order of precedence.
+    static func load(_ c: OneTunCommand, environment: [String: String], arguments: [String]) throws -> Settings {
+        guard let path = c.config ?? environment["ONETUN_CONFIG"] else {
+            return try Settings(c, environment: environment, file: nil)
+        }
+        let file = try FileSettings(path: path, environment: environment)
+        var merged = environment
+        for (variable, value) in file.variables where merged[variable] == nil { merged[variable] = value }
+        do {
+            return try Settings(c, environment: merged, file: file)
+        } catch let error as UsageError {
+            throw file.locate(error, environment: environment, arguments: arguments)
+        } catch let error as RunError {
+            throw RunError(file.locate(UsageError(error.description), environment: environment, arguments: arguments).description)
+        }
+    }
+
+    init(_ c: OneTunCommand, environment env: [String: String], file: FileSettings? = nil) throws {
+        warnings += file?.warnings ?? []
+        configFile = file?.config.fileName
+        peerAllowedIPs = file?.allowedIPs
+        dnsServers = file?.config.interface?.dnsServers ?? []
         func value(_ flag: String?, _ variable: String) -> String? { flag ?? env[variable] }
 
         // Private key: --private-key, --private-key-file, or their variables.
@@ -77,6 +114,20 @@ struct Settings {
             guard address.ss_family == endpoint.ss_family else {
                 throw UsageError("--endpoint-bind-addr \(bindText) and --endpoint-addr must be the same IP version")
             }
+            bind = address
+        }
+        if let text = value(c.listenPort, "ONETUN_LISTEN_PORT") {
+            guard let port = UInt16(text) else {
+                throw UsageError("--listen-port: '\(text)' is not a port number between 0 and 65535")
+            }
+            var address = bind ?? sockaddr_storage()
+            address.ss_family = endpoint.ss_family
+            // sin_port and sin6_port are both at offset 2, in network order.
+            let bound = withUnsafeBytes(of: &address) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
+            guard bound == 0 || bound == port else {
+                throw UsageError("--listen-port \(port) and --endpoint-bind-addr with port \(bound) disagree")
+            }
+            withUnsafeMutableBytes(of: &address) { $0.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self) }
             bind = address
         }
         let sourceTexts = (c.sourcePeerIp.isEmpty ? env["ONETUN_SOURCE_PEER_IP"].map { [$0] } ?? [] : c.sourcePeerIp)
@@ -129,6 +180,18 @@ struct Settings {
                 throw UsageError("\(error)")
             }
         }
+        // Then the file's: [Forward] lines and wireproxy's tunnels, in file order.
+        var fileUDPTimeouts: [(seconds: UInt32, place: String)] = []
+        for forward in try file?.forwards(sourcePeerIP: sourcePeerIPs[0]) ?? [] {
+            if forward.spec.remote {
+                if !remoteForwards.contains(forward.spec) { remoteForwards.append(forward.spec) }
+            } else if !forwards.contains(forward.spec) {
+                forwards.append(forward.spec)
+            }
+            if let timeout = forward.inactivityTimeout, timeout > 0 {
+                fileUDPTimeouts.append((timeout, "\(file!.config.fileName):\(forward.line)"))
+            }
+        }
         for spec in forwards {
             if case .address(let destination) = spec.destination, sourcePeerIP(for: destination) == nil {
                 throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(sourceText) must be the same IP version")
@@ -167,6 +230,12 @@ struct Settings {
                 throw UsageError("--udp-timeout: '\(text)' is not a number of seconds between 1 and 86400")
             }
             udpTimeout = seconds * Nanos.second
+        } else if let longest = fileUDPTimeouts.max(by: { $0.seconds < $1.seconds }) {
+            // wireproxy's InactivityTimeout is per tunnel; onetun has one UDP timeout for every forward.
+            udpTimeout = UInt64(longest.seconds) * Nanos.second
+            if fileUDPTimeouts.contains(where: { $0.seconds != longest.seconds }) {
+                warnings.append("\(longest.place): InactivityTimeout: onetun has one UDP timeout for all forwards; the longest given, \(longest.seconds) s, applies to every one")
+            }
         }
         if let text = value(c.maxConnections, "ONETUN_MAX_CONNECTIONS") {
             guard let n = Int(text), (1...1_000_000).contains(n) else {

@@ -154,6 +154,10 @@ final class ChildProcess {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, logFD, 1)
         posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+        // Nothing else of ours: a descriptor another thread has just made without close-on-exec (a pipe
+        // to a command's standard input) would otherwise live on in this child, and that command would
+        // wait for an end of input that only comes when this child exits.
+        _ = GNU.addCloseFrom(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -263,19 +267,31 @@ enum Command {
             try? FileManager.default.removeItem(at: outURL)
             try? FileManager.default.removeItem(at: errURL)
         }
-        let inPipe = Pipe()
-        let outHandle = try FileHandle(forWritingTo: outURL), errHandle = try FileHandle(forWritingTo: errURL)
+        // Every descriptor close-on-exec from birth: tests run in parallel, and a child another test
+        // spawns meanwhile must not inherit this command's input pipe (the command, `wg pubkey` say,
+        // would read until that child exits; seen as a 20 s time-out under load).
+        var ends: [Int32] = [-1, -1]
+        guard GNU.pipe2(&ends, O_CLOEXEC) == 0 else { throw HarnessError("pipe2: \(String(cString: strerror(errno)))") }
+        let inRead = FileHandle(fileDescriptor: ends[0], closeOnDealloc: true)
+        let inWrite = FileHandle(fileDescriptor: ends[1], closeOnDealloc: true)
+        func openCloexec(_ url: URL) throws -> FileHandle {
+            let fd = open(url.path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw HarnessError("open \(url.path): \(String(cString: strerror(errno)))") }
+            return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        }
+        let outHandle = try openCloexec(outURL), errHandle = try openCloexec(errURL)
         defer {
             try? outHandle.close()
             try? errHandle.close()
         }
         process.standardOutput = outHandle
         process.standardError = errHandle
-        process.standardInput = inPipe
+        process.standardInput = inRead
         try process.run()
+        try? inRead.close()
         // Inputs here are a key or two, far below the pipe buffer, so this write cannot block.
-        if let input { inPipe.fileHandleForWriting.write(Data(input.utf8)) }
-        try? inPipe.fileHandleForWriting.close()
+        if let input { inWrite.write(Data(input.utf8)) }
+        try? inWrite.close()
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(5_000) }
         let timedOut = process.isRunning
@@ -341,4 +357,20 @@ private final class ThreadJob: @unchecked Sendable {
         }
         pthread_join(thread, nil)
     }
+}
+
+/// glibc's GNU extensions that Swift's Glibc module leaves out (it is built without _GNU_SOURCE).
+enum GNU {
+    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
+
+    static func symbol<T>(_ name: String, as type: T.Type) -> T {
+        guard let pointer = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { fatalError("glibc has no \(name)") }
+        return unsafeBitCast(pointer, to: type)
+    }
+
+    /// posix_spawn_file_actions_addclosefrom_np(3) (glibc 2.34).
+    static let addCloseFrom = symbol("posix_spawn_file_actions_addclosefrom_np", as: AddCloseFrom.self)
+    /// pipe2(2).
+    static let pipe2 = symbol("pipe2", as: Pipe2.self)
 }

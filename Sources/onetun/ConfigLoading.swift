@@ -1,0 +1,138 @@
+import Glibc
+@_spi(OneTunInternals) import OneTunCore
+
+/// A configuration file (`-c FILE`, ONETUN_CONFIG) turned into settings of the lowest precedence: the
+/// command line wins over the environment, which wins over the file. The file's WireGuard part and its
+/// `[OneTun]` options become the ONETUN_* variables they stand for (unless the environment sets them),
+/// so every value goes through the same checks as on the command line; an error about such a value
+/// names the file and line instead of the option.
+struct FileSettings {
+    /// The long options an `[OneTun]` line may set, and the variable each stands for.
+    static let options: [String: String] = [
+        "private-key": "ONETUN_PRIVATE_KEY", "private-key-file": "ONETUN_PRIVATE_KEY_FILE",
+        "endpoint-public-key": "ONETUN_ENDPOINT_PUBLIC_KEY", "preshared-key": "ONETUN_PRESHARED_KEY",
+        "endpoint-addr": "ONETUN_ENDPOINT_ADDR", "endpoint-bind-addr": "ONETUN_ENDPOINT_BIND_ADDR",
+        "source-peer-ip": "ONETUN_SOURCE_PEER_IP", "keep-alive": "ONETUN_KEEP_ALIVE",
+        "max-transmission-unit": "ONETUN_MTU", "log": "ONETUN_LOG", "pcap": "ONETUN_PCAP",
+        "connect-timeout": "ONETUN_CONNECT_TIMEOUT", "max-connections": "ONETUN_MAX_CONNECTIONS",
+        "max-buffer-memory": "ONETUN_MAX_BUFFER_MEMORY", "udp-timeout": "ONETUN_UDP_TIMEOUT",
+        "listen-port": "ONETUN_LISTEN_PORT",
+    ]
+
+    let config: ConfigFile
+    /// What the file sets, as ONETUN_* variables, and where each was written ("FILE:LINE").
+    private(set) var variables: [String: String] = [:]
+    private(set) var origins: [String: String] = [:]
+    private(set) var warnings: [String] = []
+    /// The peer's AllowedIPs: a forward's destination must be in them.
+    private(set) var allowedIPs: [IPPrefix]?
+    /// Where the peer without an Endpoint is, when that is the problem.
+    private(set) var peerWithoutEndpoint: String?
+
+    /// Reads, parses and checks `path` (and the WGConfig file it names).
+    init(path: String, environment: [String: String]) throws {
+        config = try Self.read(path, environment: environment, warnings: &warnings)
+        let wgFile = config.wireGuardFileName
+        if let interface = config.interface {
+            let place = "\(wgFile):\(interface.line)"
+            if let key = interface.privateKey { set("ONETUN_PRIVATE_KEY", key.base64, place) }
+            if !interface.addresses.isEmpty {
+                set("ONETUN_SOURCE_PEER_IP", interface.addresses.map { "\($0.address)" }.joined(separator: ","), place)
+            }
+            if let mtu = interface.mtu { set("ONETUN_MTU", String(mtu), place) }
+            if let port = interface.listenPort { set("ONETUN_LISTEN_PORT", String(port), place) }
+        }
+        if config.peers.count > 1 {
+            throw UsageError(ConfigError(
+                file: wgFile, line: config.peers[1].line,
+                "a second [Peer]: this onetun talks to one peer; keep the one you need").description)
+        }
+        if let peer = config.peers.first {
+            let place = "\(wgFile):\(peer.line)"
+            set("ONETUN_ENDPOINT_PUBLIC_KEY", peer.publicKey.base64, place)
+            if let psk = peer.presharedKey { set("ONETUN_PRESHARED_KEY", psk.base64, place) }
+            if let endpoint = peer.endpoint {
+                set("ONETUN_ENDPOINT_ADDR", "\(endpoint)", place)
+            } else {
+                peerWithoutEndpoint = place
+            }
+            if let keepalive = peer.persistentKeepalive { set("ONETUN_KEEP_ALIVE", String(keepalive), place) }
+            allowedIPs = peer.allowedIPs
+        }
+        for option in config.options {
+            let place = "\(config.fileName):\(option.line)"
+            guard let variable = Self.options[option.name.lowercased()] else {
+                throw UsageError(config.error(
+                    line: option.line, key: option.name,
+                    "not an option onetun takes in a file (\(Self.options.keys.sorted().joined(separator: ", ")))").description)
+            }
+            set(variable, option.value, place)
+        }
+    }
+
+    private mutating func set(_ variable: String, _ value: String, _ place: String) {
+        variables[variable] = value
+        origins[variable] = place
+    }
+
+    private static func read(_ path: String, environment: [String: String], warnings: inout [String]) throws -> ConfigFile {
+        func text(of file: String) throws -> String {
+            var info = stat()
+            if stat(file, &info) == 0 {
+                // wg-quick's warning, for the group as well: the file holds a private key.
+                if info.st_mode & S_IROTH != 0 { warnings.append("`\(file)' is world accessible") }
+                else if info.st_mode & S_IRGRP != 0 { warnings.append("`\(file)' is readable by its group") }
+            }
+            guard let text = readTextFile(file) else {
+                throw RunError("cannot read the configuration file \(file) (missing, unreadable, over 1 MiB or not UTF-8)")
+            }
+            return text
+        }
+        do {
+            var config = try ConfigFile.parse(text(of: path), fileName: path, environment: environment)
+            if let wgPath = config.wgConfigPath {
+                try config.merge(wireGuard: ConfigFile.parse(text(of: wgPath), fileName: wgPath, environment: environment))
+            }
+            warnings += config.warnings.map { "\($0)" }
+            return config
+        } catch let error as ConfigError {
+            throw UsageError(error.description)
+        }
+    }
+
+    /// The message of `error`, located in the file when the value it is about came from there (and not
+    /// from the command line or the environment).
+    func locate(_ error: UsageError, environment: [String: String], arguments: [String]) -> UsageError {
+        let text = error.description
+        if text.hasPrefix("missing --endpoint-addr"), let place = peerWithoutEndpoint {
+            return UsageError("\(place): [Peer] has no Endpoint, and this onetun only dials its peer: add Endpoint = host:port (or give --endpoint-addr)")
+        }
+        let wgFile = config.wireGuardFileName
+        if config.interface != nil || !config.peers.isEmpty {
+            if text.hasPrefix("missing --private-key") {
+                return UsageError("\(wgFile): [Interface] has no PrivateKey (and no --private-key-file was given)")
+            }
+            if text.hasPrefix("missing --source-peer-ip") {
+                return UsageError("\(wgFile): [Interface] has no Address (and no --source-peer-ip was given)")
+            }
+            if text.hasPrefix("missing --endpoint-public-key") {
+                return UsageError("\(wgFile): no [Peer] section (and no --endpoint-public-key was given)")
+            }
+        }
+        guard text.hasPrefix("--") else { return error }
+        let option = String(text.dropFirst(2).prefix { $0 != ":" && $0 != " " })
+        guard let variable = Self.options[option], let place = origins[variable], environment[variable] == nil,
+              !arguments.contains(where: { $0 == "--\(option)" || $0.hasPrefix("--\(option)=") })
+        else { return error }
+        return UsageError("\(place): \(text)")
+    }
+
+    /// Every forward the file asks for; remote forwards listen on `sourcePeerIP`.
+    func forwards(sourcePeerIP: IPAddress) throws -> [ConfigFile.PortForward] {
+        do {
+            return try config.portForwards(sourcePeerIP: sourcePeerIP)
+        } catch {
+            throw UsageError(error.description)
+        }
+    }
+}
