@@ -12,6 +12,7 @@ let fuzzers = [
     "FuzzInterface",
     "FuzzPortForwardSpec",
     "FuzzUDPPath",
+    "FuzzConfigFile",
 ]
 
 let package = Package(

@@ -46,9 +46,9 @@
 ///
 /// ## Equality
 /// Two models are equal when they configure the same thing. Where things were written is not part of it:
-/// the line numbers of peers, tunnels, forwards and options, ``fileName``, ``wireGuardFileName`` and the
-/// ``warnings`` take no part in `==`. So ``canonicalText`` parses back to an equal model, though every
-/// line moves and the warnings that led to a normalisation do not come back.
+/// the line numbers of the sections and keys (each a ``SourceLine``), ``fileName``, ``wireGuardFileName``
+/// and the ``warnings`` take no part in `==`. So ``canonicalText`` parses back to an equal model, though
+/// every line moves and the warnings that led to a normalisation do not come back.
 public struct ConfigFile: Equatable, Sendable {
     /// The name the file was parsed under, for messages: the path as the user gave it, normally.
     public var fileName: String
@@ -215,18 +215,13 @@ extension ConfigFile {
     public struct WGConfigReference: Hashable, Sendable {
         /// The path as written; ``ConfigFile/wgConfigPath`` is where to read it.
         public var path: String
-        private var source: SourceLine
-
         /// The 1-based line of the `WGConfig` key.
-        public var line: Int {
-            get { source.line }
-            set { source.line = newValue }
-        }
+        @SourceLine public var line: Int
 
         /// A reference to `path`, written on `line`.
         public init(path: String, line: Int) {
             self.path = path
-            source = SourceLine(line)
+            self.line = line
         }
     }
 
@@ -245,13 +240,8 @@ extension ConfigFile {
         public var mtu: Int?
         /// The UDP port to listen on; 0 asks for any. nil when not given.
         public var listenPort: UInt16?
-        private var source: SourceLine
-
         /// The 1-based line of the `[Interface]` header.
-        public var line: Int {
-            get { source.line }
-            set { source.line = newValue }
-        }
+        @SourceLine public var line: Int
 
         /// An interface; every part may be filled in later.
         public init(
@@ -264,7 +254,7 @@ extension ConfigFile {
             self.dnsSearchDomains = dnsSearchDomains
             self.mtu = mtu
             self.listenPort = listenPort
-            source = SourceLine(line)
+            self.line = line
         }
     }
 
@@ -317,13 +307,8 @@ extension ConfigFile {
         public var endpoint: HostPort?
         /// The persistent keepalive interval in seconds, 1–65535; nil when off (`0`, `off` or not given).
         public var persistentKeepalive: UInt16?
-        private var source: SourceLine
-
         /// The 1-based line of the `[Peer]` header.
-        public var line: Int {
-            get { source.line }
-            set { source.line = newValue }
-        }
+        @SourceLine public var line: Int
 
         /// A peer.
         public init(
@@ -335,7 +320,7 @@ extension ConfigFile {
             self.allowedIPs = allowedIPs
             self.endpoint = endpoint
             self.persistentKeepalive = persistentKeepalive
-            source = SourceLine(line)
+            self.line = line
         }
     }
 
@@ -365,18 +350,13 @@ extension ConfigFile {
 
         /// The section and its keys.
         public var kind: Kind
-        private var source: SourceLine
-
         /// The 1-based line of the section header.
-        public var line: Int {
-            get { source.line }
-            set { source.line = newValue }
-        }
+        @SourceLine public var line: Int
 
         /// A tunnel from the section on `line`.
         public init(_ kind: Kind, line: Int) {
             self.kind = kind
-            source = SourceLine(line)
+            self.line = line
         }
     }
 
@@ -386,19 +366,14 @@ extension ConfigFile {
         public var notation: String
         /// `Remote`: a remote forward, whose source is onetun's address inside the tunnel.
         public var remote: Bool
-        private var source: SourceLine
-
         /// The 1-based line of the key.
-        public var line: Int {
-            get { source.line }
-            set { source.line = newValue }
-        }
+        @SourceLine public var line: Int
 
         /// A forward written on `line`.
         public init(notation: String, remote: Bool, line: Int) {
             self.notation = notation
             self.remote = remote
-            source = SourceLine(line)
+            self.line = line
         }
     }
 
@@ -409,19 +384,14 @@ extension ConfigFile {
         public var name: String
         /// The value, surrounding whitespace removed; may be empty.
         public var value: String
-        private var source: SourceLine
-
         /// The 1-based line of the key.
-        public var line: Int {
-            get { source.line }
-            set { source.line = newValue }
-        }
+        @SourceLine public var line: Int
 
         /// An option written on `line`.
         public init(name: String, value: String, line: Int) {
             self.name = name
             self.value = value
-            source = SourceLine(line)
+            self.line = line
         }
     }
 
@@ -443,16 +413,23 @@ extension ConfigFile {
     }
 }
 
-/// A line number that takes no part in equality or hashing, so the models that hold one compare by content
-/// with synthesised conformances (see "Equality" on ``ConfigFile``).
-struct SourceLine: Hashable, Sendable {
-    var line: Int
+extension ConfigFile {
+    /// A line number that takes no part in equality or hashing: every one equals every other. The models'
+    /// `line` properties are wrapped in it so that their synthesised `==` compares what they configure, not
+    /// where it was written (see "Equality" on ``ConfigFile``).
+    @propertyWrapper public struct SourceLine: Hashable, Sendable {
+        /// The 1-based line number.
+        public var wrappedValue: Int
 
-    init(_ line: Int) { self.line = line }
+        /// Wraps `wrappedValue`.
+        public init(wrappedValue: Int) { self.wrappedValue = wrappedValue }
 
-    static func == (_: SourceLine, _: SourceLine) -> Bool { true }
+        /// Always true: where a thing was written is not part of what it is.
+        public static func == (_: SourceLine, _: SourceLine) -> Bool { true }
 
-    func hash(into hasher: inout Hasher) {}
+        /// Adds nothing, consistently with `==`.
+        public func hash(into hasher: inout Hasher) {}
+    }
 }
 
 extension ConfigFile {
