@@ -34,13 +34,14 @@ struct FileSettings {
         config = try Self.read(path, environment: environment, warnings: &warnings)
         let wgFile = config.wireGuardFileName
         if let interface = config.interface {
-            let place = "\(wgFile):\(interface.line)"
-            if let key = interface.privateKey { set("ONETUN_PRIVATE_KEY", key.base64, place) }
+            // The model keeps the section's line, not each key's: the message names the key.
+            func place(_ key: String) -> String { "\(wgFile):\(interface.line): [Interface] \(key)" }
+            if let key = interface.privateKey { set("ONETUN_PRIVATE_KEY", key.base64, place("PrivateKey")) }
             if !interface.addresses.isEmpty {
-                set("ONETUN_SOURCE_PEER_IP", interface.addresses.map { "\($0.address)" }.joined(separator: ","), place)
+                set("ONETUN_SOURCE_PEER_IP", interface.addresses.map { "\($0.address)" }.joined(separator: ","), place("Address"))
             }
-            if let mtu = interface.mtu { set("ONETUN_MTU", String(mtu), place) }
-            if let port = interface.listenPort { set("ONETUN_LISTEN_PORT", String(port), place) }
+            if let mtu = interface.mtu { set("ONETUN_MTU", String(mtu), place("MTU")) }
+            if let port = interface.listenPort { set("ONETUN_LISTEN_PORT", String(port), place("ListenPort")) }
         }
         if config.peers.count > 1 {
             throw UsageError(ConfigError(
@@ -48,15 +49,15 @@ struct FileSettings {
                 "a second [Peer]: this onetun talks to one peer; keep the one you need").description)
         }
         if let peer = config.peers.first {
-            let place = "\(wgFile):\(peer.line)"
-            set("ONETUN_ENDPOINT_PUBLIC_KEY", peer.publicKey.base64, place)
-            if let psk = peer.presharedKey { set("ONETUN_PRESHARED_KEY", psk.base64, place) }
+            func place(_ key: String) -> String { "\(wgFile):\(peer.line): [Peer] \(key)" }
+            set("ONETUN_ENDPOINT_PUBLIC_KEY", peer.publicKey.base64, place("PublicKey"))
+            if let psk = peer.presharedKey { set("ONETUN_PRESHARED_KEY", psk.base64, place("PresharedKey")) }
             if let endpoint = peer.endpoint {
-                set("ONETUN_ENDPOINT_ADDR", "\(endpoint)", place)
+                set("ONETUN_ENDPOINT_ADDR", "\(endpoint)", place("Endpoint"))
             } else {
-                peerWithoutEndpoint = place
+                peerWithoutEndpoint = "\(wgFile):\(peer.line)"
             }
-            if let keepalive = peer.persistentKeepalive { set("ONETUN_KEEP_ALIVE", String(keepalive), place) }
+            if let keepalive = peer.persistentKeepalive { set("ONETUN_KEEP_ALIVE", String(keepalive), place("PersistentKeepalive")) }
             allowedIPs = peer.allowedIPs
         }
         for option in config.options {
@@ -75,12 +76,23 @@ struct FileSettings {
         origins[variable] = place
     }
 
+    /// Forgets what the file says for `names`: the command line or the environment settled them.
+    mutating func drop(_ names: [String]) {
+        for name in names {
+            variables[name] = nil
+            origins[name] = nil
+        }
+    }
+
+    /// The peer is another than the file's: its AllowedIPs do not apply.
+    mutating func dropPeerRoutes() { allowedIPs = nil }
+
     private static func read(_ path: String, environment: [String: String], warnings: inout [String]) throws -> ConfigFile {
         func text(of file: String) throws -> String {
             var info = stat()
             if stat(file, &info) == 0 {
                 // wg-quick's warning, for the group as well: the file holds a private key.
-                if info.st_mode & S_IROTH != 0 { warnings.append("`\(file)' is world accessible") }
+                if info.st_mode & 0o007 != 0 { warnings.append("`\(file)' is world accessible") }
                 else if info.st_mode & S_IRGRP != 0 { warnings.append("`\(file)' is readable by its group") }
             }
             guard let text = readTextFile(file) else {
@@ -127,12 +139,33 @@ struct FileSettings {
         return UsageError("\(place): \(text)")
     }
 
-    /// Every forward the file asks for; remote forwards listen on `sourcePeerIP`.
-    func forwards(sourcePeerIP: IPAddress) throws -> [ConfigFile.PortForward] {
+    /// Every forward the file asks for, in file order. A `Remote` line's src_host may be any of
+    /// `sourcePeerIPs` (the first when it names none), as with `--remote`.
+    func forwards(sourcePeerIPs: [IPAddress]) throws -> [ConfigFile.PortForward] {
         do {
-            return try config.portForwards(sourcePeerIP: sourcePeerIP)
+            var onlyTunnels = config
+            onlyTunnels.forwards = []
+            var result = try onlyTunnels.portForwards(sourcePeerIP: sourcePeerIPs[0])
+            for forward in config.forwards {
+                var one = config
+                one.forwards = [forward]
+                one.tunnels = []
+                var firstError: ConfigError?
+                var parsed: [ConfigFile.PortForward]?
+                for address in sourcePeerIPs where parsed == nil {
+                    do throws(ConfigError) {
+                        parsed = try one.portForwards(sourcePeerIP: address)
+                    } catch {
+                        firstError = firstError ?? error
+                    }
+                }
+                guard let parsed else { throw firstError! }
+                result += parsed
+            }
+            // Stable: lines in file order, the two specs of one TCP,UDP line together.
+            return result.enumerated().sorted { ($0.element.line, $0.offset) < ($1.element.line, $1.offset) }.map(\.element)
         } catch {
-            throw UsageError(error.description)
+            throw UsageError("\(error)")
         }
     }
 }

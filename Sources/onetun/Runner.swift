@@ -49,9 +49,9 @@ struct Runner {
         for spec in settings.forwards {
             let listen = try SocketAddress.resolve(host: "\(spec.source)".trimmed(where: { $0 == "[" || $0 == "]" }), port: spec.sourcePort, what: spec.notation)
             let destination = try SocketAddress.address(spec.destination, port: spec.destinationPort, what: spec.notation)
-            try settings.checkRoute(to: destination, what: spec.notation)
+            try settings.checkRoute(to: destination, what: settings.place(of: spec) + spec.notation)
             guard settings.sourcePeerIP(for: destination) != nil else {
-                throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(settings.sourcePeerIPs[0]) must be the same IP version")
+                throw UsageError("\(settings.place(of: spec))\(spec.notation): the destination \(destination) and --source-peer-ip \(settings.sourcePeerIPs[0]) must be the same IP version")
             }
             let description = "\(spec.source):\(spec.sourcePort) -> \(destination.isV4 ? "\(destination)" : "[\(destination)]"):\(spec.destinationPort)"
             switch spec.proto {

@@ -45,6 +45,13 @@ struct Settings {
 
     /// The peer's AllowedIPs from a configuration file (nil without one: everything goes to the peer).
     var peerAllowedIPs: [IPPrefix]?
+    /// Where each forward from the configuration file was written ("FILE:LINE").
+    var forwardPlaces: [PortForwardSpec: String] = [:]
+
+    /// "FILE:LINE: " for a forward from the configuration file, "" otherwise.
+    func place(of spec: PortForwardSpec) -> String {
+        forwardPlaces[spec].map { "\($0): " } ?? ""
+    }
     /// DNS servers from a configuration file, kept for resolving names through the tunnel.
     var dnsServers: [IPAddress] = []
     /// The configuration file's name, for messages.
@@ -56,15 +63,36 @@ struct Settings {
         guard let path = c.config ?? environment["ONETUN_CONFIG"] else {
             return try Settings(c, environment: environment, file: nil)
         }
-        let file = try FileSettings(path: path, environment: environment)
+        var file = try FileSettings(path: path, environment: environment)
+        // Settings that are one thing however given: the key (inline or in a key file), and the peer (a
+        // public key from elsewhere is another peer, whose AllowedIPs the file does not know).
+        let given = { (variable: String, flag: Bool) in flag || environment[variable] != nil }
+        if given("ONETUN_PRIVATE_KEY", c.privateKey != nil) || given("ONETUN_PRIVATE_KEY_FILE", c.privateKeyFile != nil) {
+            file.drop(["ONETUN_PRIVATE_KEY", "ONETUN_PRIVATE_KEY_FILE"])
+        }
+        if let other = c.endpointPublicKey ?? environment["ONETUN_ENDPOINT_PUBLIC_KEY"],
+           (try? Settings.key(other, "")) != file.config.peers.first?.publicKey {
+            file.dropPeerRoutes()
+        }
+        // A bind address with a port of its own, from the command line or the environment, wins over the
+        // file's ListenPort.
+        if let bind = c.endpointBindAddr ?? environment["ONETUN_ENDPOINT_BIND_ADDR"],
+           let port = SocketAddress.split(bind).flatMap({ UInt16($0.port) }), port != 0 {
+            file.drop(["ONETUN_LISTEN_PORT"])
+        }
         var merged = environment
         for (variable, value) in file.variables where merged[variable] == nil { merged[variable] = value }
         do {
             return try Settings(c, environment: merged, file: file)
-        } catch let error as UsageError {
-            throw file.locate(error, environment: environment, arguments: arguments)
-        } catch let error as RunError {
-            throw RunError(file.locate(UsageError(error.description), environment: environment, arguments: arguments).description)
+        } catch {
+            // The file's warnings (a readable key) matter most when it fails.
+            for warning in file.warnings { writeStandardError("onetun: warning: \(warning)\n") }
+            if let error = error as? UsageError {
+                throw file.locate(error, environment: environment, arguments: arguments)
+            } else if let error = error as? RunError {
+                throw RunError(file.locate(UsageError(error.description), environment: environment, arguments: arguments).description)
+            }
+            throw error
         }
     }
 
@@ -77,6 +105,7 @@ struct Settings {
 
         // Private key: --private-key, --private-key-file, or their variables.
         var keyText: String
+        var keyOption = "--private-key"
         if let file = value(c.privateKeyFile, "ONETUN_PRIVATE_KEY_FILE"), c.privateKey == nil {
             var info = stat()
             if stat(file, &info) == 0 {
@@ -87,6 +116,7 @@ struct Settings {
                 throw RunError("cannot read the private key file \(file)")
             }
             keyText = text.trimmed()
+            keyOption = "--private-key-file \(file)"
         } else if let key = value(c.privateKey, "ONETUN_PRIVATE_KEY") {
             if c.privateKey != nil {
                 warnings.append("the private key was given on the command line, where other users can see it; use --private-key-file or ONETUN_PRIVATE_KEY")
@@ -95,7 +125,7 @@ struct Settings {
         } else {
             throw UsageError("missing --private-key or --private-key-file")
         }
-        privateKey = try Self.key(keyText, "--private-key")
+        privateKey = try Self.key(keyText, keyOption)
         guard let peer = value(c.endpointPublicKey, "ONETUN_ENDPOINT_PUBLIC_KEY") else {
             throw UsageError("missing --endpoint-public-key")
         }
@@ -182,19 +212,20 @@ struct Settings {
         }
         // Then the file's: [Forward] lines and wireproxy's tunnels, in file order.
         var fileUDPTimeouts: [(seconds: UInt32, place: String)] = []
-        for forward in try file?.forwards(sourcePeerIP: sourcePeerIPs[0]) ?? [] {
+        for forward in try file?.forwards(sourcePeerIPs: sourcePeerIPs) ?? [] {
+            forwardPlaces[forward.spec] = "\(file!.config.fileName):\(forward.line)"
             if forward.spec.remote {
                 if !remoteForwards.contains(forward.spec) { remoteForwards.append(forward.spec) }
             } else if !forwards.contains(forward.spec) {
                 forwards.append(forward.spec)
             }
-            if let timeout = forward.inactivityTimeout, timeout > 0 {
+            if let timeout = forward.inactivityTimeout {
                 fileUDPTimeouts.append((timeout, "\(file!.config.fileName):\(forward.line)"))
             }
         }
         for spec in forwards {
             if case .address(let destination) = spec.destination, sourcePeerIP(for: destination) == nil {
-                throw UsageError("\(spec.notation): the destination \(destination) and --source-peer-ip \(sourceText) must be the same IP version")
+                throw UsageError("\(place(of: spec))\(spec.notation): the destination \(destination) and --source-peer-ip \(sourceText) must be the same IP version")
             }
         }
         for text in c.remote + Self.numbered("ONETUN_REMOTE_PORT_FORWARD_", env) {
@@ -230,11 +261,15 @@ struct Settings {
                 throw UsageError("--udp-timeout: '\(text)' is not a number of seconds between 1 and 86400")
             }
             udpTimeout = seconds * Nanos.second
-        } else if let longest = fileUDPTimeouts.max(by: { $0.seconds < $1.seconds }) {
-            // wireproxy's InactivityTimeout is per tunnel; onetun has one UDP timeout for every forward.
-            udpTimeout = UInt64(longest.seconds) * Nanos.second
-            if fileUDPTimeouts.contains(where: { $0.seconds != longest.seconds }) {
-                warnings.append("\(longest.place): InactivityTimeout: onetun has one UDP timeout for all forwards; the longest given, \(longest.seconds) s, applies to every one")
+        } else if !fileUDPTimeouts.isEmpty {
+            // wireproxy's InactivityTimeout is per tunnel, 0 for never; onetun has one UDP timeout for
+            // every forward, at most a day: the longest asked for applies, and each tunnel that asked
+            // for something else is told.
+            let longest = fileUDPTimeouts.map { $0.seconds == 0 ? 86_400 : min($0.seconds, 86_400) }.max()!
+            udpTimeout = UInt64(longest) * Nanos.second
+            for (seconds, place) in fileUDPTimeouts where (seconds == 0 ? 86_400 : seconds) != longest {
+                let asked = seconds == 0 ? "0 (never)" : "\(seconds) s"
+                warnings.append("\(place): InactivityTimeout \(asked): onetun has one UDP timeout for every forward, at most 86400 s; \(longest) s applies")
             }
         }
         if let text = value(c.maxConnections, "ONETUN_MAX_CONNECTIONS") {

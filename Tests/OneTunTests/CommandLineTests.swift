@@ -70,9 +70,20 @@ import Testing
         let psk = try Command.run([onetunExecutable, "genpsk"]).trimmed
         #expect(Data(base64Encoded: psk)?.count == 32)
         #expect(psk != (try Command.run([onetunExecutable, "genpsk"]).trimmed))
-        for bad in ["", "AAAA", "not a key at all", Self.key + " extra"] {
-            let outcome = try Command.execute([onetunExecutable, "pubkey"], input: bad, timeout: 20)
-            #expect(outcome.status == 1 && outcome.stderr == "pubkey: Key is not the correct length or format\n", "\(bad): \(outcome.stderr)")
+        // Bad input: wg's two messages (with our program name), for what wg refuses too.
+        var nonCanonical = Array(Self.key.utf8)
+        nonCanonical[42] = UInt8(ascii: "n")  // 'n' is 39: its low bits are not zero
+        for (bad, message) in [
+            ("", "Key is not the correct length or format"), ("AAAA", "Key is not the correct length or format"),
+            // 44 characters read, the key's '=' left over.
+            (" " + Self.key, "Trailing characters found after key"),
+            (String(decoding: nonCanonical, as: UTF8.self), "Key is not the correct length or format"),
+            (Self.key + " extra", "Trailing characters found after key"),
+        ] {
+            let ours = try Command.execute([onetunExecutable, "pubkey"], input: bad, timeout: 20)
+            #expect(ours.status == 1 && ours.stderr == "onetun: \(message)\n", "\(bad): \(ours.stderr)")
+            let wg = try Command.execute(["wg", "pubkey"], input: bad, timeout: 20)
+            #expect(wg.status == 1 && wg.stderr == "wg: \(message)\n", "\(bad): wg says \(wg.stderr)")
         }
         let extra = try onetun(["genkey", "now"])
         #expect(extra.status == 1 && extra.stderr.contains("Usage: onetun genkey"), "\(extra.stderr)")

@@ -155,6 +155,45 @@ import Testing
         #expect(lines.first?.contains(conf.path) == true, "\(outcome.stderr)")
     }
 
+    /// The command line and the environment win over the file, with the key and the key file one
+    /// setting: each run must get past the settings to the missing forward.
+    @Test func precedenceOverTheFile() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("onetun-conf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let badKey = directory.appendingPathComponent("bad.key")
+        try "garbage\n".write(to: badKey, atomically: true, encoding: .utf8)
+        chmod(badKey.path, 0o600)
+        let conf = directory.appendingPathComponent("wg.conf")
+        try """
+            [Interface]
+            PrivateKey = \(Self.key)
+            Address = 192.168.4.3
+            ListenPort = 51999
+            [Peer]
+            PublicKey = \(Self.peerKey)
+            Endpoint = 127.0.0.1:1
+            [OneTun]
+            private-key-file = \(badKey.path)
+            keep-alive = often
+            """.write(to: conf, atomically: true, encoding: .utf8)
+        chmod(conf.path, 0o600)
+        for (args, environment) in [
+            // The environment's key beats the file's key file; the command line's keep-alive its own.
+            (["-c", conf.path, "--keep-alive", "5"], ["ONETUN_PRIVATE_KEY": Self.key]),
+            // A bind address with its own port beats the file's ListenPort.
+            (["-c", conf.path, "--endpoint-bind-addr", "0.0.0.0:40000", "--private-key", Self.key], ["ONETUN_KEEP_ALIVE": "5"]),
+        ] {
+            let outcome = try onetun(args, environment: environment)
+            #expect(outcome.status == 2 && outcome.stderr.contains("no port forward given"), "\(args): \(outcome.stderr)")
+        }
+        // Without them, the file's values are used, and their errors name the file's lines.
+        let outcome = try onetun(["-c", conf.path, "--private-key", Self.key])
+        #expect(outcome.stderr.contains("wg.conf:10: --keep-alive: 'often'"), "\(outcome.stderr)")
+        let keyFile = try onetun(["-c", conf.path, "--keep-alive", "5"])
+        #expect(keyFile.stderr.contains("wg.conf:9: --private-key-file \(badKey.path): a key is 32 bytes"), "\(keyFile.stderr)")
+    }
+
     /// A file others may read gets wg-quick's warning (on stderr before anything else; the run then
     /// stops at a missing forward, which is the point: the warning comes first).
     @Test func aWorldReadableFileIsWarnedAbout() throws {
