@@ -24,7 +24,7 @@ struct Runner {
             privateKey: settings.privateKey, peerPublicKey: settings.endpointPublicKey,
             presharedKey: settings.presharedKey, persistentKeepaliveSeconds: settings.keepAlive, mtu: settings.mtu)
         guard let target = settings.ping else { return try forward(config: config, logger: logger) }
-        let tunnel = WireGuardTunnel(config: config, random: SystemRandom())
+        let tunnel = WireGuardDevice(config: config, random: SystemRandom())
         let payload = PingPayload(
             source: settings.sourcePeerIP(for: target)!, target: target, count: settings.pingCount,
             identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)

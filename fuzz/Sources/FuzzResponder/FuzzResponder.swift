@@ -25,7 +25,7 @@ public func fuzzResponder(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let config = WireGuardConfig(
         privateKey: responderKey, peerPublicKey: WGCrypto.x25519PublicKey(privateKey: initiatorKey),
         handshakeLoadThreshold: input[0] & 1 == 0 ? 64 : 0)
-    let tunnel = WireGuardTunnel(config: config, random: SeededRandom(seed: 3))
+    let tunnel = WireGuardDevice(config: config, random: SeededRandom(seed: 3))
     var now = Instant(nanoseconds: 1_000_000_000)
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
     defer { buffer.deallocate() }
