@@ -64,9 +64,9 @@ public struct TunnelCoreConfig: Sendable {
 /// - **Commands** from the application: `start`, `retryHandshake`, `endpoint` (set it to where the peer
 ///   is, before `start` and whenever a name resolves anew), `endpointRefused`, `addPeer`, `removePeer`,
 ///   `setEndpoint(_:forPeer:)`, `connect`, `listen`/`accept`, `sendDatagram`; on a
-///   `TCPConnection`: `send` or `sendRegion` + `commitSend`, `consume`, `close` (half-close), `abort`.
-///   After changing a connection, call `touched(id)` so its output is polled (without it the connection
-///   waits for its next timer). `release(id)` when the application is done with it.
+///   `TCPConnection`: `send` or `sendRegion` + `commitSend`, `consume`, `close` (half-close), `abort`;
+///   each queues the connection's output itself (`touched(id)` remains, and is never needed).
+///   `release(id)` when the application is done with it.
 /// - **Outputs**: `pollDatagram`, `pollEvent` and `pollTunnelEvent` (or `pollPeerEvent`), then
 ///   `pollTransmit`, then `nextDeadline`.
 /// - **Getters**: `connection(_:)`, `stats`, `peers`, `peer(_:)`, `isEstablished`, `handshakeProblem`,
@@ -410,6 +410,7 @@ public final class TunnelCore {
     public func accept() -> Int? { tcp.accept() }
 
     /// The application changed connection `id` (wrote, read, closed): it may have something to send.
+    /// Not needed: a connection's commands queue its output themselves; kept for drivers that call it.
     @inline(__always) public func touched(_ id: Int) { tcp.markReady(id) }
 
     /// Asks for `id` to come out of `pollEvent` again (the driver's own I/O for it completed).

@@ -368,6 +368,43 @@ import Testing
     }
 }
 
+/// `touched(id)` is not needed: a connection's commands queue its output themselves. After a quiet spell
+/// (nothing arriving that would poll the connection anyway) a write, a half-close and an abort each leave
+/// at once without it.
+@Suite struct ForgottenTouchTests {
+    @Test func commandsAfterAQuietSpellLeaveWithoutTouched() {
+        let net = CoreNetwork()
+        let keyA = MultiPeerTests.key(20), keyB = MultiPeerTests.key(21)
+        let a = TunnelCore(
+            config: TunnelCoreConfig(wireGuard: WireGuardConfig(privateKey: keyA, peerPublicKey: MultiPeerTests.pub(keyB)), addresses: [simIP("10.0.0.1")]),
+            random: SeededRandom(seed: 30))
+        let b = TunnelCore(
+            config: TunnelCoreConfig(wireGuard: WireGuardConfig(privateKey: keyB, peerPublicKey: MultiPeerTests.pub(keyA)), addresses: [simIP("10.0.0.2")]),
+            random: SeededRandom(seed: 31))
+        for core in [a, b] { core.wallClockOffset = MultiPeerTests.wallClock }
+        a.endpoint = simEndpoint(2)
+        b.endpoint = simEndpoint(1)
+        let client = CoreHost(a), server = CoreHost(b)
+        server.touches = false
+        net.add("client", client, at: simEndpoint(1))
+        net.add("server", server, at: simEndpoint(2))
+        server.echo(port: 5001)
+        let id = a.connect(to: simIP("10.0.0.2"), port: 5001, now: net.now)!
+        #expect(net.run(seconds: 2) { a.connection(id).state == .established && server.echoing.count == 1 })
+        net.run(seconds: 5)
+        let payload = [UInt8](repeating: 7, count: 1000)
+        #expect(payload.withUnsafeBytes { a.connection(id).send($0) } == 1000)
+        #expect(net.run(seconds: 0.2) { a.connection(id).readableBytes == 1000 }, "the write left without touched")
+        a.connection(id).consume(1000)
+        net.run(seconds: 5)
+        a.connection(id).close()
+        let accepted = server.echoing[0]
+        #expect(net.run(seconds: 0.2) { b.connection(accepted).isReadClosed }, "the FIN left without touched")
+        b.connection(accepted).abort()
+        #expect(net.run(seconds: 0.2) { a.connection(id).error == .reset }, "the RST left without touched")
+    }
+}
+
 /// A random source that keeps repeating itself where indices come from: every 8-byte draw is one of forty
 /// values (the other draws, keys and nonces, are a seeded stream).
 final class CollidingRandom: RandomSource {
