@@ -6,12 +6,13 @@
 /// allowedips.c keep: every node holds a prefix, the nodes under it hold longer prefixes inside it, a node
 /// exists only where a prefix is stored or two branches fork, so a lookup visits at most one node per
 /// stored prefix length on its path (never more than 33 or 129) and never looks at other peers. An IPv4
-/// address is the top 32 bits of a 128-bit key. Nodes live in one array and name their children by
-/// position: a lookup allocates nothing and follows no reference count.
+/// address is the top 32 bits of a 128-bit key. Nodes live in one buffer and name their children by
+/// position: a lookup allocates nothing and touches no reference count (a class over raw memory, so that
+/// reading it through the device's `let` copies and retains nothing).
 ///
 /// Inserting a prefix that is already there gives it to the new peer (the later one takes it, as `wg set`
 /// does). Removing a peer's prefixes rebuilds the trie from what is left: peers come and go rarely.
-struct AllowedIPs {
+final class AllowedIPs {
     struct Node {
         /// The prefix, its bits past `length` zero.
         var high: UInt64
@@ -23,19 +24,23 @@ struct AllowedIPs {
         var one: Int32 = -1
     }
 
-    private(set) var nodes: [Node] = []
+    private var nodes: UnsafeMutablePointer<Node>
+    private var nodeCount = 0
+    private var nodeCapacity = 16
     private var rootV4: Int32 = -1
     private var rootV6: Int32 = -1
     /// Every stored prefix and its peer's slot: what a rebuild starts from, and what `prefixes(of:)` reads.
     private(set) var entries: [IPPrefix: Int] = [:]
 
-    init() {}
+    init() { nodes = .allocate(capacity: nodeCapacity) }
+
+    deinit { nodes.deallocate() }
 
     var count: Int { entries.count }
 
     /// Gives `prefix` to the peer in `slot`; returns the slot that held it before, if another did.
     @discardableResult
-    mutating func insert(_ prefix: IPPrefix, slot: Int) -> Int? {
+    func insert(_ prefix: IPPrefix, slot: Int) -> Int? {
         let previous = entries.updateValue(slot, forKey: prefix)
         let (high, low) = Self.key(prefix.address)
         insert(high, low, Int(prefix.length), Int32(slot), v6: prefix.address.isV6)
@@ -43,11 +48,11 @@ struct AllowedIPs {
     }
 
     /// Takes every prefix away from the peer in `slot`.
-    mutating func removeAll(slot: Int) {
+    func removeAll(slot: Int) {
         let before = entries.count
         entries = entries.filter { $0.value != slot }
         guard entries.count != before else { return }
-        nodes.removeAll(keepingCapacity: true)
+        nodeCount = 0
         rootV4 = -1
         rootV6 = -1
         // Sorted so the rebuilt trie does not depend on the dictionary's order.
@@ -78,18 +83,16 @@ struct AllowedIPs {
         lookup(high: high, low: low, root: rootV6)
     }
 
-    func lookup(high: UInt64, low: UInt64, root: Int32) -> Int {
+    @inline(__always) func lookup(high: UInt64, low: UInt64, root: Int32) -> Int {
         var best: Int32 = -1
         var at = root
-        nodes.withUnsafeBufferPointer { nodes in
-            while at >= 0 {
-                let node = nodes[Int(at)]
-                let (maskHigh, maskLow) = IPPrefix.mask128(Int(node.length))
-                guard (node.high ^ high) & maskHigh == 0, (node.low ^ low) & maskLow == 0 else { break }
-                if node.value >= 0 { best = node.value }
-                guard node.length < 128 else { break }
-                at = Self.bit(high, low, Int(node.length)) == 0 ? node.zero : node.one
-            }
+        while at >= 0 {
+            let node = nodes[Int(at)]
+            let (maskHigh, maskLow) = IPPrefix.mask128(Int(node.length))
+            guard (node.high ^ high) & maskHigh == 0, (node.low ^ low) & maskLow == 0 else { break }
+            if node.value >= 0 { best = node.value }
+            guard node.length < 128 else { break }
+            at = Self.bit(high, low, Int(node.length)) == 0 ? node.zero : node.one
         }
         return Int(best)
     }
@@ -114,34 +117,42 @@ struct AllowedIPs {
         aHigh != bHigh ? (aHigh ^ bHigh).leadingZeroBitCount : 64 + (aLow ^ bLow).leadingZeroBitCount
     }
 
-    private mutating func make(_ high: UInt64, _ low: UInt64, _ length: Int, _ value: Int32) -> Int32 {
+    private func make(_ high: UInt64, _ low: UInt64, _ length: Int, _ value: Int32) -> Int32 {
+        if nodeCount == nodeCapacity {
+            let grown = UnsafeMutablePointer<Node>.allocate(capacity: nodeCapacity * 2)
+            grown.moveInitialize(from: nodes, count: nodeCount)
+            nodes.deallocate()
+            nodes = grown
+            nodeCapacity *= 2
+        }
         let (maskHigh, maskLow) = IPPrefix.mask128(length)
-        nodes.append(Node(high: high & maskHigh, low: low & maskLow, length: UInt8(length), value: value))
-        return Int32(nodes.count - 1)
+        (nodes + nodeCount).initialize(to: Node(high: high & maskHigh, low: low & maskLow, length: UInt8(length), value: value))
+        nodeCount += 1
+        return Int32(nodeCount - 1)
     }
 
-    private mutating func setChild(_ parent: Int32, _ bit: Int, _ child: Int32) {
+    private func setChild(_ parent: Int32, _ bit: Int, _ child: Int32) {
         if bit == 0 { nodes[Int(parent)].zero = child } else { nodes[Int(parent)].one = child }
     }
 
     /// Walks down from the root while the stored prefixes contain the new one; stores it where it
     /// belongs: on its own node, as a new leaf, above a node it contains, or beside one under a new fork.
-    private mutating func insert(_ high: UInt64, _ low: UInt64, _ length: Int, _ value: Int32, v6: Bool) {
+    private func insert(_ high: UInt64, _ low: UInt64, _ length: Int, _ value: Int32, v6: Bool) {
         var parent: Int32 = -1
         var side = 0
         var at = v6 ? rootV6 : rootV4
-        func attach(_ node: Int32, _ trie: inout AllowedIPs) {
+        func attach(_ node: Int32) {
             if parent >= 0 {
-                trie.setChild(parent, side, node)
+                setChild(parent, side, node)
             } else if v6 {
-                trie.rootV6 = node
+                rootV6 = node
             } else {
-                trie.rootV4 = node
+                rootV4 = node
             }
         }
         while true {
             guard at >= 0 else {
-                attach(make(high, low, length, value), &self)
+                attach(make(high, low, length, value))
                 return
             }
             let node = nodes[Int(at)]
@@ -160,13 +171,13 @@ struct AllowedIPs {
             if shared == length {
                 // The new prefix contains the node's: it goes above it.
                 setChild(leaf, Self.bit(node.high, node.low, length), at)
-                attach(leaf, &self)
+                attach(leaf)
             } else {
                 // They part at bit `shared`: a fork holds both.
                 let fork = make(high, low, shared, -1)
                 setChild(fork, Self.bit(node.high, node.low, shared), at)
                 setChild(fork, Self.bit(high, low, shared), leaf)
-                attach(fork, &self)
+                attach(fork)
             }
             return
         }

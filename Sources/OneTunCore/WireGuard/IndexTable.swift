@@ -5,19 +5,27 @@
 ///
 /// Open addressing with linear probing over a power-of-two table kept at most half full; removal shifts
 /// the entries behind back (no tombstones, so a lookup's probe stays short however many sessions came and
-/// went). The table grows only when a handshake adds an index: a lookup allocates nothing. A message
-/// names any index it likes, but where it lands depends only on our own indices' spread.
-struct IndexTable {
-    private var keys: [UInt32]
+/// went). The table grows only when a handshake adds an index: a lookup allocates nothing and, a class
+/// over raw memory read through the device's `let`, retains nothing. A message names any index it likes,
+/// but where it lands depends only on our own indices' spread.
+final class IndexTable {
+    private var keys: UnsafeMutablePointer<UInt32>
     /// The peer's slot, or -1 for an empty entry.
-    private var slots: [Int32]
+    private var slots: UnsafeMutablePointer<Int32>
     private(set) var count = 0
-    private var mask: Int
+    private var capacity = 16
+    private var mask = 15
 
     init() {
-        keys = Array(repeating: 0, count: 16)
-        slots = Array(repeating: -1, count: 16)
-        mask = 15
+        keys = .allocate(capacity: capacity)
+        slots = .allocate(capacity: capacity)
+        keys.initialize(repeating: 0, count: capacity)
+        slots.initialize(repeating: -1, count: capacity)
+    }
+
+    deinit {
+        keys.deallocate()
+        slots.deallocate()
     }
 
     @inline(__always) private func home(_ index: UInt32) -> Int {
@@ -26,23 +34,19 @@ struct IndexTable {
 
     /// The slot of the peer that owns `index`, or nil.
     @inline(__always) func lookup(_ index: UInt32) -> Int? {
-        keys.withUnsafeBufferPointer { keys in
-            slots.withUnsafeBufferPointer { slots -> Int? in
-                var i = home(index)
-                while slots[i] >= 0 {
-                    if keys[i] == index { return Int(slots[i]) }
-                    i = (i + 1) & mask
-                }
-                return nil
-            }
+        var i = home(index)
+        while slots[i] >= 0 {
+            if keys[i] == index { return Int(slots[i]) }
+            i = (i + 1) & mask
         }
+        return nil
     }
 
     func contains(_ index: UInt32) -> Bool { lookup(index) != nil }
 
     /// Records `index` (not yet present) as the peer in `slot`'s.
-    mutating func insert(_ index: UInt32, slot: Int) {
-        if (count + 1) * 2 > slots.count { grow() }
+    func insert(_ index: UInt32, slot: Int) {
+        if (count + 1) * 2 > capacity { grow() }
         var i = home(index)
         while slots[i] >= 0 {
             precondition(keys[i] != index, "receiver index \(index) is already in use")
@@ -54,7 +58,7 @@ struct IndexTable {
     }
 
     /// Forgets `index`; nothing happens when it is not there.
-    mutating func remove(_ index: UInt32) {
+    func remove(_ index: UInt32) {
         var i = home(index)
         while true {
             guard slots[i] >= 0 else { return }
@@ -79,13 +83,19 @@ struct IndexTable {
         }
     }
 
-    private mutating func grow() {
+    private func grow() {
         let oldKeys = keys
         let oldSlots = slots
-        keys = Array(repeating: 0, count: oldSlots.count * 2)
-        slots = Array(repeating: -1, count: oldSlots.count * 2)
-        mask = slots.count - 1
+        let oldCapacity = capacity
+        capacity *= 2
+        mask = capacity - 1
+        keys = .allocate(capacity: capacity)
+        slots = .allocate(capacity: capacity)
+        keys.initialize(repeating: 0, count: capacity)
+        slots.initialize(repeating: -1, count: capacity)
         count = 0
-        for i in oldSlots.indices where oldSlots[i] >= 0 { insert(oldKeys[i], slot: Int(oldSlots[i])) }
+        for i in 0..<oldCapacity where oldSlots[i] >= 0 { insert(oldKeys[i], slot: Int(oldSlots[i])) }
+        oldKeys.deallocate()
+        oldSlots.deallocate()
     }
 }

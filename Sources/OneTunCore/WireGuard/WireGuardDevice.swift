@@ -47,6 +47,9 @@
     // Peers.
     /// Peers by slot; nil marks a free slot (reused by the next peer added).
     @exclusivity(unchecked) var slots: [WireGuardPeer?] = []
+    /// The same peers unretained, for the data path: `withPeer` lends one without touching its reference
+    /// count. A removed peer's entry is stale, and never read: no index or prefix names its slot any more.
+    @exclusivity(unchecked) var unretained: [Unmanaged<WireGuardPeer>] = []
     var freeSlots: [Int] = []
     /// Every peer, in the order they were added.
     public private(set) var peers: [WireGuardPeer] = []
@@ -54,8 +57,8 @@
     /// The slot of the peer at each endpoint (the latest to be set there, when two share one): which
     /// peer a datagram naming nothing of ours comes from, for its diagnostics. Off the data path.
     var byEndpoint: [EndpointAddress: Int] = [:]
-    @exclusivity(unchecked) var indices = IndexTable()
-    @exclusivity(unchecked) var allowedIPs = AllowedIPs()
+    let indices = IndexTable()
+    let allowedIPs = AllowedIPs()
 
     // Responder state shared by every peer (paper §5.3, §5.4.7).
     var cookieSecret = Key32.zero
@@ -140,6 +143,11 @@
         }
         let peer = WireGuardPeer(device: self, slot: slot, config: config)
         slots[slot] = peer
+        if slot < unretained.count {
+            unretained[slot] = .passUnretained(peer)
+        } else {
+            unretained.append(.passUnretained(peer))
+        }
         peers.append(peer)
         byKey[config.publicKey] = slot
         for prefix in config.allowedIPs { allowedIPs.insert(prefix, slot: slot) }
@@ -176,6 +184,11 @@
     }
 
     /// The peer whose longest prefix holds `address`; nil when no peer's does.
+    /// The peer in `slot` (one an index or a prefix names) lent to `body`, its reference count untouched.
+    @inline(__always) func withPeer<R>(_ slot: Int, _ body: (WireGuardPeer) -> R) -> R {
+        unretained[slot]._withUnsafeGuaranteedRef(body)
+    }
+
     public func route(_ address: IPAddress) -> WireGuardPeer? {
         let slot = allowedIPs.lookup(address)
         return slot >= 0 ? slots[slot] : nil
@@ -216,8 +229,8 @@
     }
 
     /// Every receiver index in the table, and every one the peers hold: equal sets when the bookkeeping is
-    /// right (for tests).
-    var indexBookkeepingHolds: Bool {
+    /// right (for tests and fuzzing; O(peers)).
+    public var indexBookkeepingHolds: Bool {
         let held = peers.flatMap { p in p.localIndices.map { (p.slot, $0) } }
         return held.count == indices.count && held.allSatisfy { indices.lookup($0.1) == $0.0 }
             && Set(held.map(\.1)).count == held.count
@@ -319,8 +332,9 @@
             return .dropped(.packetTooLarge)
         }
         let packet = UnsafeRawBufferPointer(rebasing: buffer[Self.headroom..<Self.headroom + packetLength])
-        guard let peer = route(packet: packet) else { return noRoute() }
-        return sent(peer.sealOrStage(buffer, packet, from: nil, now: now), by: peer)
+        let slot = route(packet: packet)
+        guard slot >= 0 else { return noRoute() }
+        return withPeer(slot) { sent($0.sealOrStage(buffer, packet, from: nil, now: now), by: $0) }
     }
 
     /// `encapsulate` for a packet kept elsewhere (a queue's slot): seals `packet[0..<packetLength]` into
@@ -336,13 +350,15 @@
             return .dropped(.packetTooLarge)
         }
         let inner = UnsafeRawBufferPointer(rebasing: packet[0..<packetLength])
-        guard let peer = route(packet: inner) else { return noRoute() }
-        return sent(peer.sealOrStage(buffer, inner, from: packet.baseAddress, now: now), by: peer)
+        let slot = route(packet: inner)
+        guard slot >= 0 else { return noRoute() }
+        return withPeer(slot) { sent($0.sealOrStage(buffer, inner, from: packet.baseAddress, now: now), by: $0) }
     }
 
-    /// The peer an outgoing packet's destination routes to (cryptokey routing, outgoing: paper §2).
-    @inline(__always) func route(packet: UnsafeRawBufferPointer) -> WireGuardPeer? {
-        guard packet.count >= 20 else { return nil }
+    /// The slot of the peer an outgoing packet's destination routes to (cryptokey routing, outgoing:
+    /// paper §2); -1 for none.
+    @inline(__always) func route(packet: UnsafeRawBufferPointer) -> Int {
+        guard packet.count >= 20 else { return -1 }
         let slot: Int
         switch packet[0] >> 4 {
         case 4:
@@ -352,9 +368,9 @@
                 v6High: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 24, as: UInt64.self)),
                 low: UInt64(bigEndian: packet.loadUnaligned(fromByteOffset: 32, as: UInt64.self)))
         default:
-            return nil
+            return -1
         }
-        return slot >= 0 ? slots[slot] : nil
+        return slot
     }
 
     @inline(__always) func sent(_ result: Encapsulated, by peer: WireGuardPeer) -> Encapsulated {
@@ -437,20 +453,25 @@
         }
         if message.type == .initiation { return receiveInitiation(message, source, now) }
         // Everything else names one of our indices.
-        let peer: WireGuardPeer
-        let fromEndpoint: Bool
-        if let slot = indices.lookup(message.receiverIndex), let owner = slots[slot] {
-            peer = owner
-            fromEndpoint = owner.isEndpoint(source)
-            if !fromEndpoint && !owner.couldBeFromPeer(message) { return unknownSource() }
-        } else if let owner = peerAt(source) {
-            // It names nothing of ours but comes from where a peer is: that peer hears why (it may send on
-            // a session we lost).
-            peer = owner
-            fromEndpoint = true
-        } else {
-            return unknownSource()
+        if let slot = indices.lookup(message.receiverIndex) {
+            return withPeer(slot) { owner in
+                let fromEndpoint = owner.isEndpoint(source)
+                if !fromEndpoint && !owner.couldBeFromPeer(message) { return unknownSource() }
+                return deliver(buffer, message, to: owner, from: source, fromEndpoint: fromEndpoint, now)
+            }
         }
+        // It names nothing of ours but comes from where a peer is: that peer hears why (it may send on a
+        // session we lost).
+        guard let owner = peerAt(source) else { return unknownSource() }
+        return deliver(buffer, message, to: owner, from: source, fromEndpoint: true, now)
+    }
+
+    /// A transport message, response or cookie reply, to the peer it names (or comes from).
+    @inline(__always)
+    func deliver(
+        _ buffer: UnsafeMutableRawBufferPointer, _ message: WireGuardMessage, to peer: WireGuardPeer, from source: EndpointAddress,
+        fromEndpoint: Bool, _ now: Instant
+    ) -> Decapsulated {
         let result: Decapsulated
         switch message.type {
         case .transport: result = peer.receiveTransport(buffer, message, now)

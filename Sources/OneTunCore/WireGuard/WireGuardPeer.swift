@@ -12,6 +12,8 @@
 /// or after `removePeer` took it out.
 @_spi(OneTunInternals) public final class WireGuardPeer {
     unowned(unsafe) let device: WireGuardDevice
+    /// The device's allowed-IPs trie, for the source check of every packet received.
+    unowned(unsafe) let allowedIPs: AllowedIPs
     let identity: PeerIdentity
     /// The device's number for this peer: its place in the device's tables (reused after removal).
     let slot: Int
@@ -37,7 +39,7 @@
     /// Where the peer is: its datagrams come from here and ours go here. nil: unknown, nothing can be
     /// sent until the peer contacts us. Empty: the driver's endpoint (and any source is the peer's).
     /// Set through the device, which keeps an index of endpoints.
-    public internal(set) var endpoint: EndpointAddress?
+    @exclusivity(unchecked) public internal(set) var endpoint: EndpointAddress?
 
     // What the driver is told (through the device's event queue).
     /// The last authenticated packet from the peer.
@@ -78,6 +80,7 @@
 
     init(device: WireGuardDevice, slot: Int, config: PeerConfig) {
         self.device = device
+        allowedIPs = device.allowedIPs
         self.slot = slot
         identity = PeerIdentity(publicKey: config.publicKey, presharedKey: config.presharedKey, local: device.local)
         persistentKeepaliveSeconds = config.persistentKeepaliveSeconds
@@ -536,10 +539,10 @@
         switch content[0] >> 4 {
         case 4 where length >= 20:
             innerLength = Int(UInt16(bigEndian: content.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-            sourceSlot = device.allowedIPs.lookup(v4: UInt32(bigEndian: content.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+            sourceSlot = allowedIPs.lookup(v4: UInt32(bigEndian: content.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
         case 6 where length >= 40:
             innerLength = 40 + Int(UInt16(bigEndian: content.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
-            sourceSlot = device.allowedIPs.lookup(
+            sourceSlot = allowedIPs.lookup(
                 v6High: UInt64(bigEndian: content.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
                 low: UInt64(bigEndian: content.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
         default:

@@ -51,7 +51,7 @@ import Testing
     @Test(arguments: [1, 2, 3, 4, 5] as [UInt64])
     func theTrieFindsTheLongestPrefixAsAScanWould(seed: UInt64) {
         var r = XorShift64(seed: seed)
-        var trie = AllowedIPs()
+        let trie = AllowedIPs()
         var entries: [IPPrefix: Int] = [:]
         func check(_ round: String) {
             let stored = Array(entries.keys)
@@ -83,7 +83,7 @@ import Testing
     }
 
     @Test func familiesAndEdgesStayApart() {
-        var trie = AllowedIPs()
+        let trie = AllowedIPs()
         #expect(trie.lookup(simIP("1.2.3.4")) == -1 && trie.lookup(simIP("::1")) == -1)
         trie.insert(simPrefix("0.0.0.0/0"), slot: 1)
         #expect(trie.lookup(simIP("255.255.255.255")) == 1 && trie.lookup(simIP("::")) == -1, "an IPv4 prefix never holds an IPv6 address")
@@ -105,7 +105,7 @@ import Testing
     @Test(arguments: [1, 2, 3] as [UInt64])
     func theIndexTableAgreesWithADictionary(seed: UInt64) {
         var r = XorShift64(seed: seed)
-        var table = IndexTable()
+        let table = IndexTable()
         var model: [UInt32: Int] = [:]
         for step in 0..<20_000 {
             // Indices from a small range half the time, so runs form and removals shift them.
