@@ -474,7 +474,12 @@ public final class TunnelLoop {
         // A peer's packet authenticated from a new address: it roamed (paper §2.1). The loop keeps its own
         // record of the first peer's (the one it resolves and names in its log); others' are the core's.
         let moved = core.endpoint
-        guard !moved.isEmpty, moved != endpointAddress, let storage = Self.socketAddress(moved) else { return }
+        guard !moved.isEmpty, moved != endpointAddress, var storage = Self.socketAddress(moved) else { return }
+        if moved == source {
+            // The datagram's own address, whole (an IPv6 scope included).
+            let length = Int(Self.length(of: storage))
+            withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: length)) }
+        }
         let was = endpointDescription
         adoptEndpoint(storage)
         logger.info("the peer moved from \(was) to \(endpointDescription)")
