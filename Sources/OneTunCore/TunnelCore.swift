@@ -61,16 +61,16 @@ public struct TunnelCoreConfig: Sendable {
 /// Methods come in four kinds (the shape of quinn-proto's `Connection`):
 /// - **Inputs**, each with `now`: `handleDatagram` (a UDP datagram and the address it came from) and
 ///   `handleTimeout` (the deadline from `nextDeadline` has passed; early or spurious calls are cheap no-ops).
-/// - **Commands** from the application: `start`, `retryHandshake`, `endpoint` (set it to where the peer
-///   is, before `start` and whenever a name resolves anew), `endpointRefused`, `addPeer`, `removePeer`,
+/// - **Commands** from the application: `start`, `retryHandshake`, `endpoint` (set it to where the first
+///   peer is, before `start` and whenever a name resolves anew), `endpointRefused`, `addPeer`, `removePeer`,
 ///   `setEndpoint(_:forPeer:)`, `connect`, `listen`/`accept`, `sendDatagram`; on a
 ///   `TCPConnection`: `send` or `sendRegion` + `commitSend`, `consume`, `close` (half-close), `abort`;
 ///   each queues the connection's output itself (`touched(id)` remains, and is never needed).
 ///   `release(id)` when the application is done with it.
 /// - **Outputs**: `pollDatagram`, `pollEvent` and `pollTunnelEvent` (or `pollPeerEvent`), then
 ///   `pollTransmit`, then `nextDeadline`.
-/// - **Getters**: `connection(_:)`, `stats`, `peers`, `peer(_:)`, `isEstablished`, `handshakeProblem`,
-///   `handshakeProblem(for:)`, `hasRoute(to:)`, `lastDropDescription`, `udpPorts`.
+/// - **Getters**: `connection(_:)`, `stats`, `peers`, `peer(_:)`, `isEstablished` and `handshakeProblem`
+///   (the first peer's), `handshakeProblem(for:)`, `hasRoute(to:)`, `lastDropDescription`, `udpPorts`.
 ///
 /// **Order.** After each input or batch of commands: call `pollDatagram` until nil and `pollEvent` until
 /// nil, acting on each (acting may issue commands); `pollTunnelEvent` until nil (for logs); then
