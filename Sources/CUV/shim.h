@@ -20,18 +20,18 @@ extern int onetun_accept4(int fd, struct sockaddr *address, socklen_t *length, i
 /// ppoll(2): poll with a nanosecond timeout (glibc declares it only under _GNU_SOURCE).
 extern int onetun_ppoll(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const void *sigmask) __asm__("ppoll");
 
-/// Sends `count` messages to `name` with one system call: message i carries iovecs[i] (possibly many
-/// equal-sized datagrams laid end to end) and, when gso_sizes[i] is nonzero, a UDP_SEGMENT control message
-/// so the kernel cuts it into datagrams of that size (UDP GSO, Linux 4.18+): one trip through the stack for
-/// up to 64 KiB of datagrams. `controls` holds 32 bytes per message. Returns how many messages were sent,
-/// or -1 with errno.
-static inline int onetun_sendmmsg_gso(int fd, const struct sockaddr *name, socklen_t namelen,
+/// Sends `count` messages with one system call: message i goes to names[i] (namelens[i] bytes) and
+/// carries iovecs[i] (possibly many equal-sized datagrams laid end to end) and, when gso_sizes[i] is
+/// nonzero, a UDP_SEGMENT control message so the kernel cuts it into datagrams of that size (UDP GSO,
+/// Linux 4.18+): one trip through the stack for up to 64 KiB of datagrams. `controls` holds 32 bytes per
+/// message. Returns how many messages were sent, or -1 with errno.
+static inline int onetun_sendmmsg_gso(int fd, const struct sockaddr_storage *names, const socklen_t *namelens,
                                       const struct iovec *iovecs, const unsigned short *gso_sizes,
                                       struct onetun_mmsghdr *messages, unsigned char *controls, unsigned count) {
     for (unsigned i = 0; i < count; i++) {
         struct msghdr *h = &messages[i].msg_hdr;
-        h->msg_name = (void *)name;
-        h->msg_namelen = namelen;
+        h->msg_name = (void *)&names[i];
+        h->msg_namelen = namelens[i];
         h->msg_iov = (struct iovec *)&iovecs[i];
         h->msg_iovlen = 1;
         h->msg_flags = 0;

@@ -1,6 +1,15 @@
-/// What a `TunnelCore` needs: the WireGuard session, the virtual addresses it speaks from, TCP settings.
+/// What a `TunnelCore` needs: our static key and the peers (one, or several routed by their allowed IPs),
+/// the virtual addresses it speaks from, TCP settings.
 public struct TunnelCoreConfig: Sendable {
-    public var wireGuard: WireGuardConfig
+    /// Our static private key.
+    public var privateKey: Key32
+    /// The peers, in order: the one-peer conveniences of `TunnelCore` (`endpoint`, `handshakeProblem`, …)
+    /// speak of the first. When two list the same prefix, the later one takes it.
+    public var peers: [PeerConfig]
+    /// The tunnel MTU; transport padding never grows a packet past it.
+    public var mtu: Int
+    /// Handshake messages per second above which we answer with cookie replies (paper §5.3).
+    public var handshakeLoadThreshold: Int
     /// The source peer IPs (one IPv4 and/or one IPv6); outgoing connections use the one of the
     /// destination's family.
     public var addresses: [IPAddress]
@@ -8,56 +17,92 @@ public struct TunnelCoreConfig: Sendable {
     /// A UDP forward's virtual port (and a driver's remote UDP flow) idle this long is let go.
     public var udpIdleTimeout: UInt64
 
+    /// One peer carrying every address (`0.0.0.0/0`, `::/0`), at the endpoint the driver sets.
     public init(
         wireGuard: WireGuardConfig, addresses: [IPAddress], tcp: TCPConfig = TCPConfig(), udpIdleTimeout: UInt64 = 60 * Nanos.second
     ) {
-        self.wireGuard = wireGuard
+        self.init(
+            privateKey: wireGuard.privateKey, peers: [PeerConfig(wireGuard)], addresses: addresses, mtu: wireGuard.mtu,
+            handshakeLoadThreshold: wireGuard.handshakeLoadThreshold, tcp: tcp, udpIdleTimeout: udpIdleTimeout)
+    }
+
+    /// Several peers, each carrying its allowed IPs.
+    public init(
+        privateKey: Key32, peers: [PeerConfig], addresses: [IPAddress], mtu: Int = 1420, handshakeLoadThreshold: Int = 64,
+        tcp: TCPConfig = TCPConfig(), udpIdleTimeout: UInt64 = 60 * Nanos.second
+    ) {
+        self.privateKey = privateKey
+        self.peers = peers
+        self.mtu = mtu
+        self.handshakeLoadThreshold = handshakeLoadThreshold
         self.addresses = addresses
         self.udpIdleTimeout = udpIdleTimeout
         var tcp = tcp
         // MSS from the tunnel MTU: IPv4 (20) + TCP (20) headers; the stack takes 20 more off for IPv6. A
         // jumbo MTU gets jumbo segments; an MSS set below the default stays as set.
-        let fromMTU = max(wireGuard.mtu - 40, 536)
+        let fromMTU = max(mtu - 40, 536)
         tcp.mss = tcp.mss == TCPConfig().mss ? fromMTU : min(tcp.mss, fromMTU)
         self.tcp = tcp
     }
+
+    /// The first peer as a one-peer configuration (what `init(wireGuard:…)` was given).
+    public var wireGuard: WireGuardConfig {
+        let first = peers.first
+        return WireGuardConfig(
+            privateKey: privateKey, peerPublicKey: first?.publicKey ?? .zero, presharedKey: first?.presharedKey ?? .zero,
+            persistentKeepaliveSeconds: first?.persistentKeepaliveSeconds ?? 0, mtu: mtu, handshakeLoadThreshold: handshakeLoadThreshold)
+    }
 }
 
-/// The sans-I/O core of the forwarder: a WireGuard session carrying a user-space IP interface with a TCP
-/// stack and a UDP port pool. It opens no socket, reads no clock and starts no thread; a driver feeds it
-/// and drains it. See the article "Driving the core".
+/// The sans-I/O core of the forwarder: a WireGuard device (one peer, or several routed by their allowed
+/// IPs) carrying a user-space IP interface with a TCP stack and a UDP port pool. It opens no socket, reads
+/// no clock and starts no thread; a driver feeds it and drains it. See the article "Driving the core".
 ///
 /// Methods come in four kinds (the shape of quinn-proto's `Connection`):
 /// - **Inputs**, each with `now`: `handleDatagram` (a UDP datagram and the address it came from) and
 ///   `handleTimeout` (the deadline from `nextDeadline` has passed; early or spurious calls are cheap no-ops).
-/// - **Commands** from the application: `start`, `retryHandshake`, `endpoint` (set it to where the peer
-///   is, before `start` and whenever a name resolves anew), `endpointRefused`, `connect`,
-///   `listen`/`accept`, `sendDatagram`; on a
-///   `TCPConnection`: `send` or `sendRegion` + `commitSend`, `consume`, `close` (half-close), `abort`.
-///   After changing a connection, call `touched(id)` so its output is polled (without it the connection
-///   waits for its next timer). `release(id)` when the application is done with it.
-/// - **Outputs**: `pollDatagram`, `pollEvent` and `pollTunnelEvent`, then `pollTransmit`, then
-///   `nextDeadline`.
-/// - **Getters**: `connection(_:)`, `stats`, `isEstablished`, `handshakeProblem`, `lastDropDescription`,
-///   `udpPorts`.
+/// - **Commands** from the application: `start`, `retryHandshake`, `endpoint` (set it to where the first
+///   peer is, before `start` and whenever a name resolves anew), `endpointRefused`, `addPeer`, `removePeer`,
+///   `setEndpoint(_:forPeer:)`, `connect`, `listen`/`accept`, `sendDatagram`; on a
+///   `TCPConnection`: `send` or `sendRegion` + `commitSend`, `consume`, `close` (half-close), `abort`;
+///   each queues the connection's output itself (`touched(id)` remains, and is never needed).
+///   `release(id)` when the application is done with it.
+/// - **Outputs**: `pollDatagram`, `pollEvent` and `pollTunnelEvent` (or `pollPeerEvent`), then
+///   `pollTransmit`, then `nextDeadline`.
+/// - **Getters**: `connection(_:)`, `stats`, `peers`, `peer(_:)`, `isEstablished` and `handshakeProblem`
+///   (the first peer's), `handshakeProblem(for:)`, `hasRoute(to:)`, `lastDropDescription`, `udpPorts`.
 ///
 /// **Order.** After each input or batch of commands: call `pollDatagram` until nil and `pollEvent` until
 /// nil, acting on each (acting may issue commands); `pollTunnelEvent` until nil (for logs); then
-/// `pollTransmit` until nil, sending each datagram to `endpoint`; then arm one timer for
+/// `pollTransmit` until nil, sending each datagram to `transmitDestination`; then arm one timer for
 /// `nextDeadline()`.
 ///
-/// **The endpoint.** Datagrams from an address other than `endpoint` are refused before any
-/// cryptography unless they name one of our sessions or the handshake we wait on, or are handshake
-/// initiations, which get the mac1 check every initiation gets (and Diffie-Hellman work only with a
-/// valid mac1, as in WireGuard). Once such a datagram authenticates, the peer has roamed:
-/// `handleDatagram` returns true and `endpoint` is its address from then on. `pollTransmit` sends to
-/// `endpoint`, except a cookie reply, which goes to `transmitDestination`.
+/// **Peers and routing.** Each peer carries its allowed IPs (cryptokey routing, WireGuard paper §2): a
+/// packet goes to the peer whose prefix holding its destination is the longest (a `/24` inside another
+/// peer's `/16` goes to the `/24`'s peer); a packet with no such peer is dropped and counted
+/// (`stats.wireGuard.droppedNoRoute`), and `connect` to such a destination returns nil at once (as does
+/// `sendDatagram`, false), so a driver can refuse its client immediately. A packet from a peer whose
+/// source that peer is not allowed is dropped and counted (`droppedSourceNotAllowed`). Handshakes start
+/// per peer at its first packet; `start` starts them with the only peer of a one-peer core and with every
+/// peer that has a persistent keepalive and an endpoint. A peer whose endpoint is unknown (configured
+/// nil) is a responder only: its packets wait, staged and bounded, until it contacts us; no initiation
+/// goes to it, and no handshake problem is said for it.
+///
+/// **Endpoints.** `pollTransmit` sets `transmitDestination` to where its datagram goes: the peer's
+/// endpoint, or, for a cookie reply, the address of the message it answers. An empty destination is the
+/// driver's own endpoint (a one-peer core whose driver never named an address). Datagrams from an address
+/// that is no peer's endpoint are refused before any cryptography unless they name one of our sessions or
+/// handshakes, or are handshake initiations, which get the mac1 check every initiation gets (and
+/// Diffie-Hellman work only with a valid mac1, as in WireGuard). Once such a datagram authenticates, its
+/// peer has roamed: `handleDatagram` returns true and that peer's endpoint is its address from then on
+/// (`endpoint` for the first peer, `peer(_:)` for any). A peer without an endpoint learns one that way.
 ///
 /// **Events.** `pollEvent` returns the id of every connection that a segment or a timer touched since
 /// the last call, once each: it became established, readable, writable again (acknowledged data freed send
 /// space), half-closed by the peer (`isReadClosed`), or ended (`hasEnded`; `error` says why when it was not
 /// an orderly close). The application inspects the connection; an event may carry no visible change.
-/// Released ids are never returned; ids are reused after release.
+/// Released ids are never returned; ids are reused after release. `pollTunnelEvent` and `pollPeerEvent`
+/// drain one queue of session events; the latter says which peer each is about.
 ///
 /// **Time.** `now` is a monotonic clock in nanoseconds chosen by the driver, never going backwards.
 /// TAI64N timestamps in handshakes also need the wall clock: set `wallClockOffset` (wall-clock ns since
@@ -72,11 +117,11 @@ public struct TunnelCoreConfig: Sendable {
 /// core. The core keeps no pointer the caller passed.
 public final class TunnelCore {
     public let config: TunnelCoreConfig
-    @_spi(OneTunInternals) public let tunnel: WireGuardTunnel
+    @_spi(OneTunInternals) public let device: WireGuardDevice
     @_spi(OneTunInternals) public let interface: NetworkInterface
     @_spi(OneTunInternals) public let tcp: TCPStack
 
-    /// Outgoing inner packets that the tunnel could not send (no session, or over the MTU).
+    /// Outgoing inner packets that the tunnel could not send (no route, or over the MTU).
     @exclusivity(unchecked) public private(set) var packetsDropped = 0
     /// UDP datagrams dropped: too large for the MTU on the way out, or a full queue either way.
     @exclusivity(unchecked) public private(set) var datagramsDropped = 0
@@ -101,8 +146,10 @@ public final class TunnelCore {
 
     public init(config: TunnelCoreConfig, random: RandomSource) {
         self.config = config
-        tunnel = WireGuardTunnel(config: config.wireGuard, random: random)
-        interface = NetworkInterface(addresses: config.addresses, mtu: config.wireGuard.mtu)
+        device = WireGuardDevice(
+            privateKey: config.privateKey, mtu: config.mtu, handshakeLoadThreshold: config.handshakeLoadThreshold, random: random)
+        for peer in config.peers { device.insertPeer(peer) }
+        interface = NetworkInterface(addresses: config.addresses, mtu: config.mtu)
         tcp = TCPStack(config: config.tcp, random: random)
         interface.tcp = tcp
         interface.hasUDP = true
@@ -110,8 +157,8 @@ public final class TunnelCore {
         interface.trustsTransportChecksums = true
         udpPorts = UDPPortPool(idleTimeout: config.udpIdleTimeout, random: random)
         let nobody = UDPEndpoint(address: config.addresses[0], port: 0)
-        udpIn = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots, blank: (nobody, nobody))
-        udpOut = PacketQueue(slotSize: config.wireGuard.mtu, capacity: Self.udpQueueSlots)
+        udpIn = PacketQueue(slotSize: config.mtu, capacity: Self.udpQueueSlots, blank: (nobody, nobody))
+        udpOut = PacketQueue(slotSize: config.mtu, capacity: Self.udpQueueSlots)
     }
 
     deinit {
@@ -120,50 +167,105 @@ public final class TunnelCore {
     }
 
     public static func minimumTransmitBuffer(mtu: Int) -> Int {
-        WireGuardTunnel.headroom + mtu + WireGuardTunnel.tailroom + 32
+        WireGuardDevice.headroom + mtu + WireGuardDevice.tailroom + 32
     }
 
-    /// Starts the WireGuard handshake (it also starts by itself when the first packet is sent).
-    public func start(now: Instant) { tunnel.initiateHandshake(now: now) }
+    /// Starts the WireGuard handshakes: with the only peer of a one-peer core, and with every peer that
+    /// has a persistent keepalive and an endpoint (each other peer's starts when its first packet is sent).
+    public func start(now: Instant) { device.start(now: now) }
 
-    /// Starts a handshake unless one is under way: for a driver that refuses work while
-    /// `handshakeProblem` is set, so that the tunnel still tries (at most one initiation per 5 s).
+    /// Starts a handshake with the first peer unless one is under way: for a driver that refuses work
+    /// while `handshakeProblem` is set, so that the tunnel still tries (at most one initiation per 5 s).
     public func retryHandshake(now: Instant) {
-        tunnel.retryHandshake(now: now)
+        device.retryHandshake(now: now)
     }
 
-    /// Where the peer is (opaque bytes the driver derives from its socket address); see "The endpoint".
+    /// Where the first peer is (opaque bytes the driver derives from its socket address; empty when
+    /// unknown); see "Endpoints".
     public var endpoint: EndpointAddress {
-        get { tunnel.endpoint }
-        set { tunnel.endpoint = newValue }
+        get { device.endpoint }
+        set { device.endpoint = newValue }
     }
 
-    /// The driver heard the endpoint refuse our datagrams (an ICMP unreachable error from it).
-    public func endpointRefused() { tunnel.endpointRefused() }
+    /// Moves the peer with `publicKey` to `endpoint` (its name resolved anew, say); false when there is no
+    /// such peer.
+    @discardableResult
+    public func setEndpoint(_ endpoint: EndpointAddress, forPeer publicKey: Key32) -> Bool {
+        guard let peer = device.peer(for: publicKey) else { return false }
+        device.setEndpoint(endpoint, of: peer)
+        return true
+    }
 
-    /// Why handshakes are failing, while no session works; nil otherwise. A driver may refuse new
-    /// clients at once while it is set, rather than let them wait for a time-out.
-    public var handshakeProblem: HandshakeProblem? { tunnel.handshakeProblem }
+    /// The driver heard the first peer's endpoint refuse our datagrams (an ICMP unreachable error from it).
+    public func endpointRefused() { device.endpointRefused() }
+
+    /// The driver heard `address` refuse our datagrams: the peer there (if one is) hears of it.
+    public func endpointRefused(by address: EndpointAddress) {
+        if let peer = device.byEndpoint[address].flatMap({ device.slots[$0] }) { peer.endpointRefused() }
+    }
+
+    /// Why handshakes with the first peer are failing, while no session works; nil otherwise. A driver may
+    /// refuse new clients at once while it is set, rather than let them wait for a time-out.
+    public var handshakeProblem: HandshakeProblem? { device.handshakeProblem }
+
+    /// Why handshakes with the peer that `destination` routes to are failing; nil when they are not, or no
+    /// peer carries it.
+    public func handshakeProblem(for destination: IPAddress) -> HandshakeProblem? {
+        device.route(destination)?.handshakeProblem
+    }
+
+    /// Whether some peer's allowed IPs hold `destination`.
+    public func hasRoute(to destination: IPAddress) -> Bool { device.route(destination) != nil }
 
     /// The next session event (established, lost, expired, handshake failing, …), for logs.
-    public func pollTunnelEvent() -> TunnelEvent? { tunnel.pollEvent() }
+    public func pollTunnelEvent() -> TunnelEvent? { device.pollEvent() }
 
-    /// Where the datagram the last `pollTransmit` wrote goes: nil for `endpoint` (all but a cookie reply
-    /// to a handshake message from another address).
-    public var transmitDestination: EndpointAddress? { tunnel.transmitDestination }
+    /// The next session event with the peer it is about (the same queue as `pollTunnelEvent`).
+    public func pollPeerEvent() -> PeerEvent? { device.pollPeerEvent() }
+
+    /// Where the datagram the last `pollTransmit` wrote goes: its peer's endpoint, or the source of the
+    /// message a cookie reply answers. Empty: the driver's endpoint (a one-peer core whose driver never
+    /// named an address).
+    public var transmitDestination: EndpointAddress { device.transmitDestination }
 
     /// Wall-clock nanoseconds since 1970 minus the driver's `now`, for the TAI64N timestamps of
     /// handshakes; set it before `start`.
     public var wallClockOffset: Int64 {
-        get { tunnel.wallClockOffset }
-        set { tunnel.wallClockOffset = newValue }
+        get { device.wallClockOffset }
+        set { device.wallClockOffset = newValue }
     }
 
-    /// True while a WireGuard session with the peer is up.
-    public var isEstablished: Bool { tunnel.isEstablished }
+    /// True while a WireGuard session with the first peer is up.
+    public var isEstablished: Bool { device.isEstablished }
 
-    /// Why the most recent datagram from the endpoint was refused, for diagnostics; nil if none was.
-    public var lastDropDescription: String? { tunnel.lastDrop.map { "\($0)" } }
+    /// Why the most recent datagram was refused, for diagnostics; nil if none was.
+    public var lastDropDescription: String? { device.lastDrop.map { "\($0)" } }
+
+    // MARK: Peers
+
+    /// Adds a peer (its prefixes taken from any peer that held them); false when a peer with its key is
+    /// already there or the key is our own. After `start`, a peer with a persistent keepalive and an
+    /// endpoint starts its handshake now.
+    @discardableResult
+    public func addPeer(_ config: PeerConfig, now: Instant) -> Bool {
+        device.addPeer(config, now: now) != nil
+    }
+
+    /// Removes the peer with `publicKey`: its sessions end and its prefixes route nowhere (connections
+    /// through it then time out); false when there is none.
+    @discardableResult
+    public func removePeer(_ publicKey: Key32) -> Bool { device.removePeer(publicKey) }
+
+    /// Every peer as it is now, in the order added: its endpoint as seen, last handshake, counters.
+    public var peers: [PeerStatus] { device.peers.map { device.status(of: $0) } }
+
+    /// The peer with `publicKey` as it is now; nil when there is none.
+    public func peer(_ publicKey: Key32) -> PeerStatus? {
+        device.peer(for: publicKey).map { device.status(of: $0) }
+    }
+
+    /// How many peers there are.
+    public var peerCount: Int { device.peers.count }
 
     /// Counters for logs and monitoring.
     public struct Stats: Sendable, Equatable {
@@ -186,7 +288,7 @@ public final class TunnelCore {
     public var stats: Stats {
         let i = interface.stats
         return Stats(
-            wireGuard: tunnel.stats,
+            wireGuard: device.stats,
             packetsRefused: i.droppedMalformed + i.droppedBadChecksum + i.droppedFragments + i.droppedNotForUs + i.droppedUnsupported,
             packetsDropped: packetsDropped, datagramsDropped: datagramsDropped, resetsSent: i.resetsSent,
             tcpConnections: tcp.count, udpMappings: udpPorts.count)
@@ -195,14 +297,14 @@ public final class TunnelCore {
     // MARK: Inputs
 
     /// A datagram from `source`, `length` bytes at the start of `buffer`, opened in place. True when it
-    /// authenticated from an address other than `endpoint`: the peer roamed there, and the driver sends
-    /// to `source` from now on.
+    /// authenticated from an address other than its peer's endpoint: the peer roamed there (or, without
+    /// an endpoint, was found there), and its datagrams go to `source` from now on.
     @discardableResult
     public func handleDatagram(
         _ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: EndpointAddress = EndpointAddress(), now: Instant
     ) -> Bool {
-        let roams = tunnel.stats.endpointChanges
-        switch tunnel.decapsulate(buffer, datagramLength: length, from: source, now: now) {
+        let roams = device.endpointChanges
+        switch device.decapsulate(buffer, datagramLength: length, from: source, now: now) {
         case .packet(let range):
             let packet = UnsafeRawBufferPointer(rebasing: buffer[range])
             packetTap?(packet, false)
@@ -210,17 +312,17 @@ public final class TunnelCore {
         case .consumed, .dropped:
             break
         }
-        if tunnel.recovered {
+        if device.recovered {
             // The path is back: connections whose retransmissions backed off during the outage go now,
             // not at their next backed-off timer.
-            tunnel.recovered = false
+            device.recovered = false
             tcp.pathRecovered(now: now)
         }
-        return tunnel.stats.endpointChanges != roams
+        return device.endpointChanges != roams
     }
 
     public func handleTimeout(now: Instant) {
-        tunnel.handleTimeout(now: now)
+        device.handleTimeout(now: now)
         interface.handleTimeout(now: now)
         udpPorts.expire(now: now)
     }
@@ -263,17 +365,19 @@ public final class TunnelCore {
 
     /// Sends `payload` through the tunnel from `sourcePort` of our address of `destination`'s family.
     /// False, counted in `datagramsDropped`, when the packet would exceed the MTU (UDP is not fragmented
-    /// here), the send queue is full, or we have no address of that family.
+    /// here), the send queue is full, we have no address of that family, or no peer carries `destination`.
     @discardableResult
     public func sendDatagram(from sourcePort: UInt16, to destination: UDPEndpoint, payload: UnsafeRawBufferPointer) -> Bool {
-        guard let source = config.addresses.first(where: { $0.isV4 == destination.address.isV4 }) else {
+        guard let source = config.addresses.first(where: { $0.isV4 == destination.address.isV4 }),
+            device.allowedIPs.lookup(destination.address) >= 0
+        else {
             datagramsDropped += 1
             return false
         }
         let builder = PacketBuilder(
             source: source, destination: destination.address,
             transport: .udp(UDPRepr(sourcePort: sourcePort, destinationPort: destination.port)))
-        guard builder.headerLength + payload.count <= config.wireGuard.mtu, let slot = udpOut.reserve() else {
+        guard builder.headerLength + payload.count <= config.mtu, let slot = udpOut.reserve() else {
             datagramsDropped += 1
             return false
         }
@@ -285,9 +389,12 @@ public final class TunnelCore {
     // MARK: Commands
 
     /// Opens a TCP connection through the tunnel to `address`:`port` from the source address of the same
-    /// family; nil when there is none or no local port is free.
+    /// family; nil at once when there is none, no peer's allowed IPs hold `address` (`hasRoute(to:)` tells
+    /// which), or no local port is free.
     public func connect(to address: IPAddress, port: UInt16, now: Instant) -> Int? {
-        guard let source = config.addresses.first(where: { $0.isV4 == address.isV4 }) else { return nil }
+        guard let source = config.addresses.first(where: { $0.isV4 == address.isV4 }), device.allowedIPs.lookup(address) >= 0 else {
+            return nil
+        }
         return tcp.connect(from: source, to: address, port: port, now: now)
     }
 
@@ -303,6 +410,7 @@ public final class TunnelCore {
     public func accept() -> Int? { tcp.accept() }
 
     /// The application changed connection `id` (wrote, read, closed): it may have something to send.
+    /// Not needed: a connection's commands queue its output themselves; kept for drivers that call it.
     @inline(__always) public func touched(_ id: Int) { tcp.markReady(id) }
 
     /// Asks for `id` to come out of `pollEvent` again (the driver's own I/O for it completed).
@@ -327,28 +435,29 @@ public final class TunnelCore {
 
     public func pollEvent() -> Int? { tcp.pollEvent() }
 
-    /// The next datagram for the endpoint, written at the start of `buffer`; nil when there is none.
+    /// The next datagram, written at the start of `buffer`, for `transmitDestination`; nil when there is
+    /// none.
     public func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
-        if let n = tunnel.pollTransmit(into: buffer, now: now) { return n }
+        if let n = device.pollTransmit(into: buffer, now: now) { return n }
         // UDP first (small and latency-sensitive): sealed from its queue slot, no copy before the cipher's.
         while let (slot, length, _) = udpOut.front() {
             packetTap?(UnsafeRawBufferPointer(rebasing: slot[0..<length]), true)
-            let sealed = tunnel.encapsulate(buffer, copying: slot, packetLength: length, now: now)
+            let sealed = device.encapsulate(buffer, copying: slot, packetLength: length, now: now)
             udpOut.removeFront()
             if let n = sent(sealed) { return n }
         }
         let inner = UnsafeMutableRawBufferPointer(
-            rebasing: buffer[WireGuardTunnel.headroom..<(buffer.count - WireGuardTunnel.tailroom)])
+            rebasing: buffer[WireGuardDevice.headroom..<(buffer.count - WireGuardDevice.tailroom)])
         var budget = 1024
         while budget > 0, let n = interface.pollPacket(into: inner, now: now) {
             budget -= 1
             packetTap?(UnsafeRawBufferPointer(rebasing: inner[0..<n]), true)
-            if let n = sent(tunnel.encapsulate(buffer, packetLength: n, now: now)) { return n }
+            if let n = sent(device.encapsulate(buffer, packetLength: n, now: now)) { return n }
         }
-        return tunnel.pollTransmit(into: buffer, now: now)
+        return device.pollTransmit(into: buffer, now: now)
     }
 
-    /// The datagram's length when sealed; nil when staged until the handshake completes (the tunnel's
+    /// The datagram's length when sealed; nil when staged until the handshake completes (the device's
     /// `pollTransmit` hands it out then) or dropped (counted).
     func sent(_ result: Encapsulated) -> Int? {
         switch result {
@@ -361,7 +470,7 @@ public final class TunnelCore {
     }
 
     public func nextDeadline() -> Instant? {
-        var earliest = tunnel.nextDeadline()
+        var earliest = device.nextDeadline()
         if let d = interface.nextDeadline(), earliest.map({ d < $0 }) ?? true { earliest = d }
         if let d = udpPorts.nextDeadline(), earliest.map({ d < $0 }) ?? true { earliest = d }
         return earliest

@@ -24,10 +24,11 @@ public struct LoopError: Error, CustomStringConvertible {
     }
 }
 
-/// A sans-I/O core the loop can drive: datagrams from the endpoint in, datagrams for it out, one deadline.
+/// A sans-I/O core the loop can drive: datagrams from its peers in, datagrams for them out, one deadline.
 /// `TunnelCore` is one; `PayloadCore` adapts a `TunnelPayload` riding in a bare WireGuard tunnel.
 public protocol DatagramCore: AnyObject {
-    /// True when the datagram authenticated from an address other than `endpoint`: the peer roamed.
+    /// True when the datagram authenticated from an address other than its peer's endpoint: that peer
+    /// roamed.
     func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: EndpointAddress, now: Instant) -> Bool
     func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int?
     func nextDeadline() -> Instant?
@@ -37,13 +38,20 @@ public protocol DatagramCore: AnyObject {
     var isEstablished: Bool { get }
     /// The buffer `pollTransmit` needs for one datagram (it grows with the MTU).
     var transmitBufferSize: Int { get }
+    /// The first peer's endpoint: the one the loop resolves by name and names in its log.
     var endpoint: EndpointAddress { get set }
     func endpointRefused()
+    /// The driver heard `address` refuse our datagrams (for a peer other than the first).
+    func endpointRefused(by address: EndpointAddress)
     var handshakeProblem: HandshakeProblem? { get }
-    func pollTunnelEvent() -> TunnelEvent?
+    func pollPeerEvent() -> PeerEvent?
     func retryHandshake(now: Instant)
-    /// Where the last `pollTransmit`'s datagram goes: nil for `endpoint`.
-    var transmitDestination: EndpointAddress? { get }
+    /// Where the last `pollTransmit`'s datagram goes; empty for `endpoint`.
+    var transmitDestination: EndpointAddress { get }
+    /// How many peers; with one, logs speak of "the peer".
+    var peerCount: Int { get }
+    /// Where the peer with `publicKey` is now; nil when unknown.
+    func endpoint(ofPeer publicKey: Key32) -> EndpointAddress?
 }
 
 extension TunnelCore: DatagramCore {
@@ -52,23 +60,25 @@ extension TunnelCore: DatagramCore {
         start(now: now)
     }
 
-    public var transmitBufferSize: Int { Self.minimumTransmitBuffer(mtu: config.wireGuard.mtu) }
+    public var transmitBufferSize: Int { Self.minimumTransmitBuffer(mtu: config.mtu) }
+
+    public func endpoint(ofPeer publicKey: Key32) -> EndpointAddress? { peer(publicKey)?.endpoint }
 }
 
-/// A WireGuard tunnel with a `TunnelPayload` inside, as a `DatagramCore`.
+/// A WireGuard device with a `TunnelPayload` inside, as a `DatagramCore`.
 @_spi(OneTunInternals) public final class PayloadCore: DatagramCore {
-    public let tunnel: WireGuardTunnel
+    public let tunnel: WireGuardDevice
     public let payload: TunnelPayload
     let logger: Logger
 
-    public init(tunnel: WireGuardTunnel, payload: TunnelPayload, logger: Logger) {
+    public init(tunnel: WireGuardDevice, payload: TunnelPayload, logger: Logger) {
         self.tunnel = tunnel
         self.payload = payload
         self.logger = logger
     }
 
     public func handleDatagram(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: EndpointAddress, now: Instant) -> Bool {
-        let roams = tunnel.stats.endpointChanges
+        let roams = tunnel.endpointChanges
         switch tunnel.decapsulate(buffer, datagramLength: length, from: source, now: now) {
         case .packet(let range):
             payload.receive(packet: UnsafeRawBufferPointer(rebasing: buffer[range]), now: now)
@@ -77,12 +87,12 @@ extension TunnelCore: DatagramCore {
         case .dropped(let reason):
             logger.debug("dropped a datagram from the endpoint: \(reason)")
         }
-        return tunnel.stats.endpointChanges != roams
+        return tunnel.endpointChanges != roams
     }
 
     public func pollTransmit(into buffer: UnsafeMutableRawBufferPointer, now: Instant) -> Int? {
         if let n = tunnel.pollTransmit(into: buffer, now: now) { return n }
-        let inner = UnsafeMutableRawBufferPointer(rebasing: buffer[WireGuardTunnel.headroom..<(buffer.count - WireGuardTunnel.tailroom)])
+        let inner = UnsafeMutableRawBufferPointer(rebasing: buffer[WireGuardDevice.headroom..<(buffer.count - WireGuardDevice.tailroom)])
         while let n = payload.pollPacket(into: inner, now: now) {
             switch tunnel.encapsulate(buffer, packetLength: n, now: now) {
             case .send(let length): return length
@@ -108,35 +118,43 @@ extension TunnelCore: DatagramCore {
 
     public func start(now: Instant, wallClockOffset: Int64) {
         tunnel.wallClockOffset = wallClockOffset
-        tunnel.initiateHandshake(now: now)
+        tunnel.start(now: now)
     }
 
     public var isEstablished: Bool { tunnel.isEstablished }
-    public var transmitBufferSize: Int { TunnelCore.minimumTransmitBuffer(mtu: tunnel.config.mtu) }
+    public var transmitBufferSize: Int { TunnelCore.minimumTransmitBuffer(mtu: tunnel.mtu) }
     public var endpoint: EndpointAddress {
         get { tunnel.endpoint }
         set { tunnel.endpoint = newValue }
     }
     public func endpointRefused() { tunnel.endpointRefused() }
+    public func endpointRefused(by address: EndpointAddress) {
+        if let peer = tunnel.peers.first(where: { $0.endpoint == address }) { peer.endpointRefused() }
+    }
     public var handshakeProblem: HandshakeProblem? { tunnel.handshakeProblem }
-    public func pollTunnelEvent() -> TunnelEvent? { tunnel.pollEvent() }
+    public func pollPeerEvent() -> PeerEvent? { tunnel.pollPeerEvent() }
     public func retryHandshake(now: Instant) {
         tunnel.retryHandshake(now: now)
     }
-    public var transmitDestination: EndpointAddress? { tunnel.transmitDestination }
+    public var transmitDestination: EndpointAddress { tunnel.transmitDestination }
+    public var peerCount: Int { tunnel.peers.count }
+    public func endpoint(ofPeer publicKey: Key32) -> EndpointAddress? { tunnel.peer(for: publicKey)?.endpoint }
 }
 
-/// The single-threaded libuv driver: one UDP socket for the WireGuard endpoint, one timer armed to the
-/// earliest deadline, one prepare handle that drains outputs once per loop iteration (STYLE §8).
+/// The single-threaded libuv driver: one UDP socket for every peer, one timer armed to the earliest
+/// deadline, one prepare handle that drains outputs once per loop iteration (STYLE §8).
 ///
-/// The socket is not connected: each datagram comes with its source, which the core checks against the
-/// endpoint (and follows when the peer roams), and ICMP errors are read from the socket's error queue
-/// (IP_RECVERR), so "port unreachable" is said as such. An endpoint given by name is resolved again
-/// (uv_getaddrinfo, off the loop thread) every 15 s while handshakes fail.
+/// The socket is not connected: each datagram comes with its source, which the core checks against its
+/// peers' endpoints (and follows when a peer roams), each datagram out goes where the core says
+/// (`transmitDestination`), and ICMP errors are read from the socket's error queue (IP_RECVERR), so "port
+/// unreachable" is said as such. The first peer's endpoint given by name is resolved again
+/// (uv_getaddrinfo, off the loop thread) every 15 s while handshakes fail; other peers' endpoints are the
+/// core's alone (addresses, or learnt from the peer).
 ///
 /// Datagrams arrive in batches (recvmmsg, through libuv's `UV_UDP_RECVMMSG`) into one buffer allocated
 /// once and are opened in place; outgoing datagrams are sealed in place, end to end in one buffer, and
-/// leave in batches of up to `batch` with one sendmmsg(2) call, runs of equal size as one UDP GSO send.
+/// leave in batches of up to `batch` with one sendmmsg(2) call (each message with its own destination),
+/// runs of equal size to one destination as one UDP GSO send.
 public final class TunnelLoop {
     public let core: DatagramCore
     let logger: Logger
@@ -161,6 +179,17 @@ public final class TunnelLoop {
     let sendSlots: UnsafeMutableRawBufferPointer
     let sendLengths = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
     let sendOffsets = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
+    /// Each datagram's destination in the batch: 0 for the endpoint, else a slot of `destinations`.
+    let sendDestinations = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
+    /// The batch's destinations other than the endpoint (slot 0 unused), converted once per batch.
+    let destinations = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: TunnelLoop.batch + 1)
+    var destinationCount = 1
+    /// The last destination other than the endpoint and its slot, so a run to one peer converts once.
+    var lastDestination = EndpointAddress()
+    var lastDestinationSlot = 0
+    /// Each message's name and its length, for sendmmsg.
+    let messageNames = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: TunnelLoop.batch)
+    let messageNameLengths = UnsafeMutablePointer<socklen_t>.allocate(capacity: TunnelLoop.batch)
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: TunnelLoop.batch)
     let gsoSizes = UnsafeMutablePointer<UInt16>.allocate(capacity: TunnelLoop.batch)
     let datagramsIn = UnsafeMutablePointer<Int>.allocate(capacity: TunnelLoop.batch)
@@ -170,12 +199,17 @@ public final class TunnelLoop {
     /// off for good if the kernel refuses it.
     public var segmentationOffload = true
     var fd: Int32 = -1
+    /// AF_INET or AF_INET6: the addresses the socket can send to.
+    var socketFamily = sa_family_t(AF_INET)
     var armedDeadline: UInt64 = .max
     var stopped = false
 
-    /// Where datagrams go: the peer's current address, as resolved or as it roamed.
+    /// The first peer's current address, as resolved or as it roamed: where datagrams go when the core
+    /// names it (or names no address).
     let endpointStorage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
     var endpointLength: socklen_t = 0
+    /// The same address as the core names it.
+    var endpointAddress = EndpointAddress()
     /// The endpoint's host name, resolved again while handshakes fail; nil for a literal address.
     var endpointName: String?
     /// The configured port (network order): a new address for the name gets this one, not the port the
@@ -215,6 +249,10 @@ public final class TunnelLoop {
         sendSlots.deallocate()
         sendLengths.deallocate()
         sendOffsets.deallocate()
+        sendDestinations.deallocate()
+        destinations.deallocate()
+        messageNames.deallocate()
+        messageNameLengths.deallocate()
         iovecs.deallocate()
         gsoSizes.deallocate()
         datagramsIn.deallocate()
@@ -227,18 +265,26 @@ public final class TunnelLoop {
 
     @inline(__always) public static func now() -> Instant { Instant(nanoseconds: uv_hrtime()) }
 
-    /// Binds the endpoint socket (`bind` may be nil for an ephemeral port) and starts the handshake with
-    /// the peer at `endpoint`; `name` is the host name it was resolved from, if it was one.
-    public func start(endpoint: sockaddr_storage, name: String? = nil, bind: sockaddr_storage?) throws(LoopError) {
-        var rc = uv_udp_init_ex(loop, udp, UInt32(endpoint.ss_family) | UInt32(UV_UDP_RECVMMSG.rawValue))
+    /// Binds the endpoint socket (`bind` may be nil for an ephemeral port) and starts the core, telling it
+    /// its first peer is at `endpoint`; `name` is the host name it was resolved from, if it was one. With
+    /// no `endpoint` (peers that will contact us at a fixed port) the socket's family is `bind`'s, which
+    /// must then be given.
+    public func start(endpoint: sockaddr_storage?, name: String? = nil, bind: sockaddr_storage?) throws(LoopError) {
+        guard let family = endpoint?.ss_family ?? bind?.ss_family else { throw LoopError("no endpoint and no bind address: nothing says which IP version the socket speaks") }
+        socketFamily = family
+        var rc = uv_udp_init_ex(loop, udp, UInt32(family) | UInt32(UV_UDP_RECVMMSG.rawValue))
         guard rc == 0 else { throw .uv("endpoint socket", rc) }
         udp.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        var local = bind ?? Self.wildcard(family: endpoint.ss_family)
+        var local = bind ?? Self.wildcard(family: family)
         rc = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(udp, $0, 0) } }
         guard rc == 0 else { throw .uv("binding the endpoint socket", rc) }
         endpointName = name
-        setEndpoint(endpoint)
-        endpointPort = endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.port($0) }
+        if let endpoint {
+            setEndpoint(endpoint)
+            endpointPort = endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.port($0) }
+        } else {
+            endpointStorage.pointee = Self.wildcard(family: 0)
+        }
         var size: Int32 = 4 << 20
         _ = uv_recv_buffer_size(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), &size)
         size = 4 << 20
@@ -249,7 +295,7 @@ public final class TunnelLoop {
         // ICMP errors for an unconnected socket reach us only with IP_RECVERR; they then queue on the
         // socket's error queue (drained in readErrors, or they would take the receive buffer's room).
         var on: Int32 = 1
-        if endpoint.ss_family == sa_family_t(AF_INET6) {
+        if family == sa_family_t(AF_INET6) {
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_RECVERR, &on, socklen_t(MemoryLayout<Int32>.size))
         } else {
             setsockopt(fd, Int32(IPPROTO_IP), IP_RECVERR, &on, socklen_t(MemoryLayout<Int32>.size))
@@ -305,11 +351,21 @@ public final class TunnelLoop {
         return storage
     }
 
-    /// Sends to `address` from now on, and tells the core it is the peer's.
+    /// Sends to `address` from now on, and tells the core it is the (first) peer's.
     func setEndpoint(_ address: sockaddr_storage) {
+        adoptEndpoint(address)
+        core.endpoint = endpointAddress
+    }
+
+    /// Records `address` as the first peer's, as the core already knows it.
+    func adoptEndpoint(_ address: sockaddr_storage) {
         endpointStorage.pointee = address
-        endpointLength = socklen_t(address.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
-        core.endpoint = endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.endpointAddress($0) }
+        endpointLength = Self.length(of: address)
+        endpointAddress = endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.endpointAddress($0) }
+    }
+
+    static func length(of address: sockaddr_storage) -> socklen_t {
+        socklen_t(address.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
     }
 
     /// The core's opaque name for a socket address: the IP address's bytes, then the port's.
@@ -406,14 +462,26 @@ public final class TunnelLoop {
         endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.describe($0) }
     }
 
+    /// An address as the core names it, in words.
+    static func describe(_ address: EndpointAddress?) -> String {
+        guard let address, var storage = socketAddress(address) else { return "an unknown address" }
+        return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { describe($0) } }
+    }
+
     func receive(_ chunk: UnsafeMutableRawBufferPointer, length: Int, from addr: UnsafePointer<sockaddr>) {
-        let source = isEndpoint(addr) ? core.endpoint : Self.endpointAddress(addr)
+        let source = isEndpoint(addr) ? endpointAddress : Self.endpointAddress(addr)
         guard core.handleDatagram(chunk, length: length, from: source, now: Self.now()) else { return }
-        // The peer's packet authenticated from a new address: it roamed (paper §2.1).
+        // A peer's packet authenticated from a new address: it roamed (paper §2.1). The loop keeps its own
+        // record of the first peer's (the one it resolves and names in its log); others' are the core's.
+        let moved = core.endpoint
+        guard !moved.isEmpty, moved != endpointAddress, var storage = Self.socketAddress(moved) else { return }
+        if moved == source {
+            // The datagram's own address, whole (an IPv6 scope included).
+            let length = Int(Self.length(of: storage))
+            withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: length)) }
+        }
         let was = endpointDescription
-        var storage = sockaddr_storage()
-        withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: addr.pointee.sa_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)) }
-        setEndpoint(storage)
+        adoptEndpoint(storage)
         logger.info("the peer moved from \(was) to \(endpointDescription)")
     }
 
@@ -434,7 +502,15 @@ public final class TunnelLoop {
             // 4), "packet too big", "time exceeded" and errors of local origin do not.
             let isICMPv4 = e.origin == 2 && e.type == 3 && e.code != 4
             let isICMPv6 = e.origin == 3 && e.type == 1
-            guard aboutEndpoint, isICMPv4 || isICMPv6 else { continue }
+            guard isICMPv4 || isICMPv6 else { continue }
+            guard aboutEndpoint else {
+                // Perhaps another peer's endpoint.
+                if core.peerCount > 1 {
+                    let target = withUnsafePointer(to: e.target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.endpointAddress($0) } }
+                    core.endpointRefused(by: target)
+                }
+                continue
+            }
             refusal = "\(what) (ICMP type \(e.type) code \(e.code) from \(from))"
             core.endpointRefused()
         }
@@ -549,16 +625,18 @@ public final class TunnelLoop {
         while budget > 0 {
             var count = 0
             var offset = 0
+            destinationCount = 1
+            lastDestinationSlot = 0
             while count < Self.batch && offset + slot <= sendSlots.count {
                 let room = UnsafeMutableRawBufferPointer(rebasing: sendSlots[offset..<(offset + slot)])
                 guard let n = core.pollTransmit(into: room, now: now) else { break }
-                if let to = core.transmitDestination {
-                    // A cookie reply to a handshake message from elsewhere: it goes there, on its own.
-                    sendAside(UnsafeRawBufferPointer(rebasing: room[0..<n]), to: to)
+                guard let destination = destinationSlot(core.transmitDestination) else {
+                    sendFailures += 1
                     continue
                 }
                 sendLengths[count] = n
                 sendOffsets[count] = offset
+                sendDestinations[count] = destination
                 offset += n
                 count += 1
             }
@@ -567,7 +645,7 @@ public final class TunnelLoop {
             if count < Self.batch { break }
         }
         if budget <= 0 { moreWork = true }
-        while let event = core.pollTunnelEvent() { report(event) }
+        while let event = core.pollPeerEvent() { report(event) }
         if endpointName != nil, core.handshakeProblem != nil, !resolving, now.since(lastResolve) >= Self.resolveInterval {
             resolveEndpoint(now)
         }
@@ -579,38 +657,43 @@ public final class TunnelLoop {
         }
     }
 
-    /// Says what happened to the session, in words a user can act on.
-    func report(_ event: TunnelEvent) {
-        switch event {
+    /// Says what happened to a peer's session, in words a user can act on. With one peer it is "the
+    /// peer"; with several, each is named by the start of its public key.
+    func report(_ peerEvent: PeerEvent) {
+        let one = core.peerCount <= 1
+        let peer = one ? "the peer" : "peer \(peerEvent.publicKey.base64.prefix(8))…"
+        let at = one ? endpointDescription : Self.describe(core.endpoint(ofPeer: peerEvent.publicKey))
+        switch peerEvent.event {
         case .sessionEstablished(let rekey, let outage):
             if let outage {
-                logger.info("handshake with the peer complete: the session is back after \(fixed(outage)) s without one")
+                logger.info("handshake with \(peer) complete: the session is back after \(fixed(outage)) s without one")
             } else if rekey {
-                logger.debug("session with the peer rekeyed")
+                logger.debug("session with \(peer) rekeyed")
             } else {
-                logger.info("handshake with the peer complete")
+                logger.info("handshake with \(peer) complete")
             }
         case .sessionLost:
-            logger.warning("session with the peer lost: nothing from \(endpointDescription) for 15 s after sending; starting a new handshake")
+            logger.warning("session with \(peer) lost: nothing from \(at) for 15 s after sending; starting a new handshake")
         case .sessionExpired(let idle):
             if idle {
-                logger.info("session with the peer expired after 180 s without traffic; the next packet starts a handshake")
+                logger.info("session with \(peer) expired after 180 s without traffic; the next packet starts a handshake")
             } else {
-                logger.warning("session with the peer expired: no new handshake in 180 s")
+                logger.warning("session with \(peer) expired: no new handshake in 180 s")
             }
         case .sessionResumed(let outage):
-            logger.info("the peer answers again: the session is back after \(fixed(outage)) s")
+            logger.info("\(peer) answers again: the session is back after \(fixed(outage)) s")
         case .handshakeFailing(let problem):
             let why = switch problem {
-            case .noReply: "no reply from \(endpointDescription) (is it reachable, and is our public key among its peers?)"
-            case .endpointUnreachable: "\(endpointDescription) refused our datagrams: \(refusal)"
+            case .noReply: "no reply from \(at) (is it reachable, and is our public key among its peers?)"
+            case .endpointUnreachable: one ? "\(at) refused our datagrams: \(refusal)" : "\(at) refused our datagrams"
             default: "\(problem)"
             }
-            logger.warning("handshake with the peer failing: \(why)")
+            logger.warning("handshake with \(peer) failing: \(why)")
         case .handshakeGaveUp:
-            logger.warning("no handshake with the peer after 90 s of retries; trying again when there is something to send")
+            logger.warning("no handshake with \(peer) after 90 s of retries; trying again when there is something to send")
         case .endpointChanged:
-            break  // said by `receive`, which knows the addresses
+            // The first peer's move is said by `receive`, which knows the addresses.
+            if !one { logger.info("\(peer) is now at \(at)") }
         }
     }
 
@@ -620,31 +703,36 @@ public final class TunnelLoop {
         return "\(tenths / 10).\(tenths % 10)"
     }
 
-    /// Sends one datagram to `address` rather than the endpoint (not batched: this is rare).
-    func sendAside(_ datagram: UnsafeRawBufferPointer, to address: EndpointAddress) {
-        guard var storage = Self.socketAddress(address), storage.ss_family == endpointStorage.pointee.ss_family else { return }
-        let length = socklen_t(storage.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
-        let rc = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, datagram.baseAddress, datagram.count, 0, $0, length) }
-        }
-        if rc < 0 { sendFailures += 1 } else { datagramsSent += 1 }
+    /// The batch slot of where a datagram goes: 0 for the endpoint (or an empty address, which names it),
+    /// else a slot of `destinations`, converted once per batch and peer. Nil for an address the socket
+    /// cannot reach (another IP version).
+    func destinationSlot(_ to: EndpointAddress) -> Int? {
+        if to.isEmpty || to == endpointAddress { return 0 }
+        if lastDestinationSlot > 0 && to == lastDestination { return lastDestinationSlot }
+        guard let storage = Self.socketAddress(to), storage.ss_family == socketFamily else { return nil }
+        destinations[destinationCount] = storage
+        lastDestination = to
+        lastDestinationSlot = destinationCount
+        destinationCount += 1
+        return lastDestinationSlot
     }
 
     func sendBatch(_ count: Int) {
-        // Group into messages: a run of equal-sized datagrams (and one shorter last one) up to 64 KiB is
-        // one GSO message; anything else is a message of its own.
+        // Group into messages: a run of equal-sized datagrams to one destination (and one shorter last
+        // one) up to 64 KiB is one GSO message; anything else is a message of its own.
         var messageCount = 0
         var i = 0
         while i < count {
             let size = sendLengths[i]
+            let destination = sendDestinations[i]
             var j = i + 1
             var total = size
             if segmentationOffload {
-                while j < count && sendLengths[j] == size && total + size <= 65_000 && j - i < 64 {
+                while j < count && sendLengths[j] == size && sendDestinations[j] == destination && total + size <= 65_000 && j - i < 64 {
                     total += size
                     j += 1
                 }
-                if j < count && sendLengths[j] < size && total + sendLengths[j] <= 65_000 && j - i < 64 {
+                if j < count && sendLengths[j] < size && sendDestinations[j] == destination && total + sendLengths[j] <= 65_000 && j - i < 64 {
                     total += sendLengths[j]
                     j += 1
                 }
@@ -652,6 +740,13 @@ public final class TunnelLoop {
             iovecs[messageCount] = iovec(iov_base: sendSlots.baseAddress! + sendOffsets[i], iov_len: total)
             gsoSizes[messageCount] = j - i > 1 ? UInt16(size) : 0
             datagramsIn[messageCount] = j - i
+            if destination == 0 {
+                messageNames[messageCount] = endpointStorage.pointee
+                messageNameLengths[messageCount] = endpointLength
+            } else {
+                messageNames[messageCount] = destinations[destination]
+                messageNameLengths[messageCount] = Self.length(of: destinations[destination])
+            }
             messageCount += 1
             i = j
         }
@@ -659,11 +754,9 @@ public final class TunnelLoop {
         var attempts = 0
         while sent < messageCount && attempts < 4 {
             attempts += 1
-            let rc = endpointStorage.withMemoryRebound(to: sockaddr.self, capacity: 1) { name in
-                onetun_sendmmsg_gso(
-                    fd, name, endpointLength, iovecs + sent, gsoSizes + sent, messages + sent, controls + 32 * sent,
-                    UInt32(messageCount - sent))
-            }
+            let rc = onetun_sendmmsg_gso(
+                fd, messageNames + sent, messageNameLengths + sent, iovecs + sent, gsoSizes + sent, messages + sent,
+                controls + 32 * sent, UInt32(messageCount - sent))
             if rc > 0 {
                 sent += Int(rc)
                 // A message refused part-way may have left an ICMP error on the queue, its notice taken.
@@ -683,6 +776,7 @@ public final class TunnelLoop {
                 for k in 0..<rest {
                     sendLengths[k] = sendLengths[first + k]
                     sendOffsets[k] = sendOffsets[first + k]
+                    sendDestinations[k] = sendDestinations[first + k]
                 }
                 datagramsSent += first
                 sendBatch(rest)

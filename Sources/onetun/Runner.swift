@@ -25,7 +25,7 @@ struct Runner {
             presharedKey: settings.presharedKey, persistentKeepaliveSeconds: settings.keepAlive, mtu: settings.mtu)
         guard let target = settings.ping else { return try forward(config: config, logger: logger) }
         try settings.checkRoute(to: target, what: "--ping \(target)")
-        let tunnel = WireGuardTunnel(config: config, random: SystemRandom())
+        let tunnel = WireGuardDevice(config: config, random: SystemRandom())
         let payload = PingPayload(
             source: settings.sourcePeerIP(for: target)!, target: target, count: settings.pingCount,
             identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)

@@ -4,16 +4,16 @@ import Glibc
 
 /// Two tunnels with an established session, driven through the public API with a fake clock.
 final class Pair {
-    let a: WireGuardTunnel
-    let b: WireGuardTunnel
+    let a: WireGuardDevice
+    let b: WireGuardDevice
     var now = Instant(nanoseconds: 1_000_000_000_000)
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
 
     init() {
         let keyA = WGCrypto.generatePrivateKey(using: SeededRandom(seed: 1))
         let keyB = WGCrypto.generatePrivateKey(using: SeededRandom(seed: 2))
-        a = WireGuardTunnel(config: WireGuardConfig(privateKey: keyA, peerPublicKey: WGCrypto.x25519PublicKey(privateKey: keyB)), random: SystemRandom())
-        b = WireGuardTunnel(config: WireGuardConfig(privateKey: keyB, peerPublicKey: WGCrypto.x25519PublicKey(privateKey: keyA)), random: SystemRandom())
+        a = WireGuardDevice(config: WireGuardConfig(privateKey: keyA, peerPublicKey: WGCrypto.x25519PublicKey(privateKey: keyB)), random: SystemRandom())
+        b = WireGuardDevice(config: WireGuardConfig(privateKey: keyB, peerPublicKey: WGCrypto.x25519PublicKey(privateKey: keyA)), random: SystemRandom())
     }
 
     /// Moves every pending datagram between the two until both are quiet.

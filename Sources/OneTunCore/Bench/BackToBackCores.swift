@@ -145,15 +145,15 @@
     /// server's, in place, past the TCP/IP stacks: the crypto alone, the yardstick the in-memory transfer is
     /// measured against. False when there is no session yet or a packet does not open.
     public func sealAndOpen(count: Int, size: Int = 1420) -> Bool {
-        let headroom = WireGuardTunnel.headroom
-        guard size >= 20, headroom + size + WireGuardTunnel.tailroom <= datagram.count else { return false }
+        let headroom = WireGuardDevice.headroom
+        guard size >= 20, headroom + size + WireGuardDevice.tailroom <= datagram.count else { return false }
         let packet = UnsafeMutableRawBufferPointer(rebasing: datagram[headroom..<(headroom + size)])
         for i in 0..<size { packet[i] = UInt8(truncatingIfNeeded: i) }
         packet[0] = 0x45
         packet.storeBytes(of: UInt16(size).bigEndian, toByteOffset: 2, as: UInt16.self)
         for _ in 0..<count {
-            guard case .send(let n) = client.tunnel.encapsulate(datagram, packetLength: size, now: now),
-                case .packet = server.tunnel.decapsulate(datagram, datagramLength: n, from: EndpointAddress(), now: now)
+            guard case .send(let n) = client.device.encapsulate(datagram, packetLength: size, now: now),
+                case .packet = server.device.decapsulate(datagram, datagramLength: n, from: EndpointAddress(), now: now)
             else { return false }
         }
         return true

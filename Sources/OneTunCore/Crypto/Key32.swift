@@ -3,7 +3,7 @@ import CSodium
 /// 32 bytes held inline (no heap): keys, hashes, chaining keys.
 ///
 /// A value type cannot wipe itself when it goes away; types that own long-lived secrets
-/// (`StaticIdentity`, keypairs) call `wipe()` in their `deinit`.
+/// (`LocalIdentity`, `PeerIdentity`, keypairs) call `wipe()` in their `deinit`.
 public struct Key32: Equatable, Hashable, Sendable, BitwiseCopyable {
     @usableFromInline var storage: (UInt64, UInt64, UInt64, UInt64)
 

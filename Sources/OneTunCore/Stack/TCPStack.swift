@@ -75,6 +75,11 @@
         isnSecret = secret
     }
 
+    deinit {
+        // The application may still hold a connection: it must not reach a stack that is gone.
+        for slot in slots { slot?.connection.owner = nil }
+    }
+
     public var count: Int { byTuple.count }
 
     public func connection(_ id: Int) -> TCPConnection { slots[id]!.connection }
@@ -121,6 +126,8 @@
             idleQueued.append(false)
         }
         byTuple[tuple] = id
+        connection.owner = self
+        connection.ownerID = id
         markReady(id)
         return id
     }
@@ -192,6 +199,7 @@
 
     func remove(_ id: Int) {
         guard let slot = slots[id] else { return }
+        slot.connection.owner = nil
         byTuple[slot.tuple] = nil
         slots[id] = nil
         deadlines.set(id, nil)
@@ -275,7 +283,8 @@
         changed(id)
     }
 
-    /// The application touched connection `id` (wrote, read, closed): it may have output now.
+    /// Connection `id` may have output now (the application's commands say so themselves; a segment
+    /// or a timer through `changed`).
     public func markReady(_ id: Int) {
         guard !queued[id] else { return }
         queued[id] = true

@@ -30,6 +30,12 @@ public final class TCPConnection {
         return nil
     }
     @exclusivity(unchecked) public private(set) var stats = TCPStats()
+    /// The stack holding this connection and its id there, while it does: a command of the application
+    /// that leaves output owed (data, a FIN, a window update, a RST) queues the connection for the stack's
+    /// `pollPacket` itself, so nothing waits for a timer when the application forgets to say so. Cleared
+    /// by the stack when it lets the connection go, so it never outlives the stack.
+    @exclusivity(unchecked) unowned(unsafe) var owner: TCPStack?
+    @exclusivity(unchecked) var ownerID = -1
 
     // Send sequence space (RFC 9293 §3.3.1).
     let iss: SeqNumber
@@ -170,7 +176,9 @@ public final class TCPConnection {
     public func send(_ data: UnsafeRawBufferPointer) -> Int {
         let room = writableBytes
         guard room > 0 else { return 0 }
-        return sendBuffer.write(from: UnsafeRawBufferPointer(rebasing: data[0..<min(data.count, room)]))
+        let n = sendBuffer.write(from: UnsafeRawBufferPointer(rebasing: data[0..<min(data.count, room)]))
+        if n > 0 { outputOwed() }
+        return n
     }
 
     /// Free space at the end of the send buffer, to fill in place (a socket read straight into it);
@@ -182,7 +190,15 @@ public final class TCPConnection {
     }
 
     /// `n` bytes were placed at the start of the last `sendRegion`: queue them for sending.
-    public func commitSend(_ n: Int) { sendBuffer.commit(n) }
+    public func commitSend(_ n: Int) {
+        sendBuffer.commit(n)
+        if n > 0 { outputOwed() }
+    }
+
+    /// The application's command left something to send: the stack polls this connection next.
+    @inline(__always) func outputOwed() {
+        if let owner { owner.markReady(ownerID) }
+    }
 
     /// Contiguous received bytes, without copying; pass how many were used to `consume`.
     public func readable() -> UnsafeRawBufferPointer { receiveBuffer.readable() }
@@ -200,7 +216,10 @@ public final class TCPConnection {
         // MSS after a zero window would never announce it, and the peer would wait for its persist timer.
         let advertised = max(0, advertisedEdge - rcvNxt)
         let window = receiveWindow
-        if 2 * advertised <= receiveSpace && window >= 2 * advertised && window - advertised >= config.mss { pending.insert(.ack) }
+        if 2 * advertised <= receiveSpace && window >= 2 * advertised && window - advertised >= config.mss {
+            pending.insert(.ack)
+            outputOwed()
+        }
     }
 
     /// True once the peer's FIN has arrived and every byte before it has been read.
@@ -212,6 +231,7 @@ public final class TCPConnection {
         switch state {
         case .synSent, .synReceived, .established, .closeWait:
             finRequested = true
+            outputOwed()
         default:
             break
         }
@@ -226,6 +246,7 @@ public final class TCPConnection {
             break
         }
         enterClosed(error: nil)
+        outputOwed()
     }
 
     public var isClosed: Bool { state == .closed && !pending.contains(.reset) }

@@ -1,51 +1,63 @@
-/// Our static identity and everything derived from it and the peer's static key once, at start-up.
-/// A class so the secrets live in one place and are wiped when the tunnel goes away.
-final class StaticIdentity {
+/// Our static identity and what derives from it alone, computed once per device: the private key, and
+/// the keys that check what any peer sends us. A class so the secret lives in one place and is wiped when
+/// the device goes away.
+final class LocalIdentity {
     var privateKey: Key32
     let publicKey: Key32
-    let peerPublicKey: Key32
-    var presharedKey: Key32
-    /// DH(S_priv, S_pub_peer), the same for every handshake with this peer (wireguard-go `precomputedStaticStatic`).
-    var staticStatic: Key32?
-    /// HASH(LABEL_MAC1 || S_pub_peer): keys mac1 on messages we send (paper §5.4.4).
-    let mac1KeyOutgoing: Key32
-    /// HASH(LABEL_MAC1 || S_pub_ours): keys mac1 on messages we receive.
+    /// HASH(LABEL_MAC1 || S_pub_ours): keys mac1 on messages we receive (paper §5.4.4).
     let mac1KeyIncoming: Key32
-    /// HASH(LABEL_COOKIE || S_pub_peer): opens cookie replies the peer sends us (paper §5.4.7).
-    let cookieKeyIncoming: Key32
-    /// HASH(LABEL_COOKIE || S_pub_ours): seals cookie replies we send.
+    /// HASH(LABEL_COOKIE || S_pub_ours): seals cookie replies we send (paper §5.4.7).
     let cookieKeyOutgoing: Key32
-    /// HASH(HASH(CONSTRUCTION) || IDENTIFIER), then mixed with the responder's static key.
-    let initialHashToPeer: Key32
+    /// HASH(HASH(CONSTRUCTION) || IDENTIFIER) mixed with our static key: where a responder's hash starts.
     let initialHashToUs: Key32
     static let initialChainingKey: Key32 = WireGuardLabels.construction.withUnsafeBytes { WGCrypto.hash($0) }
     static let initialHash: Key32 = WireGuardLabels.identifier.withUnsafeBytes {
         WGCrypto.hash(initialChainingKey, $0)
     }
 
-    init(privateKey: Key32, peerPublicKey: Key32, presharedKey: Key32) {
+    init(privateKey: Key32) {
         self.privateKey = privateKey
-        self.publicKey = WGCrypto.x25519PublicKey(privateKey: privateKey)
-        self.peerPublicKey = peerPublicKey
+        publicKey = WGCrypto.x25519PublicKey(privateKey: privateKey)
+        mac1KeyIncoming = labelled(WireGuardLabels.mac1, publicKey)
+        cookieKeyOutgoing = labelled(WireGuardLabels.cookie, publicKey)
+        initialHashToUs = publicKey.withUnsafeBytes { WGCrypto.hash(Self.initialHash, $0) }
+    }
+
+    deinit { privateKey.wipe() }
+}
+
+/// What derives from one peer's static key (and ours), computed once when the peer is added.
+final class PeerIdentity {
+    let publicKey: Key32
+    var presharedKey: Key32
+    /// DH(S_priv, S_pub_peer), the same for every handshake with this peer (wireguard-go
+    /// `precomputedStaticStatic`); nil for a degenerate (low-order) peer key, with which no handshake works.
+    var staticStatic: Key32?
+    /// HASH(LABEL_MAC1 || S_pub_peer): keys mac1 on messages we send (paper §5.4.4).
+    let mac1KeyOutgoing: Key32
+    /// HASH(LABEL_COOKIE || S_pub_peer): opens cookie replies the peer sends us (paper §5.4.7).
+    let cookieKeyIncoming: Key32
+    /// HASH(HASH(CONSTRUCTION) || IDENTIFIER) mixed with the peer's static key: where an initiator's hash starts.
+    let initialHashToPeer: Key32
+
+    init(publicKey: Key32, presharedKey: Key32, local: LocalIdentity) {
+        self.publicKey = publicKey
         self.presharedKey = presharedKey
-        self.staticStatic = WGCrypto.x25519(privateKey: privateKey, publicKey: peerPublicKey)
-        let ours = publicKey, peers = peerPublicKey
-        func labelled(_ label: [UInt8], _ key: Key32) -> Key32 {
-            label.withUnsafeBytes { l in key.withUnsafeBytes { k in WGCrypto.hash(l, k) } }
-        }
-        mac1KeyOutgoing = labelled(WireGuardLabels.mac1, peers)
-        mac1KeyIncoming = labelled(WireGuardLabels.mac1, ours)
-        cookieKeyIncoming = labelled(WireGuardLabels.cookie, peers)
-        cookieKeyOutgoing = labelled(WireGuardLabels.cookie, ours)
-        initialHashToPeer = peers.withUnsafeBytes { WGCrypto.hash(Self.initialHash, $0) }
-        initialHashToUs = ours.withUnsafeBytes { WGCrypto.hash(Self.initialHash, $0) }
+        staticStatic = WGCrypto.x25519(privateKey: local.privateKey, publicKey: publicKey)
+        mac1KeyOutgoing = labelled(WireGuardLabels.mac1, publicKey)
+        cookieKeyIncoming = labelled(WireGuardLabels.cookie, publicKey)
+        initialHashToPeer = publicKey.withUnsafeBytes { WGCrypto.hash(LocalIdentity.initialHash, $0) }
     }
 
     deinit {
-        privateKey.wipe()
         presharedKey.wipe()
         staticStatic?.wipe()
     }
+}
+
+/// HASH(label || key): the mac1 and cookie keys (paper §5.4.4, §5.4.7).
+private func labelled(_ label: [UInt8], _ key: Key32) -> Key32 {
+    label.withUnsafeBytes { l in key.withUnsafeBytes { k in WGCrypto.hash(l, k) } }
 }
 
 /// A TAI64N timestamp (paper §5.4.2): 8 bytes of seconds with the 2^62 label (and TAI's 10 s offset,
@@ -94,6 +106,21 @@ struct TAI64N: Comparable {
     case degenerateKey
 }
 
+/// What the responder knows after the first half of an initiation, before it knows the peer: who sent
+/// it (the static key it decrypted with our private key) and the state to finish it with that peer's keys
+/// (wireguard-go's `ConsumeMessageInitiation` up to its peer lookup).
+struct InitiationHalf {
+    var hash: Key32
+    var chainingKey: Key32
+    var remoteEphemeral: Key32
+    var initiatorStatic: Key32
+
+    mutating func wipe() {
+        hash.wipe()
+        chainingKey.wipe()
+    }
+}
+
 /// What the responder keeps between consuming an initiation and writing its response.
 struct ConsumedInitiation {
     var hash: Key32
@@ -126,21 +153,22 @@ struct SessionKeys {
 }
 
 /// Noise_IKpsk2 (paper §5.4), both roles, written line by line against the paper's pseudo-code.
-/// It fills the bodies of handshake messages; the tunnel adds the macs and decides when to send.
+/// It fills the bodies of handshake messages; the peer adds the macs and decides when to send. Our side's
+/// keys come from the device's `LocalIdentity`, the other side's from the peer's `PeerIdentity`.
 enum Noise {
     /// Writes an initiation's fields up to mac1 (paper §5.4.2).
     static func createInitiation(
-        _ m: UnsafeMutableRawBufferPointer, identity: StaticIdentity, localIndex: UInt32,
+        _ m: UnsafeMutableRawBufferPointer, local: LocalIdentity, peer: PeerIdentity, localIndex: UInt32,
         timestamp: TAI64N, random: RandomSource, now: Instant
     ) throws(HandshakeFailure) -> PendingInitiation {
-        guard let staticStatic = identity.staticStatic else { throw .degenerateKey }
+        guard let staticStatic = peer.staticStatic else { throw .degenerateKey }
         // msg.message_type = 1; msg.reserved_zero = { 0, 0, 0 }; msg.sender_index = little_endian(initiator.sender_index)
         storeLE32(WireGuardMessageType.initiation.rawValue, m, at: 0)
         storeLE32(localIndex, m, at: InitiationField.sender)
         // initiator.chaining_key = HASH(CONSTRUCTION)
-        var ck = StaticIdentity.initialChainingKey
+        var ck = LocalIdentity.initialChainingKey
         // initiator.hash = HASH(HASH(initiator.chaining_key || IDENTIFIER) || responder.static_public)
-        var h = identity.initialHashToPeer
+        var h = peer.initialHashToPeer
         // initiator.ephemeral_private = DH_GENERATE()
         var ephemeral = WGCrypto.generatePrivateKey(using: random)
         // msg.unencrypted_ephemeral = DH_PUBKEY(initiator.ephemeral_private)
@@ -151,7 +179,7 @@ enum Noise {
         // temp = HMAC(initiator.chaining_key, msg.unencrypted_ephemeral); initiator.chaining_key = HMAC(temp, 0x1)
         ck = ephemeralPublic.withUnsafeBytes { WGCrypto.kdf1(key: ck, input: $0) }
         // temp = HMAC(initiator.chaining_key, DH(initiator.ephemeral_private, responder.static_public))
-        guard var es = WGCrypto.x25519(privateKey: ephemeral, publicKey: identity.peerPublicKey) else {
+        guard var es = WGCrypto.x25519(privateKey: ephemeral, publicKey: peer.publicKey) else {
             ephemeral.wipe()
             throw .degenerateKey
         }
@@ -160,7 +188,7 @@ enum Noise {
         es.wipe()
         // msg.encrypted_static = AEAD(key, 0, initiator.static_public, initiator.hash)
         let staticField = UnsafeMutableRawBufferPointer(rebasing: m[InitiationField.encryptedStatic..<InitiationField.encryptedStatic + 32])
-        identity.publicKey.withUnsafeBytes { staticField.copyMemory(from: $0) }
+        local.publicKey.withUnsafeBytes { staticField.copyMemory(from: $0) }
         h.withUnsafeBytes { aad in
             WGCrypto.seal(key: key, counter: 0, aad: aad, inPlace: staticField, tag: m.baseAddress! + InitiationField.encryptedStatic + 32)
         }
@@ -180,39 +208,48 @@ enum Noise {
         return PendingInitiation(hash: h, chainingKey: ck, ephemeralPrivate: ephemeral, localIndex: localIndex, sentAt: now)
     }
 
-    /// Reads an initiation as the responder (paper §5.4.2, the responder's side). Returns the state the
-    /// response needs and the initiation's timestamp; the caller checks it against the last one.
-    static func consumeInitiation(
-        _ msg: WireGuardMessage, identity: StaticIdentity
-    ) throws(HandshakeFailure) -> (ConsumedInitiation, TAI64N) {
-        guard let staticStatic = identity.staticStatic else { throw .degenerateKey }
-        var scratch: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0)
-        var ck = StaticIdentity.initialChainingKey
-        var h = identity.initialHashToUs
+    /// Reads the first half of an initiation as the responder (paper §5.4.2, the responder's side), up to
+    /// the initiator's static key: enough to know which peer sent it. Costs one Diffie-Hellman.
+    static func openInitiationStatic(_ msg: WireGuardMessage, local: LocalIdentity) throws(HandshakeFailure) -> InitiationHalf {
+        var ck = LocalIdentity.initialChainingKey
+        var h = local.initialHashToUs
         let ephemeral = Key32(msg.slice(InitiationField.ephemeral, 32))
         // responder.hash = HASH(responder.hash || msg.unencrypted_ephemeral); chaining_key = KDF1(ck, ephemeral)
         h = ephemeral.withUnsafeBytes { WGCrypto.hash(h, $0) }
         ck = ephemeral.withUnsafeBytes { WGCrypto.kdf1(key: ck, input: $0) }
         // temp = HMAC(chaining_key, DH(responder.static_private, msg.unencrypted_ephemeral))
-        guard var es = WGCrypto.x25519(privateKey: identity.privateKey, publicKey: ephemeral) else { throw .degenerateKey }
+        guard var es = WGCrypto.x25519(privateKey: local.privateKey, publicKey: ephemeral) else { throw .degenerateKey }
         var key: Key32
         (ck, key) = es.withUnsafeBytes { WGCrypto.kdf2(key: ck, input: $0) }
         es.wipe()
+        defer { key.wipe() }
         // initiator.static_public = AEAD_OPEN(key, 0, msg.encrypted_static, responder.hash)
-        let opened = withUnsafeMutableBytes(of: &scratch) { s -> Bool in
-            let out = UnsafeMutableRawBufferPointer(rebasing: s[0..<32])
+        var initiatorStatic = Key32.zero
+        let opened = initiatorStatic.withUnsafeMutableBytes { out -> Bool in
             out.copyMemory(from: msg.slice(InitiationField.encryptedStatic, 32))
             return h.withUnsafeBytes { aad in
                 WGCrypto.open(key: key, counter: 0, aad: aad, inPlace: out, tag: msg.bytes.baseAddress! + InitiationField.encryptedStatic + 32)
             }
         }
         guard opened else { throw .decryptionFailed }
-        let initiatorStatic = withUnsafeBytes(of: scratch) { Key32(UnsafeRawBufferPointer(rebasing: $0[0..<32])) }
-        guard initiatorStatic == identity.peerPublicKey else { throw .unknownStaticKey }
+        // responder.hash = HASH(responder.hash || msg.encrypted_static)
         h = WGCrypto.hash(h, msg.slice(InitiationField.encryptedStatic, 48))
+        return InitiationHalf(hash: h, chainingKey: ck, remoteEphemeral: ephemeral, initiatorStatic: initiatorStatic)
+    }
+
+    /// The second half, once the device found the peer whose static key the first half revealed: returns
+    /// the state the response needs and the initiation's timestamp (the peer checks it against the last).
+    static func finishInitiation(
+        _ msg: WireGuardMessage, _ half: InitiationHalf, peer: PeerIdentity
+    ) throws(HandshakeFailure) -> (ConsumedInitiation, TAI64N) {
+        guard let staticStatic = peer.staticStatic else { throw .degenerateKey }
+        var ck = half.chainingKey
+        var h = half.hash
+        var key: Key32
         // temp = HMAC(chaining_key, DH(responder.static_private, initiator.static_public))
         (ck, key) = staticStatic.withUnsafeBytes { WGCrypto.kdf2(key: ck, input: $0) }
         // timestamp = AEAD_OPEN(key, 0, msg.encrypted_timestamp, responder.hash)
+        var scratch: (UInt64, UInt64) = (0, 0)
         var timestamp = TAI64N.zero
         let openedTimestamp = withUnsafeMutableBytes(of: &scratch) { s -> Bool in
             let out = UnsafeMutableRawBufferPointer(rebasing: s[0..<12])
@@ -224,14 +261,18 @@ enum Noise {
             return ok
         }
         key.wipe()
-        guard openedTimestamp else { throw .decryptionFailed }
+        guard openedTimestamp else {
+            ck.wipe()
+            throw .decryptionFailed
+        }
+        // responder.hash = HASH(responder.hash || msg.encrypted_timestamp)
         h = WGCrypto.hash(h, msg.slice(InitiationField.encryptedTimestamp, 28))
-        return (ConsumedInitiation(hash: h, chainingKey: ck, remoteEphemeral: ephemeral, remoteIndex: msg.senderIndex), timestamp)
+        return (ConsumedInitiation(hash: h, chainingKey: ck, remoteEphemeral: half.remoteEphemeral, remoteIndex: msg.senderIndex), timestamp)
     }
 
     /// Writes a response's fields up to mac1 and derives the responder's transport keys (paper §5.4.3, §5.4.5).
     static func createResponse(
-        _ m: UnsafeMutableRawBufferPointer, to initiation: ConsumedInitiation, identity: StaticIdentity,
+        _ m: UnsafeMutableRawBufferPointer, to initiation: ConsumedInitiation, peer: PeerIdentity,
         localIndex: UInt32, random: RandomSource
     ) throws(HandshakeFailure) -> SessionKeys {
         var ck = initiation.chainingKey
@@ -253,11 +294,11 @@ enum Noise {
         ck = ee.withUnsafeBytes { WGCrypto.kdf1(key: ck, input: $0) }
         ee.wipe()
         // chaining_key = KDF1(ck, DH(responder.ephemeral_private, initiator.static_public))
-        guard var se = WGCrypto.x25519(privateKey: ephemeral, publicKey: identity.peerPublicKey) else { throw .degenerateKey }
+        guard var se = WGCrypto.x25519(privateKey: ephemeral, publicKey: peer.publicKey) else { throw .degenerateKey }
         ck = se.withUnsafeBytes { WGCrypto.kdf1(key: ck, input: $0) }
         se.wipe()
         // (chaining_key, temp2, key) = KDF3(chaining_key, preshared_key); responder.hash = HASH(hash || temp2)
-        var (ck3, tau, key) = identity.presharedKey.withUnsafeBytes { WGCrypto.kdf3(key: ck, input: $0) }
+        var (ck3, tau, key) = peer.presharedKey.withUnsafeBytes { WGCrypto.kdf3(key: ck, input: $0) }
         ck = ck3
         h = tau.withUnsafeBytes { WGCrypto.hash(h, $0) }
         tau.wipe()
@@ -275,7 +316,7 @@ enum Noise {
 
     /// Reads a response as the initiator (paper §5.4.3) and derives its transport keys.
     static func consumeResponse(
-        _ msg: WireGuardMessage, pending: PendingInitiation, identity: StaticIdentity
+        _ msg: WireGuardMessage, pending: PendingInitiation, local: LocalIdentity, peer: PeerIdentity
     ) throws(HandshakeFailure) -> SessionKeys {
         var ck = pending.chainingKey
         var h = pending.hash
@@ -287,10 +328,10 @@ enum Noise {
         ck = ee.withUnsafeBytes { WGCrypto.kdf1(key: ck, input: $0) }
         ee.wipe()
         // chaining_key = KDF1(ck, DH(initiator.static_private, responder.ephemeral_public))
-        guard var se = WGCrypto.x25519(privateKey: identity.privateKey, publicKey: ephemeral) else { throw .degenerateKey }
+        guard var se = WGCrypto.x25519(privateKey: local.privateKey, publicKey: ephemeral) else { throw .degenerateKey }
         ck = se.withUnsafeBytes { WGCrypto.kdf1(key: ck, input: $0) }
         se.wipe()
-        var (ck3, tau, key) = identity.presharedKey.withUnsafeBytes { WGCrypto.kdf3(key: ck, input: $0) }
+        var (ck3, tau, key) = peer.presharedKey.withUnsafeBytes { WGCrypto.kdf3(key: ck, input: $0) }
         ck = ck3
         h = tau.withUnsafeBytes { WGCrypto.hash(h, $0) }
         tau.wipe()

@@ -13,8 +13,8 @@ final class WireGuardPair {
     }
 
     var now = Instant(nanoseconds: 1_000 * Nanos.second)
-    let a: WireGuardTunnel
-    let b: WireGuardTunnel
+    let a: WireGuardDevice
+    let b: WireGuardDevice
     let seed: UInt64
     let linkRandom: SeededRandom
     var latency: UInt64 = 10 * Nanos.millisecond
@@ -49,8 +49,8 @@ final class WireGuardPair {
         var configB = WireGuardConfig(
             privateKey: Self.keyB, peerPublicKey: WGCrypto.x25519PublicKey(privateKey: Self.keyA), presharedKey: psk)
         configure(&configA, &configB)
-        a = WireGuardTunnel(config: configA, random: SeededRandom(seed: seed &+ 100))
-        b = WireGuardTunnel(config: configB, random: SeededRandom(seed: seed &+ 200))
+        a = WireGuardDevice(config: configA, random: SeededRandom(seed: seed &+ 100))
+        b = WireGuardDevice(config: configB, random: SeededRandom(seed: seed &+ 200))
         a.wallClockOffset = 1_700_000_000 * Int64(Nanos.second)
         b.wallClockOffset = 1_700_000_000 * Int64(Nanos.second)
     }
@@ -63,8 +63,8 @@ final class WireGuardPair {
     @discardableResult
     func send(fromA: Bool, _ packet: [UInt8]) -> Encapsulated {
         let tunnel = fromA ? a : b
-        var buffer = [UInt8](repeating: 0, count: WireGuardTunnel.headroom + packet.count + WireGuardTunnel.tailroom)
-        buffer.replaceSubrange(WireGuardTunnel.headroom..<WireGuardTunnel.headroom + packet.count, with: packet)
+        var buffer = [UInt8](repeating: 0, count: WireGuardDevice.headroom + packet.count + WireGuardDevice.tailroom)
+        buffer.replaceSubrange(WireGuardDevice.headroom..<WireGuardDevice.headroom + packet.count, with: packet)
         let result = buffer.withUnsafeMutableBytes { tunnel.encapsulate($0, packetLength: packet.count, now: now) }
         if case .send(let n) = result { put(fromA: fromA, Array(buffer[0..<n])) }
         drainTransmits()
@@ -180,7 +180,7 @@ func simTag(_ packet: [UInt8]) -> UInt32 {
     UInt32(packet[20]) << 24 | UInt32(packet[21]) << 16 | UInt32(packet[22]) << 8 | UInt32(packet[23])
 }
 
-extension WireGuardTunnel {
+extension WireGuardDevice {
     /// Every event waiting, oldest first.
     func drainEvents() -> [TunnelEvent] {
         var events: [TunnelEvent] = []

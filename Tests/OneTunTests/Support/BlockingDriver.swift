@@ -2,7 +2,7 @@ import Glibc
 @_spi(OneTunInternals) @testable import OneTunCore
 @_spi(OneTunInternals) import OneTunLoop
 
-/// The smallest real driver of the sans-I/O `WireGuardTunnel`: one UDP socket (made inside the peer's
+/// The smallest real driver of the sans-I/O `WireGuardDevice`: one UDP socket (made inside the peer's
 /// namespace and connected to the peer's 127.0.0.1:port there), the monotonic clock, and poll(2).
 ///
 /// It follows the core's contract: after every input (`encapsulate`, `decapsulate`, `handleTimeout`,
@@ -11,7 +11,7 @@ import Glibc
 /// early wake-up would only be a spurious `handleTimeout`, which is a no-op). Every wait is bounded by the
 /// caller's overall timeout and by an iteration cap.
 final class BlockingDriver {
-    let tunnel: WireGuardTunnel
+    let tunnel: WireGuardDevice
     private let socket: Int32
     /// One buffer for everything, as the real loop does: big enough for any datagram (the core needs at
     /// least `max(maxControlMessage, mtu + 32)` for `pollTransmit`).
@@ -46,7 +46,7 @@ final class BlockingDriver {
             throw HarnessError("connect to 127.0.0.1:\(peerPort): \(message)")
         }
         socket = fd
-        tunnel = WireGuardTunnel(config: config, random: random)
+        tunnel = WireGuardDevice(config: config, random: random)
         // TAI64N timestamps in initiations come from the wall clock; wireguard-go rejects one that is not
         // newer than the last it accepted from us, so the core needs real time, not monotonic time.
         tunnel.wallClockOffset = Self.clock(CLOCK_REALTIME) &- Self.clock(CLOCK_MONOTONIC)
@@ -82,8 +82,8 @@ final class BlockingDriver {
     /// handshake that `run` then carries out.
     @discardableResult
     func send(packet: [UInt8]) -> Encapsulated {
-        let headroom = WireGuardTunnel.headroom
-        precondition(headroom + packet.count + WireGuardTunnel.tailroom <= buffer.count, "packet too large")
+        let headroom = WireGuardDevice.headroom
+        precondition(headroom + packet.count + WireGuardDevice.tailroom <= buffer.count, "packet too large")
         packet.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buffer[headroom...]).copyMemory(from: $0) }
         let result = tunnel.encapsulate(buffer, packetLength: packet.count, now: now())
         switch result {
@@ -136,7 +136,7 @@ final class BlockingDriver {
         defer { out.deallocate() }
         func pump() {
             let t = now()
-            let inner = UnsafeMutableRawBufferPointer(rebasing: out[WireGuardTunnel.headroom..<(out.count - WireGuardTunnel.tailroom)])
+            let inner = UnsafeMutableRawBufferPointer(rebasing: out[WireGuardDevice.headroom..<(out.count - WireGuardDevice.tailroom)])
             var budget = 10_000
             while budget > 0, let n = payload.pollPacket(into: inner, now: t) {
                 budget -= 1
