@@ -478,7 +478,7 @@ public final class TCPConnection {
         watchLostRetransmission(newlySacked: newlySacked, now: now)
         if recovery.isAfterTimeout { rounds.appLimited = true }
         updateModel(newlyDelivered: newlyDelivered, now: now)
-        updateSendWindow(window, seq: seq, ack: ack)
+        updateSendWindow(window, seq: seq, ack: ack, acked: acked)
         // Our FIN acknowledged?
         if let fin = finSeq, ack > fin {
             switch state {
@@ -618,11 +618,15 @@ public final class TCPConnection {
         if cc.probingRTT { cc.updateProbeRTT(inFlight: unsackedInFlight, now: now) }
     }
 
-    /// Window update (§3.10.7.4, SND.WL1/SND.WL2 rule).
-    func updateSendWindow(_ window: Int, seq: SeqNumber, ack: SeqNumber) {
+    /// Window update (§3.10.7.4, SND.WL1/SND.WL2 rule), and from every ACK that moved SND.UNA (`acked` > 0),
+    /// as Linux's tcp_may_update_window does. SND.WND counts from SND.UNA: kept across an ACK that moved
+    /// SND.UNA, it would slide the right edge past anything the peer offered (RFC 9293 §3.8.6.2.1). The rule
+    /// alone keeps it when the peer resends data below SND.WL1: that segment is numbered lower but was sent
+    /// later, and its ACK and window are the newest.
+    func updateSendWindow(_ window: Int, seq: SeqNumber, ack: SeqNumber, acked: Int) {
         // A peer answering our probes of its closed window is alive: probing continues indefinitely.
         if ack == sndUna && window == 0 { retransmissions = 0 }
-        if sndWl1 < seq || (sndWl1 == seq && sndWl2 <= ack) {
+        if acked > 0 || sndWl1 < seq || (sndWl1 == seq && sndWl2 <= ack) {
             sndWnd = window
             sndWl1 = seq
             sndWl2 = ack

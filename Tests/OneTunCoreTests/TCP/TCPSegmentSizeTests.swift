@@ -1,8 +1,8 @@
 import Testing
 @_spi(OneTunInternals) @testable import OneTunCore
 
-/// Segment sizing and window updates at the edges: SACK blocks take header room out of the MSS, and a
-/// window that reopened after a zero window is announced.
+/// Segment sizing and window updates at the edges: SACK blocks take header room out of the MSS, a window
+/// that reopened after a zero window is announced, and the peer's newest window is the one sent within.
 @Suite struct TCPSegmentSizeTests {
     /// Two connections opened at once (as in TCPSimultaneousTests) and established, SACK on both.
     func establishedPair() -> TCPSimultaneousTests.Wire {
@@ -98,5 +98,38 @@ import Testing
         }
         #expect(read + wire.a.readableBytes > before + 10 * chunk, "b sent little more: read \(read), \(wire.a.readableBytes) buffered, had \(before)")
         #expect(wire.b.stats.timeouts == 0)
+    }
+
+    /// b's segment at RCV.NXT is lost; its next one (numbered above, SND.WL1 from then on) offers a window
+    /// of two MSS, which a fills. b then resends the lost segment: numbered below SND.WL1 but sent later,
+    /// it acknowledges everything and closes the window. RFC 9293's SND.WL1 test alone calls it old and
+    /// keeps SND.WND, which counts from the SND.UNA that just moved: a would send two MSS past anything b
+    /// offered (RFC 9293 §3.8.6.2.1). An ACK that moves SND.UNA updates the window, as in Linux.
+    @Test func resentSegmentBelowWL1ThatMovesSNDUNAUpdatesTheWindow() throws {
+        let wire = establishedPair()
+        try #require(wire.a.state == .established)
+        let una = wire.a.sndUna
+        let base = wire.b.sndNxt
+        let shift = Int(wire.a.sendShift)
+        let offered = 2 * wire.a.effectiveMSS
+        func fromB(seq: SeqNumber, ack: SeqNumber, window: Int, payload: [UInt8]) {
+            let repr = TCPRepr(
+                sourcePort: 7001, destinationPort: 7000, sequenceNumber: seq.rawValue,
+                acknowledgmentNumber: ack.rawValue, flags: .ack, window: UInt16(window >> shift))
+            payload.withUnsafeBytes { wire.a.handleSegment(repr, payload: $0, now: wire.now) }
+        }
+        fromB(seq: base + 100, ack: una, window: offered, payload: [UInt8](repeating: 2, count: 100))
+        let edge = una + ((offered >> shift) << shift)
+        let data = [UInt8](repeating: 0x77, count: 8 * 1380)
+        #expect(data.withUnsafeBytes { wire.a.send($0) } == data.count)
+        let first = wire.collect(wire.a).filter { !$0.1.isEmpty }
+        try #require(!first.isEmpty)
+        #expect(first.allSatisfy { SeqNumber($0.0.sequenceNumber) + $0.1.count <= edge })
+        try #require(wire.a.sndMax == edge, "a filled \(wire.a.sndMax - una) of the \(edge - una) bytes offered")
+        // The resend of the lost segment: everything acknowledged, the window closed.
+        fromB(seq: base, ack: edge, window: 0, payload: [UInt8](repeating: 1, count: 100))
+        #expect(wire.a.sndUna == edge && wire.a.sndWnd == 0, "SND.WND \(wire.a.sndWnd) after b closed its window")
+        let past = wire.collect(wire.a).filter { !$0.1.isEmpty }.map { (SeqNumber($0.0.sequenceNumber) - edge, $0.1.count) }
+        #expect(past.isEmpty, "new data past b's right edge (offset, length): \(past)")
     }
 }
