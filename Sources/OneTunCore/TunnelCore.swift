@@ -214,6 +214,11 @@ public final class TunnelCore {
         device.route(destination)?.handshakeProblem
     }
 
+    /// `retryHandshake` for the peer that carries `destination` (none: nothing happens).
+    public func retryHandshake(for destination: IPAddress, now: Instant) {
+        device.route(destination)?.retryHandshake(now: now)
+    }
+
     /// Whether some peer's allowed IPs hold `destination`.
     public func hasRoute(to destination: IPAddress) -> Bool { device.route(destination) != nil }
 

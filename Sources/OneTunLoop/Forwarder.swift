@@ -196,18 +196,19 @@ public final class Forwarder {
         }
         remoteUDP = [:]
         let wg = core.stats.wireGuard
-        logger.info("shutting down after \(connectionsOpened) connections; \(driver.datagramsSent) datagrams sent (\(driver.sendFailures) not sent), \(driver.datagramsReceived) received; WireGuard dropped \(wg.dropped) in, \(core.packetsDropped) out")
+        logger.info("shutting down after \(connectionsOpened) connections; \(driver.datagramsSent) datagrams sent (\(driver.sendFailures) not sent), \(driver.datagramsReceived) received; WireGuard dropped \(wg.dropped) in, \(core.packetsDropped) out\(wg.droppedSourceNotAllowed > 0 ? "; \(wg.droppedSourceNotAllowed) from a source their peer may not use" : "")")
         driver.stop()
     }
 
     /// Whether the tunnel can take a new client now; logs why not (rate-limited). While handshakes are
     /// known to be failing the client is refused at once, rather than left to wait for its connect
     /// time-out, and the tunnel is asked to try again.
-    func admits(_ what: String, now: Instant) -> Bool {
+    func admits(_ what: String, to destination: IPAddress, now: Instant) -> Bool {
         guard underLimit(what, now: now) else { return false }
-        if let problem = core.handshakeProblem {
+        // The peer that carries the destination (several peers: another may be down, that is no reason).
+        if let problem = core.handshakeProblem(for: destination) {
             refusedWhileDown += 1
-            core.retryHandshake(now: now)
+            core.retryHandshake(for: destination, now: now)
             if let held = tunnelDownWarnings.allow(now) {
                 logger.warning("\(what) reset: the tunnel is down (\(problem))\(Throttle.note(held))")
             }

@@ -191,13 +191,14 @@ extension Forwarder {
             uv_close(handle(client.handle), Self.closed)
             return
         }
-        guard admits("client of \(forward.description)", now: now) else {
+        guard admits("client of \(forward.description)", to: forward.destination, now: now) else {
             closeReset(client.handle)
             return
         }
         uv_tcp_nodelay(client.handle, 1)
         guard let id = core.connect(to: forward.destination, port: forward.destinationPort, now: now) else {
-            logger.error("cannot open a connection to \(forward.destination) port \(forward.destinationPort): no source address of its family, or no free port")
+            let why = core.hasRoute(to: forward.destination) ? "no source address of its family, or no free port" : "no peer's AllowedIPs hold it"
+            logger.error("cannot open a connection to \(forward.destination) port \(forward.destinationPort): \(why)")
             closeReset(client.handle)
             return
         }
@@ -290,7 +291,7 @@ extension Forwarder {
         if connection.hasEnded, let error = connection.error {
             // Reset by the destination, refused, or timed out: the client sees a reset at once.
             if error == .timedOut && !client.synchronized, let held = connectTimeoutWarnings.allow(TunnelLoop.now()) {
-                let tunnel = core.handshakeProblem.map { "; the tunnel is down: \($0)" } ?? ""
+                let tunnel = (client.forward >= 0 ? core.handshakeProblem(for: listeners[client.forward].forward.destination) : nil).map { "; the tunnel is down: \($0)" } ?? ""
                 logger.warning("connection \(client.id): no answer from the destination within the connect time-out, client reset\(tunnel)\(Throttle.note(held))")
             }
             teardown(client, reset: true, reason: "\(error)")

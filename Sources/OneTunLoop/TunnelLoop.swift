@@ -369,7 +369,7 @@ public final class TunnelLoop {
     }
 
     /// The core's opaque name for a socket address: the IP address's bytes, then the port's.
-    static func endpointAddress(_ addr: UnsafePointer<sockaddr>) -> EndpointAddress {
+    @_spi(OneTunInternals) public static func endpointAddress(_ addr: UnsafePointer<sockaddr>) -> EndpointAddress {
         withUnsafeTemporaryAllocation(byteCount: 18, alignment: 4) { bytes in
             switch Int32(addr.pointee.sa_family) {
             case AF_INET:

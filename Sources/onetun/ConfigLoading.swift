@@ -28,6 +28,8 @@ struct FileSettings {
     private(set) var allowedIPs: [IPPrefix]?
     /// Where the peer without an Endpoint is, when that is the problem.
     private(set) var peerWithoutEndpoint: String?
+    /// The file's peers are set up as they are, not through the one-peer options.
+    private(set) var usesPeers = false
 
     /// Reads, parses and checks `path` (and the WGConfig file it names).
     init(path: String, environment: [String: String]) throws {
@@ -43,12 +45,13 @@ struct FileSettings {
             if let mtu = interface.mtu { set("ONETUN_MTU", String(mtu), place("MTU")) }
             if let port = interface.listenPort { set("ONETUN_LISTEN_PORT", String(port), place("ListenPort")) }
         }
-        if config.peers.count > 1 {
-            throw UsageError(ConfigError(
-                file: wgFile, line: config.peers[1].line,
-                "a second [Peer]: this onetun talks to one peer; keep the one you need").description)
-        }
-        if let peer = config.peers.first {
+        // Several peers, or one that will call us (no Endpoint, a ListenPort): each peer is set up from
+        // the file (`peers`), not through the one-peer options.
+        usesPeers = config.peers.count > 1
+            || (config.peers.count == 1 && config.peers[0].endpoint == nil && config.interface?.listenPort != nil)
+        if usesPeers {
+            allowedIPs = config.peers.flatMap(\.allowedIPs)
+        } else if let peer = config.peers.first {
             func place(_ key: String) -> String { "\(wgFile):\(peer.line): [Peer] \(key)" }
             set("ONETUN_ENDPOINT_PUBLIC_KEY", peer.publicKey.base64, place("PublicKey"))
             if let psk = peer.presharedKey { set("ONETUN_PRESHARED_KEY", psk.base64, place("PresharedKey")) }

@@ -31,7 +31,17 @@ struct Runner {
             identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)
         let loop = TunnelLoop(core: PayloadCore(tunnel: tunnel, payload: payload, logger: logger), logger: logger)
         payload.onDone = { loop.stop() }
-        try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
+        if settings.peers.isEmpty {
+            try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
+        } else {
+            // Each peer has its own endpoint in the core; the socket binds the ListenPort, or any port.
+            var any = sockaddr_storage()
+            any.ss_family = settings.endpoint.ss_family
+            try loop.start(endpoint: nil, name: nil, bind: settings.bind ?? any)
+            for peer in settings.peers {
+                logger.info("peer \(peer.publicKey.base64): \(peer.endpoint.map { SocketAddress.describe($0) } ?? "no endpoint, waits for it to call"), allowed IPs \(peer.allowedIPs.map { "\($0)" }.joined(separator: ", "))")
+            }
+        }
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP(for: target)!); pinging \(target)")
         payload.start(now: TunnelLoop.now())
         loop.run()
@@ -78,10 +88,23 @@ struct Runner {
         var tcp = TCPConfig()
         tcp.connectTimeout = settings.connectTimeout
         tcp.bufferMemoryLimit = settings.maxBufferMemory
-        let core = TunnelCore(
-            config: TunnelCoreConfig(
-                wireGuard: config, addresses: settings.sourcePeerIPs, tcp: tcp, udpIdleTimeout: settings.udpTimeout),
-            random: SystemRandom())
+        let coreConfig: TunnelCoreConfig
+        if settings.peers.isEmpty {
+            coreConfig = TunnelCoreConfig(wireGuard: config, addresses: settings.sourcePeerIPs, tcp: tcp, udpIdleTimeout: settings.udpTimeout)
+        } else {
+            let peers = settings.peers.map { peer in
+                PeerConfig(
+                    publicKey: peer.publicKey, presharedKey: peer.presharedKey, allowedIPs: peer.allowedIPs,
+                    endpoint: peer.endpoint.map { address in
+                        withUnsafePointer(to: address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { TunnelLoop.endpointAddress($0) } }
+                    },
+                    persistentKeepaliveSeconds: peer.keepAlive)
+            }
+            coreConfig = TunnelCoreConfig(
+                privateKey: settings.privateKey, peers: peers, addresses: settings.sourcePeerIPs, mtu: settings.mtu, tcp: tcp,
+                udpIdleTimeout: settings.udpTimeout)
+        }
+        let core = TunnelCore(config: coreConfig, random: SystemRandom())
         let loop = TunnelLoop(core: core, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
         let descriptors = Self.raiseDescriptorLimit(logger)
@@ -125,7 +148,17 @@ struct Runner {
         try forwarder.listen(forwards)
         try forwarder.listenUDP(udpForwards)
         forwarder.listenRemote(remotes)
-        try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
+        if settings.peers.isEmpty {
+            try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
+        } else {
+            // Each peer has its own endpoint in the core; the socket binds the ListenPort, or any port.
+            var any = sockaddr_storage()
+            any.ss_family = settings.endpoint.ss_family
+            try loop.start(endpoint: nil, name: nil, bind: settings.bind ?? any)
+            for peer in settings.peers {
+                logger.info("peer \(peer.publicKey.base64): \(peer.endpoint.map { SocketAddress.describe($0) } ?? "no endpoint, waits for it to call"), allowed IPs \(peer.allowedIPs.map { "\($0)" }.joined(separator: ", "))")
+            }
+        }
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIPs.map { "\($0)" }.joined(separator: " and "))")
         loop.run()
         return 0

@@ -35,12 +35,62 @@ struct Settings {
     func checkRoute(to destination: IPAddress, what: String) throws {
         guard let allowed = peerAllowedIPs, !allowed.contains(where: { $0.contains(destination) }) else { return }
         let list = allowed.isEmpty ? "none" : allowed.map { "\($0)" }.joined(separator: ", ")
-        throw UsageError("\(what): \(destination) is not in the peer's AllowedIPs (\(list)) in \(configFile ?? "the configuration file")")
+        throw UsageError("\(what): \(destination) is in no peer's AllowedIPs (\(list)) in \(configFile ?? "the configuration file")")
     }
 
     /// Our tunnel address of `destination`'s IP version, if we have one.
     func sourcePeerIP(for destination: IPAddress) -> IPAddress? {
         sourcePeerIPs.first { $0.isV4 == destination.isV4 }
+    }
+
+    /// One of several peers from a configuration file.
+    struct Peer {
+        var publicKey: Key32
+        var presharedKey: Key32
+        var allowedIPs: [IPPrefix]
+        /// nil: the peer calls us (at our ListenPort).
+        var endpoint: sockaddr_storage?
+        var keepAlive: UInt16
+    }
+
+    /// The configuration file's peers when it has several, or one without an Endpoint that will call
+    /// us; empty for the one peer of the command line (`endpointPublicKey`, `endpoint`).
+    var peers: [Peer] = []
+
+    /// The file's peers, their endpoints resolved, and a socket address of the family to bind (the first
+    /// endpoint's, or IPv4 when no peer has one).
+    static func peers(_ c: OneTunCommand, _ env: [String: String], _ file: FileSettings) throws -> (peers: [Peer], socket: sockaddr_storage) {
+        let config = file.config
+        let wgFile = config.wireGuardFileName
+        for (option, variable, flag) in [
+            ("--endpoint-public-key", "ONETUN_ENDPOINT_PUBLIC_KEY", c.endpointPublicKey), ("--endpoint-addr", "ONETUN_ENDPOINT_ADDR", c.endpointAddr),
+            ("--preshared-key", "ONETUN_PRESHARED_KEY", c.presharedKey), ("--keep-alive", "ONETUN_KEEP_ALIVE", c.keepAlive),
+        ] where flag != nil || env[variable] != nil {
+            throw UsageError("\(option): \(wgFile) sets up its peers (\(config.peers.count)) itself; give each its settings there")
+        }
+        var peers: [Peer] = []
+        var socket: sockaddr_storage?
+        for peer in config.peers {
+            var address: sockaddr_storage?
+            if let endpoint = peer.endpoint {
+                let host = "\(endpoint.host)".trimmed(where: { $0 == "[" || $0 == "]" })
+                let resolved = try SocketAddress.resolve(host: host, port: endpoint.port, what: "\(wgFile):\(peer.line): Endpoint")
+                if let first = socket, first.ss_family != resolved.ss_family {
+                    throw UsageError("\(wgFile):\(peer.line): Endpoint: \(endpoint) is not of the IP version of the first peer's endpoint; onetun has one UDP socket")
+                }
+                socket = socket ?? resolved
+                address = resolved
+            } else if config.interface?.listenPort == nil && c.listenPort == nil && env["ONETUN_LISTEN_PORT"] == nil {
+                throw UsageError("\(wgFile):\(peer.line): [Peer] has no Endpoint and there is no ListenPort: neither side could reach the other")
+            }
+            peers.append(Peer(
+                publicKey: peer.publicKey, presharedKey: peer.presharedKey ?? .zero, allowedIPs: peer.allowedIPs,
+                endpoint: address, keepAlive: peer.persistentKeepalive ?? 0))
+        }
+        if c.ping != nil { throw UsageError("--ping checks a tunnel with one peer at an Endpoint; \(wgFile) has \(config.peers.count) peers, or one without Endpoint") }
+        var wildcard = sockaddr_storage()
+        wildcard.ss_family = sa_family_t(AF_INET)
+        return (peers, socket ?? wildcard)
     }
 
     /// The peer's AllowedIPs from a configuration file (nil without one: everything goes to the peer).
@@ -126,19 +176,27 @@ struct Settings {
             throw UsageError("missing --private-key or --private-key-file")
         }
         privateKey = try Self.key(keyText, keyOption)
-        guard let peer = value(c.endpointPublicKey, "ONETUN_ENDPOINT_PUBLIC_KEY") else {
-            throw UsageError("missing --endpoint-public-key")
+        if let file, file.usesPeers {
+            let loaded = try Self.peers(c, env, file)
+            peers = loaded.peers
+            endpointPublicKey = loaded.peers[0].publicKey
+            endpoint = loaded.socket
+            endpointDescription = "\(loaded.peers.count) peer\(loaded.peers.count == 1 ? "" : "s")"
+        } else {
+            guard let peer = value(c.endpointPublicKey, "ONETUN_ENDPOINT_PUBLIC_KEY") else {
+                throw UsageError("missing --endpoint-public-key")
+            }
+            endpointPublicKey = try Self.key(peer, "--endpoint-public-key")
+            if let psk = value(c.presharedKey, "ONETUN_PRESHARED_KEY") {
+                presharedKey = try Self.key(psk, "--preshared-key")
+            }
+            guard let endpointText = value(c.endpointAddr, "ONETUN_ENDPOINT_ADDR") else {
+                throw UsageError("missing --endpoint-addr")
+            }
+            endpoint = try SocketAddress.resolve(endpointText, option: "--endpoint-addr")
+            endpointDescription = endpointText
+            if let (host, _) = SocketAddress.split(endpointText), IPAddress(host) == nil { endpointName = host }
         }
-        endpointPublicKey = try Self.key(peer, "--endpoint-public-key")
-        if let psk = value(c.presharedKey, "ONETUN_PRESHARED_KEY") {
-            presharedKey = try Self.key(psk, "--preshared-key")
-        }
-        guard let endpointText = value(c.endpointAddr, "ONETUN_ENDPOINT_ADDR") else {
-            throw UsageError("missing --endpoint-addr")
-        }
-        endpoint = try SocketAddress.resolve(endpointText, option: "--endpoint-addr")
-        endpointDescription = endpointText
-        if let (host, _) = SocketAddress.split(endpointText), IPAddress(host) == nil { endpointName = host }
         if let bindText = value(c.endpointBindAddr, "ONETUN_ENDPOINT_BIND_ADDR") {
             let address = try SocketAddress.resolve(bindText, option: "--endpoint-bind-addr")
             guard address.ss_family == endpoint.ss_family else {
@@ -396,6 +454,13 @@ enum SocketAddress {
         // ToSocketAddrs reads it. Anything else with a colon in the host is ambiguous.
         guard !host.contains(":") || IPAddress(host)?.isV4 == false else { return nil }
         return (host, String(text[text.index(after: colon)...]))
+    }
+
+    /// "1.2.3.4:51820" or "[fd00::1]:51820".
+    static func describe(_ address: sockaddr_storage) -> String {
+        guard let ip = ipAddress(address) else { return "?" }
+        let port = withUnsafeBytes(of: address) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
+        return ip.isV4 ? "\(ip):\(port)" : "[\(ip)]:\(port)"
     }
 
     /// The first address of `host` (a literal or a name) as a socket address with `port`.

@@ -131,14 +131,16 @@ import Testing
     @Test(arguments: [
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\nMTU = lots\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n", ":4: MTU"),
         ("[Interface]\nPrivateKey = nope\n", ":2: PrivateKey"),
-        ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[Peer]\nPublicKey = \(key)\nEndpoint = 127.0.0.1:2\n", ":7: a second [Peer]"),
+        ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[Peer]\nPublicKey = \(key)\nEndpoint = 127.0.0.1:2\n", "--ping checks a tunnel with one peer"),
+        ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[Peer]\nPublicKey = \(key)\nAllowedIPs = 10.0.0.0/8\n", ":7: [Peer] has no Endpoint and there is no ListenPort"),
+        ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[Peer]\nPublicKey = \(key)\nEndpoint = [::1]:2\n", ":7: Endpoint: [::1]:2 is not of the IP version"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nAllowedIPs = 0.0.0.0/0\n", ":4: [Peer] has no Endpoint"),
         ("[Interface]\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n", "[Interface] has no PrivateKey"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[OneTun]\nkeep-alive = often\n", ":8: --keep-alive"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[OneTun]\nturbo = on\n", ":8: turbo: not an option"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[Socks5]\nBindAddress = 127.0.0.1:1080\n", ":7: [Socks5] is not supported yet"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[Forward]\nLocal = 8080:nowhere\n", ":8: Local: invalid port forward"),
-        ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nAllowedIPs = 10.0.0.0/8\nEndpoint = 127.0.0.1:1\n[Forward]\nLocal = 18009:192.168.4.1:80\n", "192.168.4.1 is not in the peer's AllowedIPs (10.0.0.0/8)"),
+        ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nAllowedIPs = 10.0.0.0/8\nEndpoint = 127.0.0.1:1\n[Forward]\nLocal = 18009:192.168.4.1:80\n", "192.168.4.1 is in no peer's AllowedIPs (10.0.0.0/8)"),
         ("PrivateKey = \(key)\n", ":1: PrivateKey"),
     ])
     func aBadFileIsAUsageErrorNamingItsLine(text: String, message: String) throws {

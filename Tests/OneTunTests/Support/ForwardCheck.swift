@@ -603,8 +603,8 @@ final class ForwardSession {
     }
 
     /// Starts one client check in the background; `finish` waits for its result.
-    func startClient(_ port: UInt16, _ check: String, _ args: [String] = [], logName: String) throws -> ChildProcess {
-        try namespace.spawn(["python3", "-u", script.path, "client", "127.0.0.1", String(port), check] + args, logName: logName)
+    func startClient(_ port: UInt16, _ check: String, _ args: [String] = [], host: String = "127.0.0.1", logName: String) throws -> ChildProcess {
+        try namespace.spawn(["python3", "-u", script.path, "client", host, String(port), check] + args, logName: logName)
     }
 
     /// The result of a check started with `startClient`, waiting at most `seconds` for it.
