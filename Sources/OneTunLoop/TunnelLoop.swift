@@ -473,6 +473,8 @@ public final class TunnelLoop {
         guard core.handleDatagram(chunk, length: length, from: source, now: Self.now()) else { return }
         // A peer's packet authenticated from a new address: it roamed (paper §2.1). The loop keeps its own
         // record of the first peer's (the one it resolves and names in its log); others' are the core's.
+        // With several peers every move is said by `report` (.endpointChanged), naming the peer.
+        guard core.peerCount == 1 else { return }
         let moved = core.endpoint
         guard !moved.isEmpty, moved != endpointAddress, var storage = Self.socketAddress(moved) else { return }
         if moved == source {
@@ -480,9 +482,13 @@ public final class TunnelLoop {
             let length = Int(Self.length(of: storage))
             withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: length)) }
         }
-        let was = endpointDescription
+        let was = endpointAddress.isEmpty ? nil : endpointDescription
         adoptEndpoint(storage)
-        logger.info("the peer moved from \(was) to \(endpointDescription)")
+        if let was {
+            logger.info("the peer moved from \(was) to \(endpointDescription)")
+        } else {
+            logger.info("the peer called from \(endpointDescription)")
+        }
     }
 
     /// Drains the socket's error queue: ICMP errors about datagrams we sent to the endpoint tell the core

@@ -45,13 +45,7 @@ struct FileSettings {
             if let mtu = interface.mtu { set("ONETUN_MTU", String(mtu), place("MTU")) }
             if let port = interface.listenPort { set("ONETUN_LISTEN_PORT", String(port), place("ListenPort")) }
         }
-        // Several peers, or one that will call us (no Endpoint, a ListenPort): each peer is set up from
-        // the file (`peers`), not through the one-peer options.
-        usesPeers = config.peers.count > 1
-            || (config.peers.count == 1 && config.peers[0].endpoint == nil && config.interface?.listenPort != nil)
-        if usesPeers {
-            allowedIPs = config.peers.flatMap(\.allowedIPs)
-        } else if let peer = config.peers.first {
+        if let peer = config.peers.first, config.peers.count == 1 {
             func place(_ key: String) -> String { "\(wgFile):\(peer.line): [Peer] \(key)" }
             set("ONETUN_ENDPOINT_PUBLIC_KEY", peer.publicKey.base64, place("PublicKey"))
             if let psk = peer.presharedKey { set("ONETUN_PRESHARED_KEY", psk.base64, place("PresharedKey")) }
@@ -90,6 +84,14 @@ struct FileSettings {
     /// The peer is another than the file's: its AllowedIPs do not apply.
     mutating func dropPeerRoutes() { allowedIPs = nil }
 
+    /// Several peers, or one without an Endpoint that none is given for (it will call us): the peers
+    /// are set up from the file as they are (`Settings.peers`), not through the one-peer options.
+    mutating func usePeers() {
+        usesPeers = true
+        drop(["ONETUN_ENDPOINT_PUBLIC_KEY", "ONETUN_PRESHARED_KEY", "ONETUN_ENDPOINT_ADDR", "ONETUN_KEEP_ALIVE"])
+        allowedIPs = config.peers.flatMap(\.allowedIPs)
+    }
+
     private static func read(_ path: String, environment: [String: String], warnings: inout [String]) throws -> ConfigFile {
         func text(of file: String) throws -> String {
             var info = stat()
@@ -120,7 +122,7 @@ struct FileSettings {
     func locate(_ error: UsageError, environment: [String: String], arguments: [String]) -> UsageError {
         let text = error.description
         if text.hasPrefix("missing --endpoint-addr"), let place = peerWithoutEndpoint {
-            return UsageError("\(place): [Peer] has no Endpoint, and this onetun only dials its peer: add Endpoint = host:port (or give --endpoint-addr)")
+            return UsageError("\(place): [Peer] has no Endpoint: add one (or give --endpoint-addr), or a ListenPort for the peer to call")
         }
         let wgFile = config.wireGuardFileName
         if config.interface != nil || !config.peers.isEmpty {

@@ -31,17 +31,7 @@ struct Runner {
             identifier: UInt16(truncatingIfNeeded: getpid()), mtu: settings.mtu, logger: logger)
         let loop = TunnelLoop(core: PayloadCore(tunnel: tunnel, payload: payload, logger: logger), logger: logger)
         payload.onDone = { loop.stop() }
-        if settings.peers.isEmpty {
-            try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
-        } else {
-            // Each peer has its own endpoint in the core; the socket binds the ListenPort, or any port.
-            var any = sockaddr_storage()
-            any.ss_family = settings.endpoint.ss_family
-            try loop.start(endpoint: nil, name: nil, bind: settings.bind ?? any)
-            for peer in settings.peers {
-                logger.info("peer \(peer.publicKey.base64): \(peer.endpoint.map { SocketAddress.describe($0) } ?? "no endpoint, waits for it to call"), allowed IPs \(peer.allowedIPs.map { "\($0)" }.joined(separator: ", "))")
-            }
-        }
+        try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIP(for: target)!); pinging \(target)")
         payload.start(now: TunnelLoop.now())
         loop.run()

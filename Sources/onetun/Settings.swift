@@ -59,7 +59,7 @@ struct Settings {
 
     /// The file's peers, their endpoints resolved, and a socket address of the family to bind (the first
     /// endpoint's, or IPv4 when no peer has one).
-    static func peers(_ c: OneTunCommand, _ env: [String: String], _ file: FileSettings) throws -> (peers: [Peer], socket: sockaddr_storage) {
+    static func peers(_ c: OneTunCommand, _ env: [String: String], _ file: FileSettings, privateKey: Key32) throws -> (peers: [Peer], socket: sockaddr_storage) {
         let config = file.config
         let wgFile = config.wireGuardFileName
         for (option, variable, flag) in [
@@ -70,6 +70,14 @@ struct Settings {
         }
         var peers: [Peer] = []
         var socket: sockaddr_storage?
+        // Our port is known to peers that call us: a ListenPort, or a bind address with a port.
+        let bindText = c.endpointBindAddr ?? env["ONETUN_ENDPOINT_BIND_ADDR"]
+        let bindPort = bindText.flatMap { SocketAddress.split($0) }.flatMap { UInt16($0.port) } ?? 0
+        let fixedPort = config.interface?.listenPort != nil || c.listenPort != nil || env["ONETUN_LISTEN_PORT"] != nil || bindPort != 0
+        let ours = WGCrypto.x25519PublicKey(privateKey: privateKey)
+        for peer in config.peers where peer.publicKey == ours {
+            throw UsageError("\(wgFile):\(peer.line): [Peer] PublicKey is our own public key")
+        }
         for peer in config.peers {
             var address: sockaddr_storage?
             if let endpoint = peer.endpoint {
@@ -80,7 +88,7 @@ struct Settings {
                 }
                 socket = socket ?? resolved
                 address = resolved
-            } else if config.interface?.listenPort == nil && c.listenPort == nil && env["ONETUN_LISTEN_PORT"] == nil {
+            } else if !fixedPort {
                 throw UsageError("\(wgFile):\(peer.line): [Peer] has no Endpoint and there is no ListenPort: neither side could reach the other")
             }
             peers.append(Peer(
@@ -88,8 +96,12 @@ struct Settings {
                 endpoint: address, keepAlive: peer.persistentKeepalive ?? 0))
         }
         if c.ping != nil { throw UsageError("--ping checks a tunnel with one peer at an Endpoint; \(wgFile) has \(config.peers.count) peers, or one without Endpoint") }
+        // No peer with an Endpoint: the bind address says the family (IPv4 without one).
         var wildcard = sockaddr_storage()
         wildcard.ss_family = sa_family_t(AF_INET)
+        if socket == nil, let bindText {
+            wildcard.ss_family = try SocketAddress.resolve(bindText, option: "--endpoint-bind-addr").ss_family
+        }
         return (peers, socket ?? wildcard)
     }
 
@@ -129,6 +141,10 @@ struct Settings {
         if let bind = c.endpointBindAddr ?? environment["ONETUN_ENDPOINT_BIND_ADDR"],
            let port = SocketAddress.split(bind).flatMap({ UInt16($0.port) }), port != 0 {
             file.drop(["ONETUN_LISTEN_PORT"])
+        }
+        let endpointGiven = c.endpointAddr != nil || environment["ONETUN_ENDPOINT_ADDR"] != nil
+        if file.config.peers.count > 1 || (file.config.peers.count == 1 && file.config.peers[0].endpoint == nil && !endpointGiven) {
+            file.usePeers()
         }
         var merged = environment
         for (variable, value) in file.variables where merged[variable] == nil { merged[variable] = value }
@@ -177,7 +193,7 @@ struct Settings {
         }
         privateKey = try Self.key(keyText, keyOption)
         if let file, file.usesPeers {
-            let loaded = try Self.peers(c, env, file)
+            let loaded = try Self.peers(c, env, file, privateKey: privateKey)
             peers = loaded.peers
             endpointPublicKey = loaded.peers[0].publicKey
             endpoint = loaded.socket
