@@ -78,10 +78,13 @@ import Testing
                 s.startClient(18003, "upload", [file.path], logName: "up-b.log"),
                 s.startClient(18004, "download", [String(size)], logName: "down-b.log"),
             ]
+            var seconds: [String] = []
             for client in clients {
                 let result = try s.finish(client, seconds: 90)
                 #expect(result[string: "digest"] == digest, "\(result)\n\(s.onetunLog.suffix(3000))")
+                seconds.append(String(format: "%.2f s", result[double: "seconds"] ?? -1))
             }
+            print("two peers, 8 MiB each at once: up A \(seconds[0]), down A \(seconds[1]), up B \(seconds[2]), down B \(seconds[3])")
             // Both peers carried their own traffic.
             let statusA = try s.peer.peer.peerStatus(), statusB = try peerB.peerStatus()
             #expect(statusA.receivedBytes > size && statusB.receivedBytes > size, "\(statusA) \(statusB)")
