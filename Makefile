@@ -7,7 +7,7 @@ FUZZ_CHECK_SECONDS ?= 3
 FUZZ_LONG_RUNS ?= 10000000
 FUZZ_LONG_SECONDS ?= 3600
 
-.PHONY: all deps build release test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood soak docs install clean
+.PHONY: all deps build release test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood bench-handshakes soak docs install clean
 
 all: build
 
@@ -53,7 +53,7 @@ fuzz-check: deps
 # The network benchmark (loopback, wireguard-go + kernel TCP, onetun; iperf3, connections/s, RTT, RSS,
 # CPU; directly and through netem-relay: 50 ms RTT, 1 % loss, 2 % loss with reordering and duplication)
 # then the micro-benchmarks and the memory benchmark. Not part of `make test`.
-bench: bench-net bench-micro bench-memory
+bench: bench-net bench-micro bench-memory bench-handshakes
 
 bench-net: release
 	python3 scripts/bench.py --onetun .build/release/onetun
@@ -63,6 +63,10 @@ bench-net: release
 # baseline, onetun's CPU and RSS, the session checked after each. Root; about 3 minutes; not part of `make test`.
 bench-flood: release
 	python3 scripts/flood.py --onetun .build/release/onetun
+
+# A listening onetun takes the handshakes of 100 wireguard-go peers at once (root, under a minute).
+bench-handshakes: release
+	python3 scripts/bench_handshakes.py --onetun .build/release/onetun
 
 bench-micro: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark

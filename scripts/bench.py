@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Network benchmark: onetun against wireguard-go + kernel TCP, with loopback as the limit.
 
-    python3 scripts/bench.py [--onetun PATH] [--relay PATH] [--seconds N] [--rows loopback,kernel,onetun]
+    python3 scripts/bench.py [--onetun PATH] [--relay PATH] [--seconds N] [--rows loopback,kernel,onetun,peers]
                              [--paths direct,wan,loss1,lossy] [--json FILE]
 
 Needs root, iperf3, wireguard-go, wg and ip. Python standard library only. Three rows, each in network
@@ -14,6 +14,11 @@ namespaces of its own that are torn down before the next row starts:
   onetun     B as above, its peer being onetun's key; onetun runs in A with the endpoint 10.77.0.2:51820
              and forwards 127.0.0.1:15201 -> 192.168.4.1:5201 (iperf3) and 127.0.0.1:17007 ->
              192.168.4.1:7007 (echo); clients in A talk to 127.0.0.1.
+  peers      (direct path only) onetun with two peers from one configuration file: B as above and C, a
+             third namespace joined to A by its own veth pair (10.78.0.1/30 -- 10.78.0.2/30), its
+             wireguard-go at 192.168.5.1; AllowedIPs route 192.168.4.1/32 to B and 192.168.5.1/32 to C.
+             iperf3 1-stream upload and download to B alone, then to B and C at the same time (two iperf3
+             clients started together); the row shows the sum of the two, and the ratio to B alone.
 
 Per row: TCP throughput (iperf3 -J, upload and download = -R, 1 and 4 streams; the receiver's
 end.sum_received.bits_per_second), connections per second (connect, send 1 byte, receive it back, close),
@@ -62,7 +67,11 @@ RTT_ROUNDS = 5000
 RTT_SIZE = 64
 CPS_SECONDS = 3.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_ROWS = ("loopback", "kernel", "onetun")
+ALL_ROWS = ("loopback", "kernel", "onetun", "peers")
+# Row `peers`: a second peer C beside B, joined to A by its own veth pair.
+VETH_A2, VETH_C = "10.78.0.1", "10.78.0.2"
+TUN_C = "192.168.5.1"
+FWD_IPERF_PORT_C = 15202
 RELAY_PORT = 51821
 KERNEL_CC = ["cubic"]  # --kernel-cc
 LOSSY_BYTES = 64 << 20
@@ -85,7 +94,8 @@ PATH_TITLES = {
     "loss1": "loss1: 50 ms RTT, 1 % random loss each way",
     "lossy": "lossy: 2 % loss, 2 % reordering, 1 % duplication, 2 ms RTT; 64 MiB each way",
 }
-TITLES = {"loopback": "loopback", "kernel": "wireguard-go + kernel TCP", "onetun": "onetun"}
+TITLES = {"loopback": "loopback", "kernel": "wireguard-go + kernel TCP", "onetun": "onetun",
+          "peers": "onetun, two peers at once"}
 
 
 class BenchError(Exception):
@@ -823,6 +833,105 @@ def row_onetun(td, seconds, onetun, onetun_log, path="direct", relay=None):
     return row
 
 
+def iperf_together(jobs):
+    """Runs iperf(*job) for every job at the same time; returns their rates, or raises the first error."""
+    results = [None] * len(jobs)
+
+    def one(i, job):
+        try:
+            results[i] = iperf(*job)
+        except BenchError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i, job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        if isinstance(r, BenchError):
+            raise r
+    return results
+
+
+def row_peers(td, seconds, onetun, onetun_log):
+    """onetun with two peers (B and C) from a configuration file: one peer alone, then both at once."""
+    row = new_row("peers")
+    ns_a, ns_b = make_pair(td, "peers")
+    pid = os.getpid()
+    ns_c = td.netns("onetun-bench-%d-peers-c" % pid)
+    va, vc = "obpva2%d" % pid, "obpvc%d" % pid
+    run(["ip", "-n", ns_a, "link", "add", va, "type", "veth", "peer", "name", vc, "netns", ns_c])
+    run(["ip", "-n", ns_a, "addr", "add", VETH_A2 + "/30", "dev", va])
+    run(["ip", "-n", ns_c, "addr", "add", VETH_C + "/30", "dev", vc])
+    run(["ip", "-n", ns_a, "link", "set", va, "up"])
+    run(["ip", "-n", ns_c, "link", "set", vc, "up"])
+    _, private, public = genkey(td.workdir, "onetun-peers")
+    if_b, _, pub_b = wg_peer_b(td, ns_b, "peers", public)
+    if_c = "obpwc%d" % pid
+    start_wireguard_go(td, ns_c, if_c)
+    key_c, _, pub_c = genkey(td.workdir, if_c)
+    run(["ip", "netns", "exec", ns_c, "wg", "set", if_c, "private-key", key_c, "listen-port", str(WG_PORT),
+         "peer", public, "allowed-ips", TUN_A + "/32"])
+    run(["ip", "-n", ns_c, "addr", "add", TUN_C + "/24", "dev", if_c])
+    run(["ip", "-n", ns_c, "link", "set", if_c, "up"])
+    run(["ip", "-n", ns_c, "route", "add", TUN_A + "/32", "dev", if_c])
+    restart_b = servers(td, ns_b, "0.0.0.0")
+    restart_c = servers(td, ns_c, "0.0.0.0")
+    row["restart_iperf"] = lambda: (restart_b(), restart_c())
+    config = os.path.join(td.workdir, "peers.conf")
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("[Interface]\nPrivateKey = %s\nAddress = %s/32\n\n" % (private, TUN_A))
+        f.write("[Peer]\nPublicKey = %s\nEndpoint = %s:%d\nAllowedIPs = %s/32\nPersistentKeepalive = 10\n\n"
+                % (pub_b, VETH_B, WG_PORT, TUN_B))
+        f.write("[Peer]\nPublicKey = %s\nEndpoint = %s:%d\nAllowedIPs = %s/32\nPersistentKeepalive = 10\n"
+                % (pub_c, VETH_C, WG_PORT, TUN_C))
+    cmd = ["ip", "netns", "exec", ns_a, onetun, "-c", config,
+           "127.0.0.1:%d:%s:%d" % (FWD_IPERF_PORT, TUN_B, IPERF_PORT),
+           "127.0.0.1:%d:%s:%d" % (FWD_ECHO_PORT, TUN_B, ECHO_PORT),
+           "127.0.0.1:%d:%s:%d" % (FWD_IPERF_PORT_C, TUN_C, IPERF_PORT),
+           "127.0.0.1:%d:%s:%d" % (FWD_ECHO_PORT + 1, TUN_C, ECHO_PORT), "--log", onetun_log]
+    log("  " + " ".join(cmd[4:]))
+    proc = td.popen(cmd, "onetun", "onetun-peers.log")
+    logpath = os.path.join(td.workdir, "onetun-peers.log")
+    row["process"] = "onetun"
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    ok = wait_until(lambda: proc.poll() is not None or
+                    (listening(proc.pid, FWD_IPERF_PORT) and listening(proc.pid, FWD_IPERF_PORT_C)), 10)
+    if proc.poll() is not None or not ok:
+        raise BenchError("onetun did not come up with two peers:\n%s" % tail(logpath))
+    for port, peer in ((FWD_ECHO_PORT, "B"), (FWD_ECHO_PORT + 1, "C")):
+        why = probe_echo(ns_a, "127.0.0.1", port, 15)
+        if why:
+            raise BenchError("no echo through peer %s within 15 s (%s):\n%s" % (peer, why, tail(logpath)))
+    m, errors = row["results"], row["errors"]
+    for name, reverse in (("up1", False), ("down1", True)):
+        way = "download" if reverse else "upload"
+        try:
+            log("  iperf3 %s, 1 stream, peer B alone" % way)
+            m["alone_" + name + "_mbps"] = iperf(ns_a, "127.0.0.1", FWD_IPERF_PORT, seconds, 1, reverse)
+            time.sleep(0.5)
+            log("  iperf3 %s, 1 stream each, peers B and C at once" % way)
+            b, c = iperf_together([(ns_a, "127.0.0.1", FWD_IPERF_PORT, seconds, 1, reverse),
+                                   (ns_a, "127.0.0.1", FWD_IPERF_PORT_C, seconds, 1, reverse)])
+            m[name + "_mbps"] = b + c
+            m["each_" + name + "_mbps"] = [b, c]
+        except BenchError as e:
+            errors[name] = str(e)
+            log("    " + str(e))
+            row["restart_iperf"]()
+        time.sleep(0.5)
+    if proc.poll() is not None:
+        errors["process"] = "onetun exited (%s) during the row" % proc.returncode
+    row["drops"] = {"A": drop_counters(ns_a), "B": drop_counters(ns_b), "C": drop_counters(ns_c)}
+    sampler.finish()
+    row["results"]["peak_rss_mib"] = sampler.hwm_kib / 1024
+    row["results"]["cpu_s"] = sampler.cpu_s
+    return row
+
+
 # --------------------------------------------------------------------------------------------------
 # The table.
 # --------------------------------------------------------------------------------------------------
@@ -892,6 +1001,15 @@ def print_table(rows, seconds):
             if r.get("rss_peaks_mib"):
                 print("%s: peak RSS per measurement (MiB): %s" % (r["title"], ", ".join(
                     "%s %.1f" % kv for kv in r["rss_peaks_mib"].items())))
+    peers = next((r for r in rows if r["name"] == "peers" and not r["skipped"]), None)
+    if peers:
+        res = peers["results"]
+        for name, way in (("up1", "upload"), ("down1", "download")):
+            alone, both = res.get("alone_" + name + "_mbps"), res.get(name + "_mbps")
+            if alone and both:
+                b, c = res["each_" + name + "_mbps"]
+                print("two peers, 1-stream %s: B alone %.1f Mbit/s; B and C at once %.1f + %.1f = %.1f Mbit/s, "
+                      "%.2fx B alone" % (way, alone, b, c, both, both / alone))
     onetun = next((r for r in rows if r["name"] == "onetun" and r["path"] == "direct" and not r["skipped"]), None)
     if onetun and onetun["results"].get("up4_peak_rss_mib") is not None:
         peak = onetun["results"]["up4_peak_rss_mib"]
@@ -926,7 +1044,7 @@ def main():
     ap = argparse.ArgumentParser(description="Benchmark onetun against wireguard-go + kernel TCP.")
     ap.add_argument("--onetun", default=".build/release/onetun", help="the onetun binary (row onetun)")
     ap.add_argument("--seconds", type=int, default=5, help="seconds per iperf3 run (default 5)")
-    ap.add_argument("--rows", default=",".join(ALL_ROWS), help="comma-separated: loopback,kernel,onetun")
+    ap.add_argument("--rows", default=",".join(ALL_ROWS), help="comma-separated: " + ",".join(ALL_ROWS))
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated: " + ",".join(PATHS))
     ap.add_argument("--relay", default=".build/release/netem-relay", help="netem-relay (paths other than direct)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
@@ -950,7 +1068,7 @@ def main():
         ap.error("--seconds must be between 1 and 600")
     if os.geteuid() != 0:
         sys.exit("bench.py needs root (network namespaces)")
-    need = ["ip", "iperf3"] + (["wireguard-go", "wg"] if set(rows_wanted) & {"kernel", "onetun"} else [])
+    need = ["ip", "iperf3"] + (["wireguard-go", "wg"] if set(rows_wanted) & {"kernel", "onetun", "peers"} else [])
     missing = [t for t in need if not shutil.which(t)]
     if missing:
         sys.exit("missing tools: " + " ".join(missing))
@@ -968,10 +1086,10 @@ def main():
             if path not in paths_wanted:
                 continue
             for name in ALL_ROWS:
-                if name not in rows_wanted or (name == "loopback" and path != "direct"):
+                if name not in rows_wanted or (name in ("loopback", "peers") and path != "direct"):
                     continue
                 log("== %s, path %s" % (TITLES[name], path))
-                if name == "onetun":
+                if name in ("onetun", "peers"):
                     onetun = os.path.abspath(args.onetun)
                     if not (os.path.isfile(onetun) and os.access(onetun, os.X_OK)):
                         row = new_row(name, path)
@@ -985,6 +1103,8 @@ def main():
                         row = row_loopback(td, args.seconds)
                     elif name == "kernel":
                         row = row_kernel(td, args.seconds, path, relay)
+                    elif name == "peers":
+                        row = row_peers(td, args.seconds, onetun, args.onetun_log)
                     else:
                         row = row_onetun(td, args.seconds, onetun, args.onetun_log, path, relay)
                 except BenchError as e:

@@ -8,7 +8,11 @@ public struct TunnelCoreConfig: Sendable {
     public var peers: [PeerConfig]
     /// The tunnel MTU; transport padding never grows a packet past it.
     public var mtu: Int
-    /// Handshake messages per second above which we answer with cookie replies (paper §5.3).
+    /// Handshake messages per second above which we answer with cookie replies instead of doing
+    /// Diffie-Hellman work (paper §5.3); `0` means always under load (for tests). The default, 512, is
+    /// wireguard-go's mark (an eighth of its handshake queue) and a quarter of a core's worth of
+    /// handshakes here: a hub whose hundred peers all call at once after a restart answers every one
+    /// of them at once instead of sending most a cookie and a five-second wait.
     public var handshakeLoadThreshold: Int
     /// The source peer IPs (one IPv4 and/or one IPv6); outgoing connections use the one of the
     /// destination's family.
@@ -28,7 +32,7 @@ public struct TunnelCoreConfig: Sendable {
 
     /// Several peers, each carrying its allowed IPs.
     public init(
-        privateKey: Key32, peers: [PeerConfig], addresses: [IPAddress], mtu: Int = 1420, handshakeLoadThreshold: Int = 64,
+        privateKey: Key32, peers: [PeerConfig], addresses: [IPAddress], mtu: Int = 1420, handshakeLoadThreshold: Int = 512,
         tcp: TCPConfig = TCPConfig(), udpIdleTimeout: UInt64 = 60 * Nanos.second
     ) {
         self.privateKey = privateKey
@@ -217,6 +221,24 @@ public final class TunnelCore {
     /// `retryHandshake` for the peer that carries `destination` (none: nothing happens).
     public func retryHandshake(for destination: IPAddress, now: Instant) {
         device.route(destination)?.retryHandshake(now: now)
+    }
+
+    /// Why handshakes with the peer with `publicKey` are failing; nil when they are not, or there is no
+    /// such peer.
+    public func handshakeProblem(ofPeer publicKey: Key32) -> HandshakeProblem? {
+        device.peer(for: publicKey)?.handshakeProblem
+    }
+
+    /// `retryHandshake` for the peer with `publicKey` (its endpoint moved, say).
+    public func retryHandshake(forPeer publicKey: Key32, now: Instant) {
+        device.peer(for: publicKey)?.retryHandshake(now: now)
+    }
+
+    /// Whether the peer that `destination` routes to has no endpoint yet: it has none configured and
+    /// has not called us, so nothing can reach it until it does. False when no peer carries it.
+    public func awaitsCall(for destination: IPAddress) -> Bool {
+        guard let peer = device.route(destination) else { return false }
+        return peer.endpoint == nil
     }
 
     /// Whether some peer's allowed IPs hold `destination`.

@@ -214,6 +214,14 @@ public final class Forwarder {
             }
             return false
         }
+        // A peer without an Endpoint that has not called us yet: nothing reaches it until it does.
+        if core.awaitsCall(for: destination) {
+            refusedWhileDown += 1
+            if let held = tunnelDownWarnings.allow(now) {
+                logger.warning("\(what) reset: the peer that carries \(destination) has no Endpoint and has not called us yet\(Throttle.note(held))")
+            }
+            return false
+        }
         return true
     }
 

@@ -52,6 +52,11 @@ public protocol DatagramCore: AnyObject {
     var peerCount: Int { get }
     /// Where the peer with `publicKey` is now; nil when unknown.
     func endpoint(ofPeer publicKey: Key32) -> EndpointAddress?
+    /// Why handshakes with the peer with `publicKey` fail; nil when they do not.
+    func handshakeProblem(ofPeer publicKey: Key32) -> HandshakeProblem?
+    /// Moves the peer with `publicKey` (its name resolved anew); false when there is no such peer.
+    @discardableResult func setEndpoint(_ endpoint: EndpointAddress, forPeer publicKey: Key32) -> Bool
+    func retryHandshake(forPeer publicKey: Key32, now: Instant)
 }
 
 extension TunnelCore: DatagramCore {
@@ -139,6 +144,13 @@ extension TunnelCore: DatagramCore {
     public var transmitDestination: EndpointAddress { tunnel.transmitDestination }
     public var peerCount: Int { tunnel.peers.count }
     public func endpoint(ofPeer publicKey: Key32) -> EndpointAddress? { tunnel.peer(for: publicKey)?.endpoint }
+    public func handshakeProblem(ofPeer publicKey: Key32) -> HandshakeProblem? { tunnel.peer(for: publicKey)?.handshakeProblem }
+    @discardableResult public func setEndpoint(_ endpoint: EndpointAddress, forPeer publicKey: Key32) -> Bool {
+        guard let peer = tunnel.peer(for: publicKey) else { return false }
+        tunnel.setEndpoint(endpoint, of: peer)
+        return true
+    }
+    public func retryHandshake(forPeer publicKey: Key32, now: Instant) { tunnel.peer(for: publicKey)?.retryHandshake(now: now) }
 }
 
 /// The single-threaded libuv driver: one UDP socket for every peer, one timer armed to the earliest
@@ -147,9 +159,10 @@ extension TunnelCore: DatagramCore {
 /// The socket is not connected: each datagram comes with its source, which the core checks against its
 /// peers' endpoints (and follows when a peer roams), each datagram out goes where the core says
 /// (`transmitDestination`), and ICMP errors are read from the socket's error queue (IP_RECVERR), so "port
-/// unreachable" is said as such. The first peer's endpoint given by name is resolved again
-/// (uv_getaddrinfo, off the loop thread) every 15 s while handshakes fail; other peers' endpoints are the
-/// core's alone (addresses, or learnt from the peer).
+/// unreachable" is said as such. An endpoint given by name is resolved again (uv_getaddrinfo, off the
+/// loop thread) every 15 s while handshakes with its peer fail: the first peer's (`start`'s `name`) and
+/// each peer's named with `resolveAgain(peer:name:port:)`; other endpoints are the core's alone
+/// (addresses, or learnt from the peer).
 ///
 /// Datagrams arrive in batches (recvmmsg, through libuv's `UV_UDP_RECVMMSG`) into one buffer allocated
 /// once and are opened in place; outgoing datagrams are sealed in place, end to end in one buffer, and
@@ -219,6 +232,31 @@ public final class TunnelLoop {
     var resolving = false
     var lastResolve = Instant.zero
     static let resolveInterval: UInt64 = 15 * Nanos.second
+    /// Peers of a multi-peer core whose endpoints are host names (`resolveAgain`), looked at once a
+    /// second at most.
+    var namedPeers: [NamedPeer] = []
+    var lastNamedCheck = Instant.zero
+
+    /// A peer's endpoint name, resolved again while handshakes with it fail.
+    final class NamedPeer {
+        let publicKey: Key32
+        let name: String
+        /// The configured port (network order).
+        let port: UInt16
+        let request = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
+        var resolving = false
+        var lastResolve = Instant.zero
+        unowned let loop: TunnelLoop
+
+        init(publicKey: Key32, name: String, port: UInt16, loop: TunnelLoop) {
+            self.publicKey = publicKey
+            self.name = name
+            self.port = port
+            self.loop = loop
+        }
+
+        deinit { request.deallocate() }
+    }
     let icmpError = UnsafeMutablePointer<onetun_icmp_error>.allocate(capacity: 1)
     /// The last ICMP error from the endpoint, in words, for the handshake warning.
     var refusal = ""
@@ -522,6 +560,75 @@ public final class TunnelLoop {
         }
     }
 
+    /// Resolves `name` again, as for the first peer, whenever handshakes with the peer with `publicKey`
+    /// fail (every 15 s at most); `port` (host order) is the configured one, kept whatever the name
+    /// resolves to.
+    public func resolveAgain(peer publicKey: Key32, name: String, port: UInt16) {
+        namedPeers.append(NamedPeer(publicKey: publicKey, name: name, port: port.bigEndian, loop: self))
+    }
+
+    /// Once a second at most: each named peer whose handshakes fail and whose name was not resolved in the
+    /// last 15 s is resolved again.
+    func resolveNamedPeers(_ now: Instant) {
+        guard !namedPeers.isEmpty, !stopped, now.since(lastNamedCheck) >= Nanos.second else { return }
+        lastNamedCheck = now
+        for peer in namedPeers where !peer.resolving && now.since(peer.lastResolve) >= Self.resolveInterval {
+            guard core.handshakeProblem(ofPeer: peer.publicKey) != nil else { continue }
+            peer.resolving = true
+            peer.lastResolve = now
+            var hints = addrinfo()
+            hints.ai_family = Int32(socketFamily)
+            hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+            peer.request.pointee.data = Unmanaged.passRetained(peer).toOpaque()
+            let rc = uv_getaddrinfo(loop, peer.request, { request, status, result in
+                let peer = Unmanaged<NamedPeer>.fromOpaque(request!.pointee.data).takeRetainedValue()
+                defer { if let result { uv_freeaddrinfo(result) } }
+                peer.resolving = false
+                peer.loop.resolved(peer, status, result)
+            }, peer.name, nil, &hints)
+            if rc != 0 {
+                Unmanaged<NamedPeer>.fromOpaque(peer.request.pointee.data!).release()
+                peer.resolving = false
+                logger.warning("cannot resolve the endpoint \(peer.name) of peer \(peer.publicKey.base64.prefix(8))… again: \(String(cString: uv_strerror(rc)))")
+            }
+        }
+    }
+
+    func resolved(_ peer: NamedPeer, _ status: Int32, _ result: UnsafeMutablePointer<addrinfo>?) {
+        guard !stopped else { return }
+        let who = "peer \(peer.publicKey.base64.prefix(8))…"
+        let current = core.endpoint(ofPeer: peer.publicKey)
+        guard status == 0, let first = result, let addr = first.pointee.ai_addr else {
+            logger.warning("cannot resolve the endpoint \(peer.name) of \(who) again: \(String(cString: uv_strerror(status))); keeping \(Self.describe(current))")
+            return
+        }
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: Int(first.pointee.ai_addrlen))) }
+        Self.setPort(&storage, peer.port)
+        let address = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.endpointAddress($0) } }
+        guard address != current else {
+            logger.debug("the endpoint \(peer.name) of \(who) still resolves to \(Self.describe(address))")
+            return
+        }
+        core.setEndpoint(address, forPeer: peer.publicKey)
+        logger.info("the endpoint \(peer.name) of \(who) now resolves to \(Self.describe(address)) (was \(Self.describe(current)))")
+        core.retryHandshake(forPeer: peer.publicKey, now: Self.now())
+        flush()
+    }
+
+    /// Sets the port (network order) of an IPv4 or IPv6 socket address.
+    static func setPort(_ storage: inout sockaddr_storage, _ port: UInt16) {
+        withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { s in
+                if Int32(s.pointee.sa_family) == AF_INET6 {
+                    s.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_port = port }
+                } else {
+                    s.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_port = port }
+                }
+            }
+        }
+    }
+
     /// Resolves the endpoint's name again, off the loop thread; switches to the new address if it changed.
     func resolveEndpoint(_ now: Instant) {
         guard let name = endpointName, !resolving, !stopped else { return }
@@ -555,16 +662,7 @@ public final class TunnelLoop {
         withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: Int(first.pointee.ai_addrlen))) }
         // The configured port: getaddrinfo was asked for the name only, and the current endpoint's port
         // may be one the peer roamed to.
-        let port = endpointPort
-        withUnsafeMutablePointer(to: &storage) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { s in
-                if Int32(s.pointee.sa_family) == AF_INET6 {
-                    s.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_port = port }
-                } else {
-                    s.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_port = port }
-                }
-            }
-        }
+        Self.setPort(&storage, endpointPort)
         let changed = withUnsafePointer(to: &storage) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { !isEndpoint($0) }
         }
@@ -602,6 +700,9 @@ public final class TunnelLoop {
         // for the resolver's time-out: the loop then ends with this iteration (closing what it closes).
         if resolving && uv_cancel(UnsafeMutableRawPointer(resolveRequest).assumingMemoryBound(to: uv_req_t.self)) != 0 {
             uv_stop(loop)
+        }
+        for peer in namedPeers where peer.resolving {
+            if uv_cancel(UnsafeMutableRawPointer(peer.request).assumingMemoryBound(to: uv_req_t.self)) != 0 { uv_stop(loop) }
         }
         uv_udp_recv_stop(udp)
         uv_timer_stop(timer)
@@ -655,6 +756,7 @@ public final class TunnelLoop {
         if endpointName != nil, core.handshakeProblem != nil, !resolving, now.since(lastResolve) >= Self.resolveInterval {
             resolveEndpoint(now)
         }
+        resolveNamedPeers(now)
         rearm(now)
         afterFlush?()
         if moreWork != idling {

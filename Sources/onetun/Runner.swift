@@ -146,6 +146,7 @@ struct Runner {
             any.ss_family = settings.endpoint.ss_family
             try loop.start(endpoint: nil, name: nil, bind: settings.bind ?? any)
             for peer in settings.peers {
+                if let name = peer.endpointName { loop.resolveAgain(peer: peer.publicKey, name: name, port: peer.endpointPort) }
                 logger.info("peer \(peer.publicKey.base64): \(peer.endpoint.map { SocketAddress.describe($0) } ?? "no endpoint, waits for it to call"), allowed IPs \(peer.allowedIPs.map { "\($0)" }.joined(separator: ", "))")
             }
         }

@@ -50,6 +50,9 @@ struct Settings {
         var allowedIPs: [IPPrefix]
         /// nil: the peer calls us (at our ListenPort).
         var endpoint: sockaddr_storage?
+        /// The Endpoint's host when it is a name (resolved again while handshakes fail), and its port.
+        var endpointName: String?
+        var endpointPort: UInt16 = 0
         var keepAlive: UInt16
     }
 
@@ -80,6 +83,7 @@ struct Settings {
         }
         for peer in config.peers {
             var address: sockaddr_storage?
+            var name: String?
             if let endpoint = peer.endpoint {
                 let host = "\(endpoint.host)".trimmed(where: { $0 == "[" || $0 == "]" })
                 let resolved = try SocketAddress.resolve(host: host, port: endpoint.port, what: "\(wgFile):\(peer.line): Endpoint")
@@ -88,12 +92,13 @@ struct Settings {
                 }
                 socket = socket ?? resolved
                 address = resolved
+                if IPAddress(host) == nil { name = host }
             } else if !fixedPort {
                 throw UsageError("\(wgFile):\(peer.line): [Peer] has no Endpoint and there is no ListenPort: neither side could reach the other")
             }
             peers.append(Peer(
                 publicKey: peer.publicKey, presharedKey: peer.presharedKey ?? .zero, allowedIPs: peer.allowedIPs,
-                endpoint: address, keepAlive: peer.persistentKeepalive ?? 0))
+                endpoint: address, endpointName: name, endpointPort: peer.endpoint?.port ?? 0, keepAlive: peer.persistentKeepalive ?? 0))
         }
         if c.ping != nil { throw UsageError("--ping checks a tunnel with one peer at an Endpoint; \(wgFile) has \(config.peers.count) peers, or one without Endpoint") }
         // No peer with an Endpoint: the bind address says the family (IPv4 without one).

@@ -19,7 +19,7 @@ import Testing
     }
 
     /// Two wireguard-go peers: A in the session's namespace (192.168.4.0/24), B in a second namespace
-    /// reached over a veth pair (192.168.5.0/24). Forwards to a service behind each move 8 MiB each way,
+    /// reached over a veth pair (192.168.5.0/24). Forwards to a service behind each move 16 MiB each way,
     /// all four at once, SHA-256-equal. Then peer A claims a source in B's AllowedIPs: onetun drops it
     /// (no echo reply) and counts it.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(3)))
@@ -40,7 +40,7 @@ import Testing
             // would add one for the allowed IP).
             try b.run(["ip", "route", "add", "192.168.4.3/32", "dev", peerB.interface])
 
-            let size = 8 << 20
+            let size = 16 << 20
             let (file, digest) = try s.randomFile("download.bin", size: size)
             try s.startServer(addresses: ["192.168.4.1"], file: file)
             let serverB = try b.spawn(
@@ -84,7 +84,7 @@ import Testing
                 #expect(result[string: "digest"] == digest, "\(result)\n\(s.onetunLog.suffix(3000))")
                 seconds.append(String(format: "%.2f s", result[double: "seconds"] ?? -1))
             }
-            print("two peers, 8 MiB each at once: up A \(seconds[0]), down A \(seconds[1]), up B \(seconds[2]), down B \(seconds[3])")
+            print("two peers, 16 MiB each at once: up A \(seconds[0]), down A \(seconds[1]), up B \(seconds[2]), down B \(seconds[3])")
             // Both peers carried their own traffic.
             let statusA = try s.peer.peer.peerStatus(), statusB = try peerB.peerStatus()
             #expect(statusA.receivedBytes > size && statusB.receivedBytes > size, "\(statusA) \(statusB)")
@@ -142,6 +142,80 @@ import Testing
             let result = try s.finish(download, seconds: 90)
             #expect(result[int: "received"] == size && result[string: "digest"] == digest, "\(result)")
             try s.waitFor(try #require(s.onetun), "to 127.0.0.1:\(newPort)", seconds: 10)
+        }
+    }
+
+    /// Several peers, one of them at a name (the namespace's /etc/hosts says where): when its address
+    /// goes and the name points elsewhere, onetun resolves that peer's name again once its handshakes go
+    /// unanswered, and clients get through again. A client of a peer that has no Endpoint and has not
+    /// called us is reset at once, with the reason in the log, not left to its connect time-out.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func aNamedPeerIsResolvedAgainAndAnUncalledPeerRefusesAtOnce() throws {
+        try withForwardSession { s in
+            let hostsDirectory = "/etc/netns/\(s.namespace.name)"
+            let hosts = hostsDirectory + "/hosts"
+            try FileManager.default.createDirectory(atPath: hostsDirectory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: hostsDirectory) }
+            // `ip netns exec` bind-mounts this file over /etc/hosts, so it must be rewritten in place.
+            func point(to address: String) throws {
+                let handle = try #require(FileHandle(forWritingAtPath: hosts))
+                try handle.truncate(atOffset: 0)
+                try handle.write(contentsOf: Data("127.0.0.1 localhost\n\(address) wg-a.test\n".utf8))
+                try handle.close()
+            }
+            FileManager.default.createFile(atPath: hosts, contents: nil)
+            try point(to: "10.88.0.1")
+            try s.namespace.run(["ip", "addr", "add", "10.88.0.1/32", "dev", "lo"])
+            try s.namespace.run(["ip", "addr", "add", "10.88.0.2/32", "dev", "lo"])
+            try s.startServer(addresses: ["192.168.4.1"])
+            let conf = try write("""
+                [Interface]
+                PrivateKey = \(try ourKey(s))
+                Address = 192.168.4.3/32
+                ListenPort = \(UInt16.random(in: 40000..<50000))
+
+                [Peer]
+                PublicKey = \(s.peer.peer.publicKey)
+                AllowedIPs = 192.168.4.0/24
+                Endpoint = wg-a.test:\(s.peer.peer.listenPort)
+
+                [Peer]
+                # never calls
+                PublicKey = \(CommandLineTests.key)
+                AllowedIPs = 192.168.7.0/24
+
+                [Forward]
+                Local = 18041:192.168.4.1:\(ServicePort.echo)
+                Local = 18042:192.168.7.1:\(ServicePort.echo)
+                """, s, "named.conf")
+            try s.startOnetun(["-c", conf.path, "--log", "debug"])
+            let first = try s.client(18041, "echo", ["1", "65536"])
+            #expect(first[int: "ok"] == 1, "\(first)")
+
+            let uncalled = try s.client(18042, "closes")
+            #expect(uncalled[string: "outcome"] == "reset", "\(uncalled)")
+            #expect((uncalled[double: "seconds"] ?? 99) < 0.5, "\(uncalled)")
+            #expect(s.onetunLog.contains("the peer that carries 192.168.7.1 has no Endpoint and has not called us yet"), "\(s.onetunLog.suffix(2000))")
+
+            // Peer A "moves": its old address is gone, the name says where it is now.
+            try s.namespace.run(["ip", "addr", "del", "10.88.0.1/32", "dev", "lo"])
+            try point(to: "10.88.0.2")
+            let moved = Date()
+            var attempts = 0
+            var last: CheckResult?
+            while Date().timeIntervalSince(moved) < 80 {
+                attempts += 1
+                let r = try s.client(18041, "echo", ["1", "4096"], timeout: 30)
+                if r[int: "ok"] == 1 {
+                    last = r
+                    break
+                }
+                sleep(1)
+            }
+            let took = Date().timeIntervalSince(moved)
+            #expect(last?[int: "ok"] == 1, "no client got through after the move (\(attempts) attempts)\n\(s.onetunLog.suffix(4000))")
+            #expect(s.onetunLog.contains("the endpoint wg-a.test of peer \(s.peer.peer.publicKey.prefix(8))… now resolves to 10.88.0.2"), "\(s.onetunLog.suffix(4000))")
+            print("multi-peer endpoint re-resolution: clients through again \(String(format: "%.1f", took)) s after the name moved (\(attempts) attempts)")
         }
     }
 }

@@ -34,7 +34,10 @@
     /// The tunnel MTU; transport padding never grows a packet past it (wireguard-go `calculatePaddingSize`).
     public let mtu: Int
     /// Handshake messages per second above which we answer with cookie replies instead of doing
-    /// Diffie-Hellman work (paper §5.3); `0` means always under load (for tests).
+    /// Diffie-Hellman work (paper §5.3); `0` means always under load (for tests). The default, 512, is
+    /// wireguard-go's mark (an eighth of its handshake queue) and a quarter of a core's worth of
+    /// handshakes here: a hub whose hundred peers all call at once after a restart answers every one
+    /// of them at once instead of sending most a cookie and a five-second wait.
     public let handshakeLoadThreshold: Int
     /// Wall-clock nanoseconds since the Unix epoch minus the monotonic `now`, set by the driver. Only the
     /// TAI64N timestamp of initiations needs wall time: a peer refuses a timestamp older than its last.
@@ -106,7 +109,7 @@
     /// `start` was called: peers added from now on with a persistent keepalive start their handshake.
     public private(set) var isStarted = false
 
-    public init(privateKey: Key32, mtu: Int = 1420, handshakeLoadThreshold: Int = 64, random: RandomSource) {
+    public init(privateKey: Key32, mtu: Int = 1420, handshakeLoadThreshold: Int = 512, random: RandomSource) {
         self.mtu = mtu
         self.handshakeLoadThreshold = handshakeLoadThreshold
         self.random = random

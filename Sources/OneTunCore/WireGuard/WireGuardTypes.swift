@@ -11,12 +11,15 @@ public struct WireGuardConfig: Sendable {
     /// The tunnel MTU; transport padding never grows a packet past it (wireguard-go `calculatePaddingSize`).
     public var mtu: Int
     /// Handshake messages per second above which we answer with cookie replies instead of doing
-    /// Diffie-Hellman work (paper §5.3); `0` means always under load (for tests).
+    /// Diffie-Hellman work (paper §5.3); `0` means always under load (for tests). The default, 512, is
+    /// wireguard-go's mark (an eighth of its handshake queue) and a quarter of a core's worth of
+    /// handshakes here: a hub whose hundred peers all call at once after a restart answers every one
+    /// of them at once instead of sending most a cookie and a five-second wait.
     public var handshakeLoadThreshold: Int
 
     public init(
         privateKey: Key32, peerPublicKey: Key32, presharedKey: Key32 = .zero,
-        persistentKeepaliveSeconds: UInt16 = 0, mtu: Int = 1420, handshakeLoadThreshold: Int = 64
+        persistentKeepaliveSeconds: UInt16 = 0, mtu: Int = 1420, handshakeLoadThreshold: Int = 512
     ) {
         self.privateKey = privateKey
         self.peerPublicKey = peerPublicKey
