@@ -65,6 +65,9 @@ public final class Forwarder {
     // Local TCP forwards (LocalTCPForwards.swift).
     var listeners: [Listener] = []
 
+    /// `--stdio`'s one connection (StdioTunnel.swift), served beside the clients.
+    var stdio: StdioTunnel?
+
     // UDP, local and remote forwards (LocalUDPForwards.swift, RemoteUDPForwards.swift): one receive
     // buffer for every UDP socket, and the datagram counters.
     let udpBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
@@ -134,6 +137,10 @@ public final class Forwarder {
         var budget = 100_000
         while budget > 0, let id = core.pollEvent() {
             budget -= 1
+            if let stdio, id == stdio.id {
+                stdio.service()
+                continue
+            }
             guard id < clients.count, let client = clients[id], !client.closing else { continue }
             service(client)
         }

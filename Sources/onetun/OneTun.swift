@@ -82,6 +82,11 @@ struct OneTunCommand: ParsableCommand {
     @Option(help: "Seconds a UDP flow (a local client's virtual port, a remote forward's flow) may be idle before it is let go (ONETUN_UDP_TIMEOUT), default 60.")
     var udpTimeout: String?
 
+    @Option(help: ArgumentHelp(
+        "One connection through the tunnel over standard input and output, then exit (ssh's ProxyCommand: --stdio %h:%p). Logs go to standard error, at warn unless --log says otherwise.",
+        valueName: "host:port"))
+    var stdio: String?
+
     @Option(help: "Check the tunnel: send ICMP echo requests to this address inside it and print the replies.")
     var ping: String?
 

@@ -41,8 +41,8 @@ struct Runner {
 
     /// Port forwarding until SIGINT or SIGTERM.
     func forward(config: WireGuardConfig, logger: Logger) throws -> Int32 {
-        guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty else {
-            throw UsageError("no port forward given: pass [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] or set ONETUN_PORT_FORWARD_1 (or use --ping to check a tunnel)")
+        guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty || settings.stdio != nil else {
+            throw UsageError("no port forward given: pass [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] or set ONETUN_PORT_FORWARD_1 (or use --ping to check a tunnel, --stdio HOST:PORT for one connection over standard input and output)")
         }
         var forwards: [TCPForward] = []
         var udpForwards: [UDPForward] = []
@@ -151,7 +151,20 @@ struct Runner {
             }
         }
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIPs.map { "\($0)" }.joined(separator: " and "))")
+        var stdio: StdioTunnel?
+        if let target = settings.stdio {
+            // A name is resolved here, before the loop runs.
+            let destination = try SocketAddress.address(target.host, port: target.port, what: "--stdio \(target)")
+            try settings.checkRoute(to: destination, what: "--stdio \(target)")
+            let tunnel = StdioTunnel(forwarder: forwarder, destination: destination, port: target.port, logger: logger)
+            try tunnel.start()
+            stdio = tunnel
+        }
         loop.run()
+        if let failure = stdio?.failure {
+            writeStandardError("onetun: --stdio: \(failure)\n")
+            return 1
+        }
         return 0
     }
 

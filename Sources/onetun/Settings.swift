@@ -29,6 +29,8 @@ struct Settings {
     var maxBufferMemory = 256 << 20
     /// nil: derived from the descriptor limit at start.
     var maxConnections: Int?
+    /// `--stdio HOST:PORT` or the file's `[STDIOTunnel]` Target: one connection over standard input and output.
+    var stdio: ConfigFile.HostPort?
 
     /// Refuses a destination outside the peer's AllowedIPs (from a configuration file): WireGuard would
     /// have no peer to send it to (wg's cryptokey routing), so every connection to it would fail.
@@ -356,6 +358,39 @@ struct Settings {
                 throw UsageError("--max-connections: '\(text)' is not a number between 1 and 1000000")
             }
             maxConnections = n
+        }
+        for tunnel in file?.config.tunnels ?? [] {
+            switch tunnel.kind {
+            case .socks5, .http:
+                throw UsageError("\(file!.config.fileName):\(tunnel.line): \(tunnel.kind.sectionName) is not supported yet")
+            default:
+                break
+            }
+        }
+        if let text = c.stdio {
+            guard let (host, portText) = SocketAddress.split(text), !host.isEmpty, let port = UInt16(portText), port > 0 else {
+                throw UsageError("--stdio: '\(text)' is not host:port")
+            }
+            stdio = ConfigFile.HostPort(IPAddress(host).map { .address($0) } ?? .name(host), port)
+        } else if let file {
+            let tunnels = file.config.tunnels.compactMap { tunnel -> (ConfigFile.HostPort, Int)? in
+                if case .stdio(let target) = tunnel.kind { return (target, tunnel.line) }
+                return nil
+            }
+            if tunnels.count > 1 {
+                throw UsageError("\(file.config.fileName):\(tunnels[1].1): a second [STDIOTunnel] (the first is at line \(tunnels[0].1)); standard input and output carry one connection")
+            }
+            stdio = tunnels.first?.0
+        }
+        if let stdio {
+            if case .address(let destination) = stdio.host {
+                guard sourcePeerIP(for: destination) != nil else {
+                    throw UsageError("--stdio \(stdio): the destination and --source-peer-ip \(sourceText) must be the same IP version")
+                }
+                try checkRoute(to: destination, what: "--stdio \(stdio)")
+            }
+            // Standard error is the only channel; what the user sees is ssh's, say: warnings only.
+            if value(c.log, "ONETUN_LOG") == nil { logLevel = .warning }
         }
         if let target = c.ping {
             guard let address = IPAddress(target) else { throw UsageError("--ping: '\(target)' is not an IP address") }

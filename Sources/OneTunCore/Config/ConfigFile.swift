@@ -31,8 +31,9 @@
 ///   empty means none), `Endpoint`, `PersistentKeepalive` (seconds, or `off`).
 /// - wireproxy: `WGConfig = path` before any section; `[TCPClientTunnel]` (`BindAddress`, `Target`),
 ///   `[TCPServerTunnel]` (`ListenPort`, `Target`), `[UDPProxyTunnel]` (`BindAddress`, `Target`,
-///   `InactivityTimeout`, default 0 = never). `[STDIOTunnel]`, `[Socks5]`, `[http]`, `[SNI]` and
-///   `[Resolve]` are recognised and refused as not supported yet.
+///   `InactivityTimeout`, default 0 = never), `[Socks5]` and `[http]` (`BindAddress`, `Username`,
+///   `Password`; `[http]`'s `CertFile` and `KeyFile` are refused: no TLS), `[STDIOTunnel]` (`Target`).
+///   `[SNI]` and `[Resolve]` are recognised and refused as not supported yet.
 /// - onetun: `[Forward]` with `Local` and `Remote` lines in the positional notation of ``PortForwardSpec``,
 ///   and `[OneTun]`, whose `name = value` lines are the long options without their dashes, handed over
 ///   uninterpreted in ``options``.
@@ -195,6 +196,8 @@ public struct ConfigFile: Equatable, Sendable {
                         source: bind.host, sourcePort: bind.port, destination: target.host,
                         destinationPort: target.port, proto: .udp),
                     line: tunnel.line, inactivityTimeout: timeout)
+            case .socks5, .http, .stdio:
+                continue  // proxies and the stdio tunnel are not port forwards
             }
             located.append((tunnel.line, [forward]))
         }
@@ -294,6 +297,17 @@ extension ConfigFile {
         public var description: String { "\(host):\(port)" }
     }
 
+    /// A proxy's `Username` and `Password` (either may be empty when only the other was given).
+    public struct Credentials: Hashable, Sendable {
+        public var username: String
+        public var password: String
+
+        public init(username: String, password: String) {
+            self.username = username
+            self.password = password
+        }
+    }
+
     /// One `[Peer]` section.
     public struct Peer: Hashable, Sendable {
         /// The peer's static public key; unique among the peers.
@@ -337,6 +351,14 @@ extension ConfigFile {
             /// `[UDPProxyTunnel]`: a local UDP forward whose flows end after `inactivityTimeout` idle
             /// seconds; 0, the default, never ends them.
             case udpProxy(bindAddress: HostPort, target: HostPort, inactivityTimeout: UInt32)
+            /// `[Socks5]`: a SOCKS5 proxy listening on `bindAddress` here, asking for `credentials`
+            /// (RFC 1929) when given.
+            case socks5(bindAddress: HostPort, credentials: Credentials?)
+            /// `[http]`: an HTTP proxy listening on `bindAddress` here (plain HTTP; CONNECT and
+            /// absolute-form requests), asking for `credentials` (Basic) when given.
+            case http(bindAddress: HostPort, credentials: Credentials?)
+            /// `[STDIOTunnel]`: one connection to `target` through the tunnel, over standard input and output.
+            case stdio(target: HostPort)
 
             /// `[TCPClientTunnel]`, …: the header, as wireproxy spells it.
             public var sectionName: String {
@@ -344,6 +366,9 @@ extension ConfigFile {
                 case .tcpClient: "[TCPClientTunnel]"
                 case .tcpServer: "[TCPServerTunnel]"
                 case .udpProxy: "[UDPProxyTunnel]"
+                case .socks5: "[Socks5]"
+                case .http: "[http]"
+                case .stdio: "[STDIOTunnel]"
                 }
             }
         }
@@ -475,6 +500,17 @@ extension ConfigFile {
                 var lines = [tunnel.kind.sectionName, "BindAddress = \(bind)", "Target = \(target)"]
                 if timeout != 0 { lines.append("InactivityTimeout = \(timeout)") }
                 blocks.append(lines)
+            case .socks5(let bind, let credentials), .http(let bind, let credentials):
+                var lines = [tunnel.kind.sectionName, "BindAddress = \(bind)"]
+                // A value that starts with "$" is written "$$…" so that it does not name a variable.
+                func escaped(_ v: String) -> String { v.utf8.first == UInt8(ascii: "$") ? "$" + v : v }
+                if let credentials {
+                    if !credentials.username.isEmpty { lines.append("Username = \(escaped(credentials.username))") }
+                    if !credentials.password.isEmpty { lines.append("Password = \(escaped(credentials.password))") }
+                }
+                blocks.append(lines)
+            case .stdio(let target):
+                blocks.append([tunnel.kind.sectionName, "Target = \(target)"])
             }
         }
         if !forwards.isEmpty {

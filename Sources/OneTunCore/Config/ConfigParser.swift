@@ -82,13 +82,16 @@ struct ConfigParser {
     }
 
     private enum TunnelKind {
-        case tcpClient, tcpServer, udpProxy
+        case tcpClient, tcpServer, udpProxy, socks5, http, stdio
 
         var sectionName: String {
             switch self {
             case .tcpClient: "[TCPClientTunnel]"
             case .tcpServer: "[TCPServerTunnel]"
             case .udpProxy: "[UDPProxyTunnel]"
+            case .socks5: "[Socks5]"
+            case .http: "[http]"
+            case .stdio: "[STDIOTunnel]"
             }
         }
     }
@@ -111,11 +114,12 @@ struct ConfigParser {
         var listenPort: UInt16?
         var target: ConfigFile.HostPort?
         var inactivityTimeout: UInt32 = 0  // wireproxy's default: flows never time out
+        var username: String?
+        var password: String?
     }
 
     /// wireproxy's sections that onetun recognises but does not implement yet, as wireproxy spells them.
-    private static let unsupportedSections = ["stdiotunnel": "[STDIOTunnel]", "socks5": "[Socks5]", "http": "[http]",
-                                              "sni": "[SNI]", "resolve": "[Resolve]"]
+    private static let unsupportedSections = ["sni": "[SNI]", "resolve": "[Resolve]"]
 
     private mutating func startSection(_ name: ArraySlice<UInt8>, line: Int) throws(ConfigError) {
         try finishSection()
@@ -140,6 +144,15 @@ struct ConfigParser {
             section = .tunnel
         case "udpproxytunnel":
             tunnel = TunnelDraft(kind: .udpProxy, line: line)
+            section = .tunnel
+        case "socks5":
+            tunnel = TunnelDraft(kind: .socks5, line: line)
+            section = .tunnel
+        case "http":
+            tunnel = TunnelDraft(kind: .http, line: line)
+            section = .tunnel
+        case "stdiotunnel":
+            tunnel = TunnelDraft(kind: .stdio, line: line)
             section = .tunnel
         case "forward":
             section = .forward
@@ -188,6 +201,16 @@ struct ConfigParser {
                 guard let port = draft.listenPort else { throw error(draft.line, "\(name) has no ListenPort") }
                 guard let target = draft.target else { throw error(draft.line, "\(name) has no Target") }
                 kind = .tcpServer(listenPort: port, target: target)
+            case .socks5, .http:
+                guard let bind = draft.bindAddress else { throw error(draft.line, "\(name) has no BindAddress") }
+                // wireproxy asks for credentials when either is set; a missing one is then empty.
+                let credentials = draft.username == nil && draft.password == nil
+                    ? nil : ConfigFile.Credentials(username: draft.username ?? "", password: draft.password ?? "")
+                kind = draft.kind == .socks5
+                    ? .socks5(bindAddress: bind, credentials: credentials) : .http(bindAddress: bind, credentials: credentials)
+            case .stdio:
+                guard let target = draft.target else { throw error(draft.line, "\(name) has no Target") }
+                kind = .stdio(target: target)
             }
             config.tunnels.append(ConfigFile.Tunnel(kind, line: draft.line))
         }
@@ -227,6 +250,7 @@ struct ConfigParser {
         case endpoint = "Endpoint", persistentKeepalive = "PersistentKeepalive"
         case bindAddress = "BindAddress", target = "Target", inactivityTimeout = "InactivityTimeout"
         case local = "Local", remote = "Remote"
+        case username = "Username", password = "Password", certFile = "CertFile", keyFile = "KeyFile"
 
         static let byLowercasedName = Dictionary(uniqueKeysWithValues: allCases.map { ($0.rawValue.lowercased(), $0) })
 
@@ -235,7 +259,8 @@ struct ConfigParser {
 
         /// The keys whose values wireproxy reads with `parseString`, the function that expands `$VAR`.
         var readsEnvironment: Bool {
-            [.privateKey, .address, .dns, .publicKey, .allowedIPs, .bindAddress, .target].contains(self)
+            [.privateKey, .address, .dns, .publicKey, .allowedIPs, .bindAddress, .target, .username, .password]
+                .contains(self)
         }
     }
 
@@ -251,6 +276,9 @@ struct ConfigParser {
             case .tcpClient: [.bindAddress, .target]
             case .tcpServer: [.listenPort, .target]
             case .udpProxy: [.bindAddress, .target, .inactivityTimeout]
+            case .socks5: [.bindAddress, .username, .password]
+            case .http: [.bindAddress, .username, .password, .certFile, .keyFile]
+            case .stdio: [.target]
             }
         case .forward: [.local, .remote]
         case .oneTun: []
@@ -386,6 +414,12 @@ struct ConfigParser {
             tunnel!.bindAddress = try at.hostPort(value, emptyHostMeans: .address(.v4(.unspecified)))
         case .target:
             tunnel!.target = try at.hostPort(value, emptyHostMeans: nil)
+        case .username:
+            tunnel!.username = value
+        case .password:
+            tunnel!.password = value
+        case .certFile, .keyFile:
+            throw at.error("onetun's HTTP proxy speaks plain HTTP only; TLS termination of the proxy (wireproxy's CertFile and KeyFile) is not supported")
         case .inactivityTimeout:
             guard let seconds = decimal(value, upTo: Int(UInt32.max)) else {
                 throw at.error("\(value.debugDescription) is not a number of seconds (0 for never)")

@@ -214,9 +214,11 @@ public final class TCPConnection {
         // least doubles what the peer may still send, by at least one MSS, while that is at most half the
         // space. Measured against the window before this read instead, reads in chunks between one and two
         // MSS after a zero window would never announce it, and the peer would wait for its persist timer.
+        // After the peer's FIN nothing more comes: a window update would only meet a closed socket (and
+        // its RST).
         let advertised = max(0, advertisedEdge - rcvNxt)
         let window = receiveWindow
-        if 2 * advertised <= receiveSpace && window >= 2 * advertised && window - advertised >= config.mss {
+        if !finReceived && 2 * advertised <= receiveSpace && window >= 2 * advertised && window - advertised >= config.mss {
             pending.insert(.ack)
             outputOwed()
         }
@@ -350,6 +352,10 @@ public final class TCPConnection {
         }
         // Second: RST. RFC 5961 §3.2: only an exact match resets; an in-window one gets a challenge ACK.
         if flags.contains(.rst) {
+            // RFC 1337 §3 (F1): TIME-WAIT ignores a RST. The exchange is complete; a RST now (the peer's
+            // answer to a stray ACK once it has closed, say) must not turn it into a reset that costs the
+            // application the bytes it has not read yet.
+            if state == .timeWait { return }
             if seq == rcvNxt {
                 enterClosed(error: state == .synReceived ? .refused : .reset)
             } else {

@@ -303,15 +303,35 @@ private func expectRoundTrip(_ config: ConfigFile, sourceLocation: SourceLocatio
         #expect(peer.interface?.dnsSearchDomains == ["example.org"])
     }
 
+    /// wireproxy's proxies and stdio tunnel: `[Socks5]` and `[http]` with and without credentials
+    /// (`$VAR` read from the environment), `[STDIOTunnel]`; none of them is a port forward.
+    @Test func proxySections() throws {
+        let config = try parse(
+            "[Socks5]\nBindAddress = 127.0.0.1:25344\n\n[Socks5]\nBindAddress = :25346\nUsername = $USER\nPassword = $$secret\n"
+                + "[http]\nBindAddress = [::1]:25345\nPassword = p\n[STDIOTunnel]\nTarget = ssh.example.net:22\n",
+            ["USER": "alice"])
+        #expect(config.tunnels.map(\.kind) == [
+            .socks5(bindAddress: .init(.address(ip("127.0.0.1")), 25344), credentials: nil),
+            .socks5(bindAddress: .init(.address(ip("0.0.0.0")), 25346), credentials: .init(username: "alice", password: "$secret")),
+            .http(bindAddress: .init(.address(ip("::1")), 25345), credentials: .init(username: "", password: "p")),
+            .stdio(target: .init(.name("ssh.example.net"), 22)),
+        ])
+        #expect(try config.portForwards(sourcePeerIP: ip("10.0.0.2")).isEmpty)
+        // What prints parses back to the same file (a "$" that starts a value is written "$$").
+        #expect(try parse(config.canonicalText) == config)
+    }
+
     /// Every kind of malformed line, each with its exact message.
     @Test(arguments: [
         // Sections
         ("[Interface]\n[Foo]", #"f.conf:2: unknown section "[Foo]""#),
         ("[Interface", "f.conf:1: a section header is [Name] alone on its line"),
         ("[Peer] x = y", "f.conf:1: a section header is [Name] alone on its line"),
-        ("[Socks5]\nBindAddress = 127.0.0.1:25344", "f.conf:1: [Socks5] is not supported yet"),
-        ("[http]\nBindAddress = 127.0.0.1:25345", "f.conf:1: [http] is not supported yet"),
-        ("\n[stdiotunnel]\nTarget = ssh.myserver.net:22", "f.conf:2: [STDIOTunnel] is not supported yet"),
+        ("[Socks5]\nUsername = u", "f.conf:1: [Socks5] has no BindAddress"),
+        ("[http]\nBindAddress = 127.0.0.1:25345\nCertFile = /etc/ssl/proxy.pem", "f.conf:3: CertFile: onetun's HTTP proxy speaks plain HTTP only; TLS termination of the proxy (wireproxy's CertFile and KeyFile) is not supported"),
+        ("[Socks5]\nBindAddress = 127.0.0.1:25344\nKeyFile = k", "f.conf:3: KeyFile: not a key of [Socks5]"),
+        ("\n[stdiotunnel]\nBindAddress = 127.0.0.1:1", "f.conf:3: BindAddress: not a key of [STDIOTunnel]"),
+        ("[STDIOTunnel]\n", "f.conf:1: [STDIOTunnel] has no Target"),
         ("[SNI]", "f.conf:1: [SNI] is not supported yet"),
         ("[Resolve]\nResolveStrategy = auto", "f.conf:1: [Resolve] is not supported yet"),
         ("[Interface]\nPrivateKey = \(key1)\n[Interface]", "f.conf:3: a second [Interface] section (the first is at line 1)"),

@@ -67,4 +67,26 @@ import Testing
         #expect(wire.a.state == .closed && wire.b.state == .closed)
         #expect(wire.a.error == nil && wire.b.error == nil)
     }
+
+    /// We closed first and the peer's last bytes wait unread in TIME-WAIT: reading them sends no window
+    /// update (the peer has sent its FIN; it would only meet a closed socket), and a RST that arrives
+    /// anyway is ignored (RFC 1337 §3), so the bytes stay readable and the connection did not fail.
+    @Test func timeWaitIgnoresAResetAndKeepsUnreadBytes() {
+        let wire = Wire()
+        for _ in 0..<3 { wire.step() }
+        let data = [UInt8](repeating: 7, count: 1000)
+        #expect(data.withUnsafeBytes { wire.b.send($0) } == 1000)
+        wire.a.close()
+        for _ in 0..<5 { wire.step() }
+        wire.b.close()
+        for _ in 0..<5 { wire.step() }
+        #expect(wire.a.state == .timeWait, "\(wire.a.state)")
+        #expect(wire.a.readableBytes == 1000)
+        wire.a.consume(500)
+        #expect(wire.collect(wire.a).isEmpty, "a window update after the peer's FIN")
+        let rst = TCPRepr(sourcePort: 7001, destinationPort: 7000, sequenceNumber: wire.a.rcvNxt.rawValue, flags: .rst, window: 0)
+        [UInt8]().withUnsafeBytes { wire.a.handleSegment(rst, payload: $0, now: wire.now) }
+        #expect(wire.a.state == .timeWait && wire.a.error == nil, "\(wire.a.state) \(String(describing: wire.a.error))")
+        #expect(wire.a.readableBytes == 500)
+    }
 }
