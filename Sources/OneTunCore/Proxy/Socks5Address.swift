@@ -6,8 +6,8 @@ public enum Socks5WireError: Error, Hashable, Sendable, CustomStringConvertible 
     case badVersion(UInt8)
     /// An ATYP other than 1 (IPv4), 3 (domain name) and 4 (IPv6) (RFC 1928 §4).
     case addressTypeNotSupported(UInt8)
-    /// A domain name that is empty, or holds a byte outside letters, digits, "-", "_" and ".", or holds a
-    /// ":" without being an IPv6 address (see `Socks5Address`).
+    /// A domain name that is empty, or is neither an IP address literal nor made of letters, digits, "-",
+    /// "_" and "." only.
     case invalidName
 
     public var description: String {
@@ -26,9 +26,10 @@ public enum Socks5WireError: Error, Hashable, Sendable, CustomStringConvertible 
 ///     | ATYP | ADDR: 4 bytes (ATYP 1), 16 bytes (ATYP 4), or a length byte and 1–255 bytes (ATYP 3) | PORT (2) |
 ///
 /// A domain name arrives as bytes without a terminator. We take letters, digits, "-", "_" and "." (what
-/// curl and browsers send: IDNs already in punycode) and refuse anything else, which keeps control
-/// characters out of logs and DNS queries. A name that is an IP address literal (dotted quad, or RFC 4291
-/// text without brackets) becomes `.address`, so the caller does not resolve it.
+/// curl sends; it puts an IDN in punycode when built with IDN support) and refuse anything else, NUL,
+/// spaces and control characters included, which keeps them out of logs and DNS queries. A name that is
+/// an IP address literal (a dotted quad, or RFC 4291 text without brackets) becomes `.address`, so the
+/// caller does not resolve it.
 enum Socks5Address {
     static let ipv4: UInt8 = 0x01
     static let domainName: UInt8 = 0x03

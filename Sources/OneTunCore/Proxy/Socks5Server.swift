@@ -96,9 +96,9 @@ public struct Socks5Server: Sendable {
     /// An RFC 1929 user name and password, each 0–255 bytes.
     ///
     /// Held as the two fields as they appear on the wire, each padded to 256 bytes (length byte, bytes,
-    /// zeros): a received pair is laid out the same way and the 512 bytes compared with `sodium_memcmp`, so
-    /// the time taken depends neither on where the first difference is nor on either length, and a length
-    /// mismatch is a difference like any other.
+    /// zeros): a received pair is laid out the same way and all 512 bytes compared with `sodium_memcmp`, so
+    /// the time taken depends neither on where the first difference is nor on the configured lengths, and a
+    /// length mismatch is a difference like any other.
     public struct Credentials: Sendable, CustomStringConvertible {
         let padded: [UInt8]
 
@@ -117,7 +117,8 @@ public struct Socks5Server: Sendable {
             return padded
         }
 
-        /// Constant time in the contents and lengths of both pairs (see the type's comment).
+        /// Constant time in the configured user name and password, contents and lengths (see the type's
+        /// comment); both are always compared, neither decides alone.
         func matches(username: ArraySlice<UInt8>, password: ArraySlice<UInt8>) -> Bool {
             let received = Credentials.pad(username, password)
             return padded.withUnsafeBytes { a in
