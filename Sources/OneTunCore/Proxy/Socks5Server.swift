@@ -32,8 +32,8 @@ import CSodium
 /// - A request's RSV byte is not checked (lenient: RFC 1928 §4 gives the server no rule for it).
 /// - A request whose VER is not 5 is refused with REP 01; BIND and unknown commands with 07, after the
 ///   whole request is read; an unknown ATYP with 08 as soon as it arrives (its length is unknown); a
-///   domain name `Socks5Address` refuses (empty, or a byte outside letters, digits, "-", "_", ".") with 04.
-///   A name that is an IP literal is reported as `.address`.
+///   domain name `Socks5Address` refuses (empty, or not an IP literal and holding a byte other than
+///   letters, digits, "-", "_", ".") with 04. A name that is an IP literal is reported as `.address`.
 public struct Socks5Server: Sendable {
     /// The result of one `receive(_:)`.
     public struct Step: Hashable, Sendable {
