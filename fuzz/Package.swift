@@ -13,6 +13,7 @@ let fuzzers = [
     "FuzzPortForwardSpec",
     "FuzzUDPPath",
     "FuzzConfigFile",
+    "FuzzSocks5",
 ]
 
 let package = Package(
