@@ -68,6 +68,11 @@ public final class Forwarder {
     /// `--stdio`'s one connection (StdioTunnel.swift), served beside the clients.
     var stdio: StdioTunnel?
 
+    // Proxies (ProxyServices.swift): clients still in their handshake, oldest first, and the timer that
+    // closes those past their deadline.
+    var negotiating: [Client] = []
+    var negotiationTimer: UnsafeMutablePointer<uv_timer_t>?
+
     // UDP, local and remote forwards (LocalUDPForwards.swift, RemoteUDPForwards.swift): one receive
     // buffer for every UDP socket, and the datagram counters.
     let udpBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
@@ -197,7 +202,8 @@ public final class Forwarder {
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
         for flow in Array(remoteFlows.values) { closeFlow(flow) }
-        for case let timer? in [trimTimer, acceptRetryTimer, flowTimer] {
+        negotiating = []
+        for case let timer? in [trimTimer, acceptRetryTimer, flowTimer, negotiationTimer] {
             uv_timer_stop(timer)
             uv_close(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
         }

@@ -31,15 +31,19 @@ extension Forwarder {
     final class Listener {
         let poll = UnsafeMutablePointer<uv_poll_t>.allocate(capacity: 1)
         let fd: Int32
+        /// A forward's; for a proxy only `listen` and `description` mean anything.
         let forward: TCPForward
         let index: Int
+        /// A port forward, or a proxy whose clients say where they go (ProxyServices.swift).
+        let proxy: ProxyListen?
         unowned let forwarder: Forwarder
         var paused = false
 
-        init(fd: Int32, forward: TCPForward, index: Int, forwarder: Forwarder) {
+        init(fd: Int32, forward: TCPForward, index: Int, proxy: ProxyListen? = nil, forwarder: Forwarder) {
             self.fd = fd
             self.forward = forward
             self.index = index
+            self.proxy = proxy
             self.forwarder = forwarder
         }
     }
@@ -70,6 +74,21 @@ extension Forwarder {
         var synchronized = false
         let opened: Instant
 
+        // A proxy's client (ProxyServices.swift), until it relays like a forward's.
+        /// Where the handshake is; nil for a forward's client and once relaying.
+        var proxy: ProxyPhase?
+        /// The handshake's bytes read so far (a small buffer, freed once relaying); after the request,
+        /// the bytes the client sent past it, kept for the connection.
+        var head: UnsafeMutableRawBufferPointer?
+        var headCount = 0
+        /// When an unfinished handshake is given up.
+        var negotiationDeadline = Instant.zero
+        /// The destination the proxy's client asked for, once known.
+        var destination: IPAddress?
+        var destinationPort: UInt16 = 0
+        var target = ""
+        var resolveRequest: UnsafeMutablePointer<uv_getaddrinfo_t>?
+
         init(forwarder: Forwarder, forward: Int, now: Instant) {
             self.forwarder = forwarder
             self.forward = forward
@@ -82,12 +101,22 @@ extension Forwarder {
             shutdownRequest.deallocate()
             connectRequest.deallocate()
             pending?.deallocate()
+            head?.deallocate()
+            resolveRequest?.deallocate()
         }
     }
 
     /// Listens on every forward's local address; throws naming the address when one cannot be used.
     public func listen(_ forwards: [TCPForward]) throws(LoopError) {
         for forward in forwards {
+            try listen(forward, proxy: nil)
+            logger.info("forwarding TCP \(forward.description)")
+        }
+    }
+
+    /// A listener on `forward.listen`, serving the forward or `proxy`.
+    func listen(_ forward: TCPForward, proxy: ProxyListen?) throws(LoopError) {
+        do {
             var address = forward.listen
             let family = Int32(address.ss_family)
             let length = socklen_t(family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
@@ -103,7 +132,7 @@ extension Forwarder {
                 if fd >= 0 { close(fd) }
                 throw LoopError("cannot listen on \(forward.description.split(separator: " ").first ?? ""): \(String(cString: uv_strerror(-error)))")
             }
-            let listener = Listener(fd: fd, forward: forward, index: listeners.count, forwarder: self)
+            let listener = Listener(fd: fd, forward: forward, index: listeners.count, proxy: proxy, forwarder: self)
             let rc = uv_poll_init_socket(driver.loop, listener.poll, fd)
             guard rc == 0 else {
                 close(fd)
@@ -112,7 +141,6 @@ extension Forwarder {
             listener.poll.pointee.data = Unmanaged.passUnretained(listener).toOpaque()
             startAccepting(listener)
             listeners.append(listener)
-            logger.info("forwarding TCP \(forward.description)")
         }
     }
 
@@ -189,6 +217,10 @@ extension Forwarder {
         guard uv_tcp_open(client.handle, fd) == 0 else {
             close(fd)
             uv_close(handle(client.handle), Self.closed)
+            return
+        }
+        if let proxy = listener.proxy {
+            acceptProxyClient(client, proxy, now: now)
             return
         }
         guard admits("client of \(forward.description)", to: forward.destination, now: now) else {
@@ -280,6 +312,11 @@ extension Forwarder {
 
     func service(_ client: Client) {
         let connection = core.connection(client.id)
+        if client.proxy != nil {
+            // A proxy's client waits for its connection to open before it hears the outcome.
+            proxyConnectionChanged(client, connection)
+            return
+        }
         guard client.connected else {
             // A remote forward's local connection is still being made: only a reset matters now.
             if connection.state == .closed { teardown(client, reset: false, reason: "closed before the local connection was made") }
@@ -291,7 +328,8 @@ extension Forwarder {
         if connection.hasEnded, let error = connection.error {
             // Reset by the destination, refused, or timed out: the client sees a reset at once.
             if error == .timedOut && !client.synchronized, let held = connectTimeoutWarnings.allow(TunnelLoop.now()) {
-                let tunnel = (client.forward >= 0 ? core.handshakeProblem(for: listeners[client.forward].forward.destination) : nil).map { "; the tunnel is down: \($0)" } ?? ""
+                let destination = client.destination ?? (client.forward >= 0 ? listeners[client.forward].forward.destination : nil)
+                let tunnel = destination.flatMap { core.handshakeProblem(for: $0) }.map { "; the tunnel is down: \($0)" } ?? ""
                 logger.warning("connection \(client.id): no answer from the destination within the connect time-out, client reset\(tunnel)\(Throttle.note(held))")
             }
             teardown(client, reset: true, reason: "\(error)")
@@ -374,6 +412,10 @@ extension Forwarder {
         guard !client.closing else { return }
         client.closing = true
         stopReading(client)
+        if client.resolveRequest != nil, client.proxy != nil {
+            // A resolution in flight finds the client closing; libuv may still cancel it.
+            _ = uv_cancel(UnsafeMutableRawPointer(client.resolveRequest!).assumingMemoryBound(to: uv_req_t.self))
+        }
         if reset {
             closeReset(client.handle)
         } else {

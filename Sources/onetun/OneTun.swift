@@ -83,6 +83,16 @@ struct OneTunCommand: ParsableCommand {
     var udpTimeout: String?
 
     @Option(help: ArgumentHelp(
+        "A SOCKS5 proxy into the tunnel (ONETUN_SOCKS5, commas for several), default host 127.0.0.1: CONNECT to IPv4, IPv6 and names. May be repeated.",
+        valueName: "[host:]port"))
+    var socks5: [String] = []
+
+    @Option(help: ArgumentHelp(
+        "The user name and password the proxies given on the command line ask for (ONETUN_PROXY_AUTH); without it they ask for none.",
+        valueName: "user:password"))
+    var proxyAuth: String?
+
+    @Option(help: ArgumentHelp(
         "One connection through the tunnel over standard input and output, then exit (ssh's ProxyCommand: --stdio %h:%p). Logs go to standard error, at warn unless --log says otherwise.",
         valueName: "host:port"))
     var stdio: String?

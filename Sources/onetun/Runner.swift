@@ -41,7 +41,7 @@ struct Runner {
 
     /// Port forwarding until SIGINT or SIGTERM.
     func forward(config: WireGuardConfig, logger: Logger) throws -> Int32 {
-        guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty || settings.stdio != nil else {
+        guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty || settings.stdio != nil || !settings.proxies.isEmpty else {
             throw UsageError("no port forward given: pass [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] or set ONETUN_PORT_FORWARD_1 (or use --ping to check a tunnel, --stdio HOST:PORT for one connection over standard input and output)")
         }
         var forwards: [TCPForward] = []
@@ -80,7 +80,11 @@ struct Runner {
         tcp.bufferMemoryLimit = settings.maxBufferMemory
         let coreConfig: TunnelCoreConfig
         if settings.peers.isEmpty {
-            coreConfig = TunnelCoreConfig(wireGuard: config, addresses: settings.sourcePeerIPs, tcp: tcp, udpIdleTimeout: settings.udpTimeout)
+            var oneConfig = TunnelCoreConfig(wireGuard: config, addresses: settings.sourcePeerIPs, tcp: tcp, udpIdleTimeout: settings.udpTimeout)
+            // The file's AllowedIPs for its one peer route as they would in wg (a proxy's destination
+            // outside them is refused at once, a packet from a source outside them dropped).
+            if let allowed = settings.peerAllowedIPs { oneConfig.peers[0].allowedIPs = allowed }
+            coreConfig = oneConfig
         } else {
             let peers = settings.peers.map { peer in
                 PeerConfig(
@@ -136,6 +140,12 @@ struct Runner {
             }
         }
         try forwarder.listen(forwards)
+        try forwarder.listenProxies(settings.proxies.map { proxy in
+            ProxyListen(
+                kind: proxy.kind == .socks5 ? .socks5 : .http, listen: proxy.listen,
+                username: proxy.credentials.map { Array($0.username.utf8) }, password: proxy.credentials.map { Array($0.password.utf8) },
+                description: SocketAddress.describe(proxy.listen))
+        })
         try forwarder.listenUDP(udpForwards)
         forwarder.listenRemote(remotes)
         if settings.peers.isEmpty {

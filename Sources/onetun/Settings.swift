@@ -32,6 +32,16 @@ struct Settings {
     /// `--stdio HOST:PORT` or the file's `[STDIOTunnel]` Target: one connection over standard input and output.
     var stdio: ConfigFile.HostPort?
 
+    /// A proxy to listen for: `--socks5`, or the file's `[Socks5]`.
+    struct Proxy {
+        enum Kind { case socks5, http }
+        var kind: Kind
+        var listen: sockaddr_storage
+        var text: String
+        var credentials: ConfigFile.Credentials?
+    }
+    var proxies: [Proxy] = []
+
     /// Refuses a destination outside the peer's AllowedIPs (from a configuration file): WireGuard would
     /// have no peer to send it to (wg's cryptokey routing), so every connection to it would fail.
     func checkRoute(to destination: IPAddress, what: String) throws {
@@ -359,10 +369,33 @@ struct Settings {
             }
             maxConnections = n
         }
+        // Proxies: the command line's (with --proxy-auth), then the file's sections with their own.
+        var cliCredentials: ConfigFile.Credentials?
+        if let auth = value(c.proxyAuth, "ONETUN_PROXY_AUTH") {
+            guard let colon = auth.firstIndex(of: ":"), colon != auth.startIndex else {
+                throw UsageError("--proxy-auth: 'user:password' expected (a user name, a colon, the password)")
+            }
+            cliCredentials = ConfigFile.Credentials(username: String(auth[..<colon]), password: String(auth[auth.index(after: colon)...]))
+        }
+        let socksTexts = (c.socks5.isEmpty ? env["ONETUN_SOCKS5"].map { [$0] } ?? [] : c.socks5)
+            .flatMap { $0.split(separator: ",") }.map { String($0).trimmed() }
+        for text in socksTexts {
+            proxies.append(Proxy(kind: .socks5, listen: try Self.proxyAddress(text, option: "--socks5"), text: text, credentials: cliCredentials))
+        }
+        for proxy in proxies where proxy.credentials.map({ $0.username.utf8.count > 255 || $0.password.utf8.count > 255 }) == true {
+            throw UsageError("--proxy-auth: a SOCKS5 user name and password are at most 255 bytes each (RFC 1929)")
+        }
         for tunnel in file?.config.tunnels ?? [] {
+            let place = "\(file!.config.fileName):\(tunnel.line)"
             switch tunnel.kind {
-            case .socks5, .http:
-                throw UsageError("\(file!.config.fileName):\(tunnel.line): \(tunnel.kind.sectionName) is not supported yet")
+            case .socks5(let bind, let credentials):
+                if let credentials, credentials.username.utf8.count > 255 || credentials.password.utf8.count > 255 {
+                    throw UsageError("\(place): [Socks5]: a user name and password are at most 255 bytes each (RFC 1929)")
+                }
+                let text = "\(bind)"
+                proxies.append(Proxy(kind: .socks5, listen: try Self.proxyAddress(text, option: "\(place): [Socks5] BindAddress"), text: text, credentials: credentials))
+            case .http:
+                throw UsageError("\(place): \(tunnel.kind.sectionName) is not supported yet")
             default:
                 break
             }
@@ -401,6 +434,18 @@ struct Settings {
             guard (1...65535).contains(c.pingCount) else { throw UsageError("--ping-count must be 1 to 65535 (one echo sequence number each)") }
             pingCount = c.pingCount
         }
+    }
+
+    /// A proxy's `[HOST:]PORT`: a bare port listens on 127.0.0.1 (a proxy open to the network is a choice
+    /// to spell out).
+    static func proxyAddress(_ text: String, option: String) throws -> sockaddr_storage {
+        if let port = UInt16(text), port > 0 {
+            return try SocketAddress.resolve(host: "127.0.0.1", port: port, what: option)
+        }
+        guard let (host, portText) = SocketAddress.split(text), let port = UInt16(portText), port > 0 else {
+            throw UsageError("\(option): '\(text)' is not [host:]port")
+        }
+        return try SocketAddress.resolve(host: host.isEmpty ? "0.0.0.0" : host, port: port, what: option)
     }
 
     /// "268435456", "256M", "1G", "512k": binary multiples; nil when malformed or above 1 TiB.

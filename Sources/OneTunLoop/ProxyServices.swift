@@ -1,0 +1,377 @@
+import CUV
+import Glibc
+import Logging
+import OneTunCore
+
+/// A proxy listening here: SOCKS5 (`--socks5`, wireproxy's `[Socks5]`) or HTTP (`--http-proxy`, `[http]`).
+public struct ProxyListen {
+    public enum Kind: Sendable { case socks5, http }
+    public var kind: Kind
+    /// The resolved local address to listen on.
+    public var listen: sockaddr_storage
+    /// Asked of every client when set (RFC 1929 for SOCKS5, Basic for HTTP).
+    public var username: [UInt8]?
+    public var password: [UInt8]?
+    /// For logs: "127.0.0.1:1080".
+    public var description: String
+
+    public init(kind: Kind, listen: sockaddr_storage, username: [UInt8]? = nil, password: [UInt8]? = nil, description: String) {
+        self.kind = kind
+        self.listen = listen
+        self.username = username
+        self.password = password
+        self.description = description
+    }
+}
+
+/// Where a proxy's client is, before it relays like a forward's client.
+enum ProxyPhase {
+    /// Reading the SOCKS5 greeting, authentication and request.
+    case socks5(Socks5Server)
+    /// The request is read: the name is being resolved, or the connection through the tunnel opening;
+    /// the reply waits for the outcome.
+    case socks5Connecting
+    /// A refusal is sent: what the client still sends is read and dropped until it closes (closing with
+    /// unread input would reset the connection and could destroy the reply), or the deadline.
+    case draining
+}
+
+// Proxies: a listener per proxy (the accept path of LocalTCPForwards.swift), a handshake read into a small
+// buffer, the destination resolved (without blocking the loop) and a connection through the tunnel opened;
+// then the client is served exactly like a forward's, its bytes straight into the connection's buffers.
+extension Forwarder {
+    /// How long a client may take to finish its handshake (or, refused, to close) before it is closed.
+    static let negotiationTimeout: UInt64 = 10 * Nanos.second
+    /// The handshake buffer: the largest SOCKS5 message is 513 bytes; what a client pipelines past its
+    /// request (kept for the connection) fits beside it.
+    static let socksHeadSize = 4096
+
+    /// Listens for every proxy; throws naming the address when one cannot be used.
+    public func listenProxies(_ proxies: [ProxyListen]) throws(LoopError) {
+        for proxy in proxies {
+            let forward = TCPForward(listen: proxy.listen, destination: .v4(.unspecified), destinationPort: 0, description: proxy.description + " (\(proxy.kind == .socks5 ? "SOCKS5" : "HTTP proxy"))")
+            try listen(forward, proxy: proxy)
+            let auth = proxy.username != nil || proxy.password != nil ? ", with a user name and password" : ""
+            logger.info("\(proxy.kind == .socks5 ? "SOCKS5" : "HTTP") proxy on \(proxy.description)\(auth)")
+        }
+    }
+
+    /// A proxy's new client: counted against the connection limit, then its handshake is read.
+    func acceptProxyClient(_ client: Client, _ proxy: ProxyListen, now: Instant) {
+        guard underLimit("client of the proxy on \(proxy.description)", now: now) else {
+            closeReset(client.handle)
+            return
+        }
+        uv_tcp_nodelay(client.handle, 1)
+        connectionsOpened += 1
+        switch proxy.kind {
+        case .socks5:
+            let credentials = proxy.username != nil || proxy.password != nil
+                ? Socks5Server.Credentials(username: proxy.username ?? [], password: proxy.password ?? []) : nil
+            client.proxy = .socks5(Socks5Server(credentials: credentials))
+        case .http:
+            // Until the HTTP proxy lands: a SOCKS5 listener only.
+            client.proxy = .draining
+        }
+        client.head = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.socksHeadSize, alignment: 16)
+        client.negotiationDeadline = now.adding(Self.negotiationTimeout)
+        negotiating.append(client)
+        scheduleNegotiationSweep()
+        readHandshake(client)
+    }
+
+    // MARK: The handshake
+
+    func readHandshake(_ client: Client) {
+        guard !client.reading, !client.closing else { return }
+        client.reading = true
+        uv_read_start(
+            stream(client.handle),
+            { handle, _, buf in
+                let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                let head = client.head!
+                if case .draining = client.proxy {
+                    buf!.pointee = uv_buf_init(head.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(head.count))
+                } else {
+                    buf!.pointee = uv_buf_init(head.baseAddress!.advanced(by: client.headCount).assumingMemoryBound(to: CChar.self), UInt32(head.count - client.headCount))
+                }
+            },
+            { handle, nread, _ in
+                let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                client.forwarder.handshakeRead(client, nread)
+            })
+    }
+
+    func handshakeRead(_ client: Client, _ nread: Int) {
+        guard !client.closing else { return }
+        if nread < 0 || nread == Int(UV_EOF.rawValue) {
+            teardown(client, reset: false, reason: nread == Int(UV_EOF.rawValue) ? "the client closed during the proxy handshake" : "client error")
+            return
+        }
+        guard nread > 0 else { return }
+        switch client.proxy {
+        case .draining:
+            return  // dropped
+        case .socks5(var server):
+            let head = client.head!
+            let chunk = UnsafeRawBufferPointer(rebasing: head[client.headCount..<(client.headCount + nread)])
+            let step = server.receive(chunk)
+            client.proxy = .socks5(server)
+            if !step.output.isEmpty { sendSmall(client, step.output) }
+            switch step.event {
+            case .needMoreInput:
+                return  // the machine kept the partial message; the buffer starts over
+            case .refuse(let refusal):
+                refuse(client, "SOCKS5 handshake refused: \(refusal)")
+            case .connect(let target):
+                // Keep what came after the request: the first bytes for the destination.
+                let rest = nread - step.consumed
+                if rest > 0 {
+                    head.baseAddress!.copyMemory(from: head.baseAddress!.advanced(by: client.headCount + step.consumed), byteCount: rest)
+                }
+                client.headCount = rest
+                stopReading(client)
+                client.proxy = .socks5Connecting
+                client.target = "\(target)"
+                open(client, target)
+            case .udpAssociate:
+                sendSmall(client, Socks5Reply(.commandNotSupported).bytes)
+                refuse(client, "SOCKS5 UDP ASSOCIATE is not supported yet")
+            }
+        case .socks5Connecting, nil:
+            return
+        }
+    }
+
+    /// After a refusal's reply: the write side closes, what the client still sends is dropped until it
+    /// closes too (or the handshake deadline).
+    func refuse(_ client: Client, _ why: String) {
+        logger.debug("proxy client refused: \(why)")
+        client.proxy = .draining
+        client.headCount = 0
+        if client.head == nil { client.head = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.socksHeadSize, alignment: 16) }
+        // Its own deadline, the latest of all (the list stays in deadline order).
+        client.negotiationDeadline = TunnelLoop.now().adding(Self.negotiationTimeout)
+        negotiating.append(client)
+        scheduleNegotiationSweep()
+        if !client.shutdownSent {
+            client.shutdownSent = true
+            client.shutdownRequest.pointee.data = client.handle.pointee.data
+            uv_shutdown(client.shutdownRequest, stream(client.handle)) { _, _ in }
+        }
+        if !client.reading { readHandshake(client) }
+    }
+
+    /// A few bytes for the client (a reply): written at once if the socket takes them, else copied as
+    /// the client's pending chunk (nothing is delivered past it until it is written).
+    /// Only one chunk can be pending; replies go out on a fresh socket (or one whose earlier reply was
+    /// written whole), so a second never finds one.
+    func sendSmall(_ client: Client, _ bytes: [UInt8]) {
+        var written = 0
+        bytes.withUnsafeBytes { raw in
+            var buf = uv_buf_init(UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: CChar.self)), UInt32(raw.count))
+            written = max(0, Int(uv_try_write(stream(client.handle), &buf, 1)))
+        }
+        guard written < bytes.count, !client.writePending else { return }
+        let rest = bytes.count - written
+        let pending = UnsafeMutableRawBufferPointer.allocate(byteCount: rest, alignment: 16)
+        bytes.withUnsafeBytes { pending.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[written...])) }
+        client.pending = pending
+        client.writePending = true
+        client.writeRequest.pointee.data = client.handle.pointee.data
+        var out = uv_buf_init(pending.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(rest))
+        uv_write(client.writeRequest, stream(client.handle), &out, 1) { request, status in
+            let client = Unmanaged<Client>.fromOpaque(request!.pointee.data).takeUnretainedValue()
+            client.writePending = false
+            client.pending?.deallocate()
+            client.pending = nil
+            guard !client.closing else { return }
+            if status < 0 {
+                client.forwarder.teardown(client, reset: true, reason: "client write failed")
+            } else if client.id >= 0 {
+                client.forwarder.core.notify(client.id)
+            }
+        }
+    }
+
+    // MARK: The destination
+
+    /// Resolves a name (off the loop thread), then opens the connection.
+    func open(_ client: Client, _ target: ProxyTarget) {
+        switch target {
+        case .address(let address, let port):
+            connect(client, to: address, port: port)
+        case .name(let name, let port):
+            resolve(client, name, port)
+        }
+    }
+
+    func resolve(_ client: Client, _ name: String, _ port: UInt16) {
+        let request = client.resolveRequest ?? UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
+        client.resolveRequest = request
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        // The request holds the client until its callback.
+        request.pointee.data = Unmanaged.passRetained(client).toOpaque()
+        client.destinationPort = port
+        let rc = uv_getaddrinfo(driver.loop, request, { request, status, result in
+            let client = Unmanaged<Client>.fromOpaque(request!.pointee.data).takeRetainedValue()
+            defer { if let result { uv_freeaddrinfo(result) } }
+            client.forwarder.resolved(client, status, result)
+        }, name, nil, &hints)
+        if rc != 0 {
+            Unmanaged<Client>.fromOpaque(request.pointee.data).release()
+            proxyFailed(client, .hostUnreachable, "cannot resolve \(name): \(String(cString: uv_strerror(rc)))")
+        }
+    }
+
+    func resolved(_ client: Client, _ status: Int32, _ result: UnsafeMutablePointer<addrinfo>?) {
+        guard !client.closing, !shuttingDown else { return }
+        guard status == 0 else {
+            proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target): \(String(cString: uv_strerror(status)))")
+            return
+        }
+        // The first address of a version we have a tunnel address of, that a peer carries.
+        var candidate = result
+        var fallback: IPAddress?
+        while let info = candidate {
+            if let addr = info.pointee.ai_addr, let endpoint = SocketAddressConversion.endpoint(addr) {
+                if core.config.addresses.contains(where: { $0.isV4 == endpoint.address.isV4 }) && core.hasRoute(to: endpoint.address) {
+                    connect(client, to: endpoint.address, port: client.destinationPort)
+                    return
+                }
+                fallback = fallback ?? endpoint.address
+            }
+            candidate = info.pointee.ai_next
+        }
+        if let fallback {
+            connect(client, to: fallback, port: client.destinationPort)  // refused below, with the reason
+        } else {
+            proxyFailed(client, .hostUnreachable, "\(client.target) has no IPv4 or IPv6 address")
+        }
+    }
+
+    /// Opens the connection through the tunnel; the reply waits for its outcome (`proxyConnectionChanged`).
+    func connect(_ client: Client, to address: IPAddress, port: UInt16) {
+        let now = TunnelLoop.now()
+        client.destination = address
+        guard core.config.addresses.contains(where: { $0.isV4 == address.isV4 }) else {
+            proxyFailed(client, .addressTypeNotSupported, "\(address) is IPv\(address.isV4 ? 4 : 6) and we have no tunnel address of that version")
+            return
+        }
+        guard core.hasRoute(to: address) else {
+            proxyFailed(client, .hostUnreachable, "no peer's AllowedIPs hold \(address)")
+            return
+        }
+        guard admits("client of the proxy for \(client.target)", to: address, now: now) else {
+            proxyFailed(client, .hostUnreachable, "the tunnel cannot reach \(address) now")
+            return
+        }
+        guard let id = core.connect(to: address, port: port, now: now) else {
+            let why = core.hasRoute(to: address) ? "no tunnel address of its IP version" : "no peer's AllowedIPs hold it"
+            proxyFailed(client, core.hasRoute(to: address) ? .addressTypeNotSupported : .hostUnreachable, "cannot reach \(address): \(why)")
+            return
+        }
+        client.id = id
+        while clients.count <= id { clients.append(nil) }
+        clients[id] = client
+        logger.debug("connection \(id): proxy client for \(client.target) (\(address.isV4 ? "\(address)" : "[\(address)]"):\(port))")
+    }
+
+    /// The proxy client's connection changed state: once it is open the client hears so and relays; if
+    /// it failed, the client hears why and is closed.
+    func proxyConnectionChanged(_ client: Client, _ connection: TCPConnection) {
+        guard case .socks5Connecting = client.proxy else { return }
+        if connection.hasEnded || connection.state == .closed {
+            let code: Socks5ReplyCode
+            switch connection.error {
+            case .refused: code = .connectionRefused
+            case .timedOut: code = .ttlExpired
+            case .unreachable: code = .hostUnreachable
+            default: code = .generalFailure
+            }
+            proxyFailed(client, code, "the connection to \(client.target) failed: \(connection.error.map { "\($0)" } ?? "closed")")
+            return
+        }
+        guard connection.state != .synSent else { return }
+        // Open: the reply names the address and port the connection leaves from (ours in the tunnel).
+        let source = core.config.addresses.first { $0.isV4 == client.destination?.isV4 } ?? .v4(.unspecified)
+        sendSmall(client, Socks5Reply(.succeeded, bound: .address(source, port: connection.localPort)).bytes)
+        startRelaying(client, connection)
+    }
+
+    /// The handshake is over: what the client sent past its request goes first, then its socket is read
+    /// straight into the connection like a forward's client.
+    func startRelaying(_ client: Client, _ connection: TCPConnection) {
+        client.proxy = nil
+        if let head = client.head {
+            var offset = 0
+            while offset < client.headCount {
+                let region = connection.sendRegion(maxBytes: client.headCount - offset)
+                if region.count == 0 { break }
+                region.copyMemory(from: UnsafeRawBufferPointer(rebasing: head[offset..<(offset + region.count)]))
+                connection.commitSend(region.count)
+                client.bytesUp += region.count
+                offset += region.count
+            }
+            // A fresh connection's send buffer takes a handshake buffer's worth at once.
+            assert(offset == client.headCount)
+            head.deallocate()
+            client.head = nil
+            client.headCount = 0
+            core.notify(client.id)
+        }
+        client.synchronized = true
+        service(client)
+        if !client.reading && !client.closing && !client.clientEOF { startReading(client) }
+    }
+
+    /// Tells the client why its request failed (a SOCKS5 reply), then closes it.
+    func proxyFailed(_ client: Client, _ code: Socks5ReplyCode, _ why: String) {
+        guard !client.closing else { return }
+        logger.debug("proxy client for \(client.target.isEmpty ? "?" : client.target): \(why)")
+        sendSmall(client, Socks5Reply(code).bytes)
+        if client.id >= 0, client.id < clients.count, clients[client.id] === client {
+            clients[client.id] = nil
+            core.release(client.id)
+            client.id = -1
+        }
+        refuse(client, why)
+    }
+
+    // MARK: Deadlines
+
+    /// Clients still in their handshake, in the order they came (one time-out for all, so the oldest is
+    /// first); each sweep closes those past their deadline, and forgets those that finished.
+    func scheduleNegotiationSweep() {
+        let timer = timerHandle(&negotiationTimer)
+        guard uv_is_active(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) == 0 else { return }
+        uv_timer_start(timer, { timer in
+            let me = Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+            me.sweepNegotiations()
+        }, 1000, 1000)
+    }
+
+    func sweepNegotiations() {
+        let now = TunnelLoop.now()
+        var first = 0
+        while first < negotiating.count {
+            let client = negotiating[first]
+            let waiting: Bool
+            switch client.proxy {
+            case .socks5, .draining: waiting = true
+            default: waiting = false
+            }
+            if client.closing || !waiting {
+                first += 1
+                continue
+            }
+            guard client.negotiationDeadline <= now else { break }
+            first += 1
+            teardown(client, reset: false, reason: "no complete proxy handshake within \(Self.negotiationTimeout / Nanos.second) s")
+        }
+        negotiating.removeFirst(first)
+        if negotiating.isEmpty, let timer = negotiationTimer { uv_timer_stop(timer) }
+    }
+}
