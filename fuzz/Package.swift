@@ -13,6 +13,7 @@ let fuzzers = [
     "FuzzPortForwardSpec",
     "FuzzUDPPath",
     "FuzzConfigFile",
+    "FuzzDNSMessage",
 ]
 
 let package = Package(

@@ -478,8 +478,11 @@ public final class DNSResolver {
         let attempt = Attempt(id: id, server: s, messageID: UInt16(truncatingIfNeeded: random.uniform(below: 1 << 16)), port: port)
         byAttempt[id] = q
         // RFC 1035 §4.2.1: back off; here per round over every server.
-        let round = question.attemptsMade / n
-        let timeout = min(options.initialTimeout << UInt64(min(round, 32)), options.maximumAttemptTimeout)
+        var timeout = options.initialTimeout
+        for _ in 0..<(question.attemptsMade / n) where timeout < options.maximumAttemptTimeout {
+            timeout = timeout > UInt64.max / 2 ? .max : timeout * 2
+        }
+        timeout = min(timeout, options.maximumAttemptTimeout)
         question.attempts.append(attempt)
         question.attemptsMade += 1
         question.lastServer = s
