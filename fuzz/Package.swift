@@ -14,6 +14,7 @@ let fuzzers = [
     "FuzzUDPPath",
     "FuzzConfigFile",
     "FuzzSocks5",
+    "FuzzDNSMessage",
 ]
 
 let package = Package(

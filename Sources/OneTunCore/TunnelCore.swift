@@ -20,6 +20,11 @@ public struct TunnelCoreConfig: Sendable {
     public var tcp: TCPConfig
     /// A UDP forward's virtual port (and a driver's remote UDP flow) idle this long is let go.
     public var udpIdleTimeout: UInt64
+    /// DNS servers (port 53) that `TunnelCore.resolve(name:now:)` asks through the tunnel, in order; those
+    /// of a family we have no address of are left out. Empty (the default): no resolver.
+    public var dnsServers: [IPAddress] = []
+    /// The resolver's time-outs, cache and bounds.
+    public var dnsOptions = DNSResolverOptions()
 
     /// One peer carrying every address (`0.0.0.0/0`, `::/0`), at the endpoint the driver sets.
     public init(
@@ -67,17 +72,19 @@ public struct TunnelCoreConfig: Sendable {
 ///   `handleTimeout` (the deadline from `nextDeadline` has passed; early or spurious calls are cheap no-ops).
 /// - **Commands** from the application: `start`, `retryHandshake`, `endpoint` (set it to where the first
 ///   peer is, before `start` and whenever a name resolves anew), `endpointRefused`, `addPeer`, `removePeer`,
-///   `setEndpoint(_:forPeer:)`, `connect`, `listen`/`accept`, `sendDatagram`; on a
+///   `setEndpoint(_:forPeer:)`, `connect`, `listen`/`accept`, `sendDatagram`, `resolve(name:now:)` and
+///   `cancelResolution`; on a
 ///   `TCPConnection`: `send` or `sendRegion` + `commitSend`, `consume`, `close` (half-close), `abort`;
 ///   each queues the connection's output itself (`touched(id)` remains, and is never needed).
 ///   `release(id)` when the application is done with it.
-/// - **Outputs**: `pollDatagram`, `pollEvent` and `pollTunnelEvent` (or `pollPeerEvent`), then
-///   `pollTransmit`, then `nextDeadline`.
+/// - **Outputs**: `pollDatagram`, `pollEvent`, `pollResolution` and `pollTunnelEvent` (or
+///   `pollPeerEvent`), then `pollTransmit`, then `nextDeadline`.
 /// - **Getters**: `connection(_:)`, `stats`, `peers`, `peer(_:)`, `isEstablished` and `handshakeProblem`
 ///   (the first peer's), `handshakeProblem(for:)`, `hasRoute(to:)`, `lastDropDescription`, `udpPorts`.
 ///
-/// **Order.** After each input or batch of commands: call `pollDatagram` until nil and `pollEvent` until
-/// nil, acting on each (acting may issue commands); `pollTunnelEvent` until nil (for logs); then
+/// **Order.** After each input or batch of commands: call `pollDatagram` until nil, `pollEvent` until
+/// nil and `pollResolution` until nil, acting on each (acting may issue commands, and a `resolve` may
+/// have its outcome at once: poll again); `pollTunnelEvent` until nil (for logs); then
 /// `pollTransmit` until nil, sending each datagram to `transmitDestination`; then arm one timer for
 /// `nextDeadline()`.
 ///
@@ -107,6 +114,12 @@ public struct TunnelCoreConfig: Sendable {
 /// an orderly close). The application inspects the connection; an event may carry no visible change.
 /// Released ids are never returned; ids are reused after release. `pollTunnelEvent` and `pollPeerEvent`
 /// drain one queue of session events; the latter says which peer each is about.
+///
+/// **Names.** With `dnsServers` configured, `resolve(name:now:)` asks them through the tunnel (a
+/// `DNSResolver`: A and AAAA as our addresses allow, retries and failover, TCP after a truncated answer,
+/// a cache) and returns a token; its outcome, even a cached one, comes out of `pollResolution`. The
+/// queries go from random UDP ports that no UDP mapping holds and, over TCP, on connections of the core's
+/// own: their answers never come out of `pollDatagram`, their connections never out of `pollEvent`.
 ///
 /// **Time.** `now` is a monotonic clock in nanoseconds chosen by the driver, never going backwards.
 /// TAI64N timestamps in handshakes also need the wall clock: set `wallClockOffset` (wall-clock ns since
@@ -147,6 +160,8 @@ public final class TunnelCore {
     @exclusivity(unchecked) var udpInHandedOut = false
     @exclusivity(unchecked) var udpOut: PacketQueue<Void>
     static let udpQueueSlots = 512
+    /// The stub resolver and its TCP streams (DNS/TunnelCore+DNS.swift); nil without `dnsServers`.
+    let dns: TunnelDNS?
 
     public init(config: TunnelCoreConfig, random: RandomSource) {
         self.config = config
@@ -163,6 +178,7 @@ public final class TunnelCore {
         let nobody = UDPEndpoint(address: config.addresses[0], port: 0)
         udpIn = PacketQueue(slotSize: config.mtu, capacity: Self.udpQueueSlots, blank: (nobody, nobody))
         udpOut = PacketQueue(slotSize: config.mtu, capacity: Self.udpQueueSlots)
+        dns = TunnelDNS(config: config, random: random, udpPorts: udpPorts)
     }
 
     deinit {
@@ -335,10 +351,13 @@ public final class TunnelCore {
         case .packet(let range):
             let packet = UnsafeRawBufferPointer(rebasing: buffer[range])
             packetTap?(packet, false)
-            if case .udp(let arrival) = interface.receive(packet: packet, now: now) { queueInbound(packet, arrival) }
+            if case .udp(let arrival) = interface.receive(packet: packet, now: now), !interceptDNS(packet, arrival, now: now) {
+                queueInbound(packet, arrival)
+            }
         case .consumed, .dropped:
             break
         }
+        serviceDNS(now: now)
         if device.recovered {
             // The path is back: connections whose retransmissions backed off during the outage go now,
             // not at their next backed-off timer.
@@ -352,6 +371,8 @@ public final class TunnelCore {
         device.handleTimeout(now: now)
         interface.handleTimeout(now: now)
         udpPorts.expire(now: now)
+        dns?.resolver.handleTimeout(now: now)
+        serviceDNS(now: now)
     }
 
     // MARK: UDP
@@ -460,7 +481,14 @@ public final class TunnelCore {
 
     // MARK: Outputs
 
-    public func pollEvent() -> Int? { tcp.pollEvent() }
+    /// The next connection whose state may have changed (see "Events"); never one of the resolver's.
+    public func pollEvent() -> Int? {
+        while let id = tcp.pollEvent() {
+            if isDNSConnection(id) { continue }
+            return id
+        }
+        return nil
+    }
 
     /// The next datagram, written at the start of `buffer`, for `transmitDestination`; nil when there is
     /// none.
@@ -500,6 +528,7 @@ public final class TunnelCore {
         var earliest = device.nextDeadline()
         if let d = interface.nextDeadline(), earliest.map({ d < $0 }) ?? true { earliest = d }
         if let d = udpPorts.nextDeadline(), earliest.map({ d < $0 }) ?? true { earliest = d }
+        if let d = dns?.nextDeadline(), earliest.map({ d < $0 }) ?? true { earliest = d }
         return earliest
     }
 }
