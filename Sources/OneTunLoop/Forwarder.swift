@@ -72,6 +72,8 @@ public final class Forwarder {
     // closes those past their deadline.
     var negotiating: [Client] = []
     var negotiationTimer: UnsafeMutablePointer<uv_timer_t>?
+    /// Who waits for each name the tunnel's resolver works on.
+    var resolutions: [DNSToken: (DNSOutcome) -> Void] = [:]
 
     // UDP, local and remote forwards (LocalUDPForwards.swift, RemoteUDPForwards.swift): one receive
     // buffer for every UDP socket, and the datagram counters.
@@ -137,6 +139,7 @@ public final class Forwarder {
 
     /// Acts on every connection whose state changed: moves bytes, propagates half-close, closes.
     func processEvents() {
+        if !resolutions.isEmpty { deliverResolutions() }
         returnDatagrams()
         acceptRemote()
         var budget = 100_000

@@ -95,6 +95,15 @@ extension Forwarder {
             opened = now
         }
 
+        /// Kept alive while the tunnel's resolver works on its name (the closure waiting for the answer
+        /// holds it unowned).
+        private var resolutionHold: Unmanaged<Client>?
+        func retainForResolution() { resolutionHold = Unmanaged.passRetained(self) }
+        func releaseAfterResolution() {
+            resolutionHold?.release()
+            resolutionHold = nil
+        }
+
         deinit {
             handle.deallocate()
             writeRequest.deallocate()

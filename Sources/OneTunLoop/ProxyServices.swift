@@ -202,8 +202,39 @@ extension Forwarder {
         case .address(let address, let port):
             connect(client, to: address, port: port)
         case .name(let name, let port):
-            resolve(client, name, port)
+            client.destinationPort = port
+            // Through the tunnel when DNS servers are configured, else on this machine.
+            if let token = core.resolve(name: name, now: TunnelLoop.now()) {
+                client.retainForResolution()
+                resolutions[token] = { [unowned self] outcome in self.tunnelResolved(client, outcome) }
+            } else {
+                resolve(client, name, port)
+            }
         }
+    }
+
+    /// Hands each answer of the tunnel's resolver to whoever asked (ProxyServices, StdioTunnel).
+    func deliverResolutions() {
+        while let (token, outcome) = core.pollResolution() {
+            resolutions.removeValue(forKey: token)?(outcome)
+        }
+    }
+
+    func tunnelResolved(_ client: Client, _ outcome: DNSOutcome) {
+        defer { client.releaseAfterResolution() }
+        guard !client.closing, !shuttingDown else { return }
+        guard case .addresses(let addresses) = outcome else {
+            proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target) through the tunnel: \(outcome)")
+            return
+        }
+        let usable = addresses.first { address in
+            core.config.addresses.contains(where: { $0.isV4 == address.isV4 }) && core.hasRoute(to: address)
+        }
+        guard let address = usable ?? addresses.first else {
+            proxyFailed(client, .hostUnreachable, "\(client.target) has no address")
+            return
+        }
+        connect(client, to: address, port: client.destinationPort)
     }
 
     func resolve(_ client: Client, _ name: String, _ port: UInt16) {

@@ -17,8 +17,10 @@ public final class StdioTunnel {
     let forwarder: Forwarder
     var core: TunnelCore { forwarder.core }
     let logger: Logger
-    let destination: IPAddress
+    var destination: IPAddress
     let port: UInt16
+    /// A name asked of the tunnel's DNS servers before the connection opens.
+    let name: String?
     /// The connection's id, once opened.
     public private(set) var id = -1
     /// Why it ended badly; nil while running and after a clean end.
@@ -48,9 +50,12 @@ public final class StdioTunnel {
     var outputEnded = false
     var finished = false
 
-    public init(forwarder: Forwarder, destination: IPAddress, port: UInt16, logger: Logger) {
+    /// To `destination`, or to what `name` resolves to through the tunnel (its DNS servers must be
+    /// configured) when given.
+    public init(forwarder: Forwarder, destination: IPAddress, name: String? = nil, port: UInt16, logger: Logger) {
         self.forwarder = forwarder
         self.destination = destination
+        self.name = name
         self.port = port
         self.logger = logger
     }
@@ -69,6 +74,38 @@ public final class StdioTunnel {
         let loop = forwarder.driver.loop
         input = try Self.stream(fd: 0, loop: loop, readable: true, size: &inputHandleSize)
         output = try Self.stream(fd: 1, loop: loop, readable: false, size: &outputHandleSize)
+        if let name {
+            guard let token = core.resolve(name: name, now: TunnelLoop.now()) else {
+                throw LoopError("--stdio \(name): no DNS server in the tunnel to ask")
+            }
+            forwarder.resolutions[token] = { [self] outcome in
+                let usable: IPAddress?
+                if case .addresses(let addresses) = outcome {
+                    usable = addresses.first { a in core.config.addresses.contains { $0.isV4 == a.isV4 } && core.hasRoute(to: a) } ?? addresses.first
+                } else {
+                    usable = nil
+                }
+                guard let usable else {
+                    failure = "cannot resolve \(name) through the tunnel: \(outcome)"
+                    logger.error("--stdio: \(failure!)")
+                    finish()
+                    return
+                }
+                destination = usable
+                do {
+                    try open()
+                } catch {
+                    failure = "\(error)"
+                    logger.error("--stdio: \(error)")
+                    finish()
+                }
+            }
+            return
+        }
+        try open()
+    }
+
+    func open() throws(LoopError) {
         let now = TunnelLoop.now()
         guard forwarder.admits("--stdio", to: destination, now: now) else {
             throw LoopError("--stdio \(describe): the tunnel cannot take a connection now (see the log)")

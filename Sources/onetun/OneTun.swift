@@ -83,6 +83,11 @@ struct OneTunCommand: ParsableCommand {
     var udpTimeout: String?
 
     @Option(help: ArgumentHelp(
+        "DNS servers inside the tunnel (ONETUN_DNS; also the configuration file's DNS =): names for the proxies and --stdio are asked of them through the tunnel.",
+        valueName: "ip[,ip...]"))
+    var dns: String?
+
+    @Option(help: ArgumentHelp(
         "A SOCKS5 proxy into the tunnel (ONETUN_SOCKS5, commas for several), default host 127.0.0.1: CONNECT to IPv4, IPv6 and names. May be repeated.",
         valueName: "[host:]port"))
     var socks5: [String] = []

@@ -98,7 +98,12 @@ struct Runner {
                 privateKey: settings.privateKey, peers: peers, addresses: settings.sourcePeerIPs, mtu: settings.mtu, tcp: tcp,
                 udpIdleTimeout: settings.udpTimeout)
         }
-        let core = TunnelCore(config: coreConfig, random: SystemRandom())
+        var withDNS = coreConfig
+        withDNS.dnsServers = settings.dnsServers
+        let core = TunnelCore(config: withDNS, random: SystemRandom())
+        if !settings.dnsServers.isEmpty {
+            logger.info("names go to \(settings.dnsServers.map { "\($0)" }.joined(separator: ", ")) through the tunnel")
+        }
         let loop = TunnelLoop(core: core, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
         let descriptors = Self.raiseDescriptorLimit(logger)
@@ -163,10 +168,16 @@ struct Runner {
         logger.info("tunnel to \(settings.endpointDescription) as \(settings.sourcePeerIPs.map { "\($0)" }.joined(separator: " and "))")
         var stdio: StdioTunnel?
         if let target = settings.stdio {
-            // A name is resolved here, before the loop runs.
-            let destination = try SocketAddress.address(target.host, port: target.port, what: "--stdio \(target)")
-            try settings.checkRoute(to: destination, what: "--stdio \(target)")
-            let tunnel = StdioTunnel(forwarder: forwarder, destination: destination, port: target.port, logger: logger)
+            let tunnel: StdioTunnel
+            if case .name(let name) = target.host, !settings.dnsServers.isEmpty {
+                // Asked of the tunnel's DNS servers once the loop runs.
+                tunnel = StdioTunnel(forwarder: forwarder, destination: .v4(.unspecified), name: name, port: target.port, logger: logger)
+            } else {
+                // A name is resolved here, before the loop runs.
+                let destination = try SocketAddress.address(target.host, port: target.port, what: "--stdio \(target)")
+                try settings.checkRoute(to: destination, what: "--stdio \(target)")
+                tunnel = StdioTunnel(forwarder: forwarder, destination: destination, port: target.port, logger: logger)
+            }
             try tunnel.start()
             stdio = tunnel
         }

@@ -369,6 +369,16 @@ struct Settings {
             }
             maxConnections = n
         }
+        if let text = value(c.dns, "ONETUN_DNS") {
+            dnsServers = []
+            for item in text.split(separator: ",").map({ String($0).trimmed() }) where !item.isEmpty {
+                guard let address = IPAddress(item) else { throw UsageError("--dns: '\(item)' is not an IP address") }
+                dnsServers.append(address)
+            }
+        }
+        for server in dnsServers where sourcePeerIP(for: server) == nil {
+            warnings.append("DNS server \(server) is IPv\(server.isV4 ? 4 : 6) and we have no tunnel address of that version: it is not asked")
+        }
         // Proxies: the command line's (with --proxy-auth), then the file's sections with their own.
         var cliCredentials: ConfigFile.Credentials?
         if let auth = value(c.proxyAuth, "ONETUN_PROXY_AUTH") {

@@ -133,4 +133,85 @@ import Testing
             }
         }
     }
+
+    /// Names only the peer's DNS server knows (dnsmasq, authoritative for tunnel.test, listening only on
+    /// the tunnel address), asked through the tunnel: curl --socks5-hostname gets 16 MiB from
+    /// web.tunnel.test, SHA-256-equal; a name that does not exist reaches curl as SOCKS5 reply 04; with a
+    /// first server that never answers, the second is asked (failover); and a truncated UDP answer is
+    /// asked again over TCP (a small server written here, on a second address). --stdio by name too.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func namesThroughTheTunnel() throws {
+        try withForwardSession { s in
+            let (_, digest) = try s.randomFile("big.bin", size: 16 << 20)
+            try startHTTPServer(s)
+            try s.startServer(addresses: ["192.168.4.1"])
+            _ = try s.namespace.spawn(["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                                       "--listen-address=192.168.4.1", "--port=53", "--local=/tunnel.test/",
+                                       "--host-record=web.tunnel.test,192.168.4.1", "--pid-file=", "--log-queries"], logName: "dnsmasq.log")
+            // A server on 192.168.4.2 that truncates every UDP answer and answers in full over TCP.
+            try s.namespace.run(["ip", "addr", "add", "192.168.4.2/32", "dev", s.peer.peer.interface])
+            let truncating = s.directory.appendingPathComponent("tc_dns.py")
+            try """
+                import socket, struct, threading
+                def answer(query, full):
+                    ident, flags = struct.unpack("!HH", query[:4])
+                    end = 12
+                    while query[end] != 0: end += 1 + query[end]
+                    question = query[12:end + 5]
+                    qtype = struct.unpack("!H", query[end + 1:end + 3])[0]
+                    if not full:
+                        return struct.pack("!HHHHHH", ident, 0x8380, 1, 0, 0, 0) + question
+                    records = b""
+                    if qtype == 1:
+                        records = b"\\xc0\\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("192.168.4.1")
+                    return struct.pack("!HHHHHH", ident, 0x8180, 1, 1 if records else 0, 0, 0) + question + records
+                def udp():
+                    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    u.bind(("192.168.4.2", 53))
+                    while True:
+                        q, a = u.recvfrom(512)
+                        u.sendto(answer(q, False), a)
+                def tcp():
+                    t = socket.socket()
+                    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    t.bind(("192.168.4.2", 53))
+                    t.listen(16)
+                    print("ready", flush=True)
+                    while True:
+                        c, _ = t.accept()
+                        n = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
+                        q = c.recv(n, socket.MSG_WAITALL)
+                        r = answer(q, True)
+                        c.sendall(struct.pack("!H", len(r)) + r)
+                        c.close()
+                threading.Thread(target=udp, daemon=True).start()
+                tcp()
+                """.write(to: truncating, atomically: true, encoding: .utf8)
+            let tc = try s.namespace.spawn(["python3", "-u", truncating.path], logName: "tc_dns.log")
+            try s.waitFor(tc, "ready", seconds: 10)
+
+            // 192.168.4.9 does not exist: the first server never answers.
+            try s.startOnetun(s.onetunArguments([], extra: ["--dns", "192.168.4.9,192.168.4.1", "--socks5", "11083", "--log", "debug"]))
+            let started = Date()
+            let big = try curl(s, "--socks5-hostname 127.0.0.1:11083 http://web.tunnel.test:8000/big.bin | sha256sum")
+            #expect(big.stdout.hasPrefix(digest), "\(big.stdout) \(big.stderr)\n\(s.onetunLog.suffix(3000))")
+            print("onetun SOCKS5 with DNS through the tunnel (first server silent): 16 MiB from web.tunnel.test in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+            let missing = try curl(s, "--socks5-hostname 127.0.0.1:11083 http://nope.tunnel.test:8000/")
+            #expect(missing.status == 97 && missing.stderr.contains("(4)"), "\(missing.status) \(missing.stderr)\n\(s.onetunLog.suffix(2000))")
+            #expect(s.onetunLog.contains("nope.tunnel.test:8000 through the tunnel: no such name"), "\(s.onetunLog.suffix(2000))")
+            s.onetun?.terminate()
+
+            // Only the truncating server: the answer comes over TCP.
+            try s.startOnetun(s.onetunArguments([], extra: ["--dns", "192.168.4.2", "--socks5", "11084", "--log", "debug"]))
+            let viaTCP = try curl(s, "-o /dev/null -w '%{http_code}' --socks5-hostname 127.0.0.1:11084 http://anything.test:8000/big.bin")
+            #expect(viaTCP.stdout == "200", "\(viaTCP.stdout) \(viaTCP.stderr)\n\(s.onetunLog.suffix(3000))")
+            s.onetun?.terminate()
+
+            // --stdio by a name the tunnel's DNS knows.
+            let command = ([onetunExecutable] + s.onetunArguments([], extra: ["--dns", "192.168.4.1", "--stdio", "web.tunnel.test:\(ServicePort.echo)"]))
+                .map { "'\($0)'" }.joined(separator: " ")
+            let echoed = try s.namespace.run(["sh", "-c", "echo 'by name' | \(command)"], timeout: 30)
+            #expect(echoed == "by name\n", "\(echoed)")
+        }
+    }
 }
