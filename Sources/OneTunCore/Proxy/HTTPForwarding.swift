@@ -21,8 +21,9 @@ struct HTTPFieldSummary {
     /// "close" or "keep-alive" in Connection (or in Proxy-Connection, which old clients send instead).
     var close = false
     var keepAlive = false
-    /// The other names Connection lists: fields to remove (RFC 9110 §7.6.1).
-    var connectionOptions: [Range<Int>] = []
+    /// The other names Connection lists, lower-cased: fields to remove (RFC 9110 §7.6.1). A set, so that a
+    /// head listing thousands costs no more than its length to filter.
+    var connectionOptions: Set<[UInt8]> = []
     /// Connection lists Content-Length or Transfer-Encoding. Removing either would change where the body
     /// the proxy relays unchanged ends for the next hop, so such a message is refused instead.
     var connectionNamesFraming = false
@@ -79,7 +80,7 @@ struct HTTPFieldSummary {
                         {
                             connectionNamesFraming = true
                         }
-                        connectionOptions.append(option)
+                        connectionOptions.insert(Self.lowercased(bytes, option))
                     }
                 }
             } else if bytes.httpEquals(name, caseInsensitive: "proxy-connection") {
@@ -112,8 +113,12 @@ struct HTTPFieldSummary {
         case 16 where bytes.httpEquals(name, caseInsensitive: "proxy-connection"): return true
         case 18 where bytes.httpEquals(name, caseInsensitive: "proxy-authenticate"): return true
         case 19 where bytes.httpEquals(name, caseInsensitive: "proxy-authorization"): return true
-        default: return connectionOptions.contains { bytes.httpEquals($0, caseInsensitive: name) }
+        default: return !connectionOptions.isEmpty && connectionOptions.contains(Self.lowercased(bytes, name))
         }
+    }
+
+    static func lowercased(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> [UInt8] {
+        range.map { bytes[$0] >= UInt8(ascii: "A") && bytes[$0] <= UInt8(ascii: "Z") ? bytes[$0] | 0x20 : bytes[$0] }
     }
 }
 

@@ -8,7 +8,7 @@ public struct HTTPProxyConfig: Sendable {
     /// trailer section, either way.
     public var maxResponseHead: Int
     /// The pseudonym the proxy names itself by in the Via field it adds to every forwarded message (RFC 9110
-    /// §7.6.3: a proxy MUST send one); nil sends none. A token: letters, digits, `-`, `.`, `_`.
+    /// §7.6.3: a proxy MUST send one); nil sends none. A token (RFC 9110 §5.6.2), such as "onetun".
     public var via: String?
 
     public init(
@@ -90,6 +90,7 @@ public struct HTTPExchangeEnd: Hashable, Sendable {
     /// to it has been sent.
     public var clientKeepAlive: Bool
     /// True: keep the upstream connection for a later request to the same target. False: close it now.
+    /// Never true when `clientKeepAlive` is false: the upstream connection is the client connection's.
     public var upstreamKeepAlive: Bool
 
     public init(clientKeepAlive: Bool, upstreamKeepAlive: Bool) {
@@ -101,7 +102,10 @@ public struct HTTPExchangeEnd: Hashable, Sendable {
 }
 
 /// What to do with upstream bytes given to `HTTPProxySession.upstreamInput`. After any action that
-/// accounts for fewer bytes than were given, call again with the rest (unless it closes).
+/// accounts for fewer bytes than were given, call again with the rest (unless it closes). After an `end`
+/// that keeps the client, give the rest of the upstream bytes in hand before the client's next bytes:
+/// nothing may follow a complete response, and the session closes a connection that sends more
+/// (`closeUpstream`) rather than take those bytes for the next request's response.
 public enum HTTPUpstreamAction: Hashable, Sendable {
     /// The bytes were taken into the response-head buffer (or were a 1xx dropped for an HTTP/1.0 client);
     /// nothing to write yet.
@@ -463,7 +467,8 @@ public struct HTTPProxySession: Sendable {
     /// The response is complete: the exchange ends, and so does the client connection if the request body
     /// has not (the next request would start at an unknown byte).
     private mutating func complete(_ exchange: Exchange, _ end: HTTPExchangeEnd) -> HTTPExchangeEnd {
-        let end = exchange.request.isComplete ? end : .closeBoth
+        // The upstream connection is this client's: it does not outlive the client connection.
+        let end = exchange.request.isComplete && end.clientKeepAlive ? end : .closeBoth
         if !end.upstreamKeepAlive { upstream = nil }
         if end.clientKeepAlive {
             state = .awaitingHead(HTTPHeadBuffer(limit: config.maxRequestHead, skipsLeadingEmptyLines: true))
