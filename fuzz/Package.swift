@@ -13,6 +13,7 @@ let fuzzers = [
     "FuzzPortForwardSpec",
     "FuzzUDPPath",
     "FuzzConfigFile",
+    "FuzzHTTPHead",
 ]
 
 let package = Package(
