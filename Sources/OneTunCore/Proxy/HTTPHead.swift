@@ -238,10 +238,10 @@ struct HTTPHeadBuffer: Sendable {
     private var lineStart = 0
     /// Bytes received since the previous head, the skipped empty lines included.
     private(set) var received = 0
-    let limit: Int
+    private(set) var limit: Int
     /// Whether empty lines before the start line are skipped (RFC 9112 §2.2: a server SHOULD ignore at
     /// least one empty line received before the request-line).
-    let skipsLeadingEmptyLines: Bool
+    private(set) var skipsLeadingEmptyLines: Bool
 
     enum Progress: Equatable {
         /// All the input was taken; the head goes on.
@@ -253,6 +253,16 @@ struct HTTPHeadBuffer: Sendable {
     }
 
     init(limit: Int, skipsLeadingEmptyLines: Bool) {
+        self.limit = limit
+        self.skipsLeadingEmptyLines = skipsLeadingEmptyLines
+    }
+
+    /// Empty, for the next head. The memory stays for it, unless an unusually large head grew it: many idle
+    /// keep-alive sessions should not each hold their largest head.
+    mutating func reset(limit: Int, skipsLeadingEmptyLines: Bool) {
+        bytes.removeAll(keepingCapacity: bytes.capacity <= 4096)
+        lineStart = 0
+        received = 0
         self.limit = limit
         self.skipsLeadingEmptyLines = skipsLeadingEmptyLines
     }

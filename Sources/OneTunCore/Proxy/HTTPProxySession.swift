@@ -209,12 +209,17 @@ public enum HTTPSessionPhase: Hashable, Sendable {
 public struct HTTPProxySession: Sendable {
     public let config: HTTPProxyConfig
     private var state: State
+    /// The head being received: a request's in `awaitingHead`, a response's in an exchange whose response
+    /// is at `head`; one at a time. Kept out of the state's cases so that it grows in place: an array in an
+    /// enum's payload is copied whenever the payload is taken out to be changed.
+    private var head: HTTPHeadBuffer
     /// The target of the upstream connection the driver holds for this client (open, opening, or idle and
     /// reusable), or nil when there should be none.
     public private(set) var upstream: ProxyTarget?
 
     private enum State: Sendable {
-        case awaitingHead(HTTPHeadBuffer)
+        /// Receiving a request head (in `head`).
+        case awaitingHead
         case connecting(ProxyTarget)
         case tunnel
         case exchange(Exchange)
@@ -234,19 +239,21 @@ public struct HTTPProxySession: Sendable {
     }
 
     private enum Response: Sendable {
-        case head(HTTPHeadBuffer)
+        /// Receiving a response head (in `head`).
+        case head
         /// A final head reached the client; what follows it once the body ends.
         case body(HTTPBodyObserver, end: HTTPExchangeEnd)
     }
 
     public init(config: HTTPProxyConfig = HTTPProxyConfig()) {
         self.config = config
-        state = .awaitingHead(HTTPHeadBuffer(limit: config.maxRequestHead, skipsLeadingEmptyLines: true))
+        state = .awaitingHead
+        head = HTTPHeadBuffer(limit: config.maxRequestHead, skipsLeadingEmptyLines: true)
     }
 
     public var phase: HTTPSessionPhase {
         switch state {
-        case .awaitingHead(let buffer): .awaitingHead(received: buffer.received)
+        case .awaitingHead: .awaitingHead(received: head.received)
         case .connecting: .connecting
         case .tunnel: .tunnel
         case .exchange(let exchange):
@@ -260,16 +267,15 @@ public struct HTTPProxySession: Sendable {
     /// Bytes from the client, following those given before (less what earlier actions left unconsumed).
     public mutating func clientInput(_ bytes: UnsafeRawBufferPointer) -> HTTPClientAction {
         switch state {
-        case .awaitingHead(var buffer):
-            switch buffer.take(bytes) {
+        case .awaitingHead:
+            switch head.take(bytes) {
             case .incomplete:
-                state = .awaitingHead(buffer)
                 return .consumed(bytes.count)
             case .tooLarge:
                 finish()
                 return .respond(.error(431, "request head larger than \(config.maxRequestHead) bytes"), consumed: bytes.count)
             case .complete(let consumed):
-                let plan = buffer.bytes.withUnsafeBytes { HTTPRequestPlan.make($0, config: config) }
+                let plan = head.bytes.withUnsafeBytes { HTTPRequestPlan.make($0, config: config) }
                 return start(plan, consumed: consumed)
             }
         case .connecting:
@@ -302,7 +308,7 @@ public struct HTTPProxySession: Sendable {
             if reply.close {
                 finish()
             } else {
-                state = .awaitingHead(HTTPHeadBuffer(limit: config.maxRequestHead, skipsLeadingEmptyLines: true))
+                awaitRequest()
             }
             return .respond(reply, consumed: consumed)
         case .connect(let target):
@@ -314,10 +320,11 @@ public struct HTTPProxySession: Sendable {
         case .forward(let forward):
             let use: HTTPUpstreamUse = upstream == nil ? .open : upstream == forward.target ? .reuse : .replace
             upstream = forward.target
+            head.reset(limit: config.maxResponseHead, skipsLeadingEmptyLines: false)
             state = .exchange(
                 Exchange(
                     target: forward.target, request: HTTPBodyObserver(forward.body, maxTrailer: config.maxRequestHead),
-                    response: .head(HTTPHeadBuffer(limit: config.maxResponseHead, skipsLeadingEmptyLines: false)),
+                    response: .head,
                     isHEAD: forward.isHEAD, clientVersion: forward.clientVersion, clientKeepAlive: forward.clientKeepAlive,
                     upstreamKeepAlive: forward.upstreamKeepAlive))
             return .forward(
@@ -363,17 +370,15 @@ public struct HTTPProxySession: Sendable {
             return .pass(bytes.count, end: nil)
         case .exchange(var exchange):
             switch exchange.response {
-            case .head(var buffer):
-                switch buffer.take(bytes) {
+            case .head:
+                switch head.take(bytes) {
                 case .incomplete:
-                    exchange.response = .head(buffer)
-                    state = .exchange(exchange)
                     return .consumed(bytes.count)
                 case .tooLarge:
                     finish()
                     return .respond(.error(502, "response head from \(exchange.target) larger than \(config.maxResponseHead) bytes", noBody: exchange.isHEAD))
                 case .complete(let consumed):
-                    let plan = buffer.bytes.withUnsafeBytes {
+                    let plan = head.bytes.withUnsafeBytes {
                         HTTPResponsePlan.make(
                             $0, isHEAD: exchange.isHEAD, clientVersion: exchange.clientVersion,
                             clientKeepAlive: exchange.clientKeepAlive, upstreamKeepAlive: exchange.upstreamKeepAlive, via: config.via)
@@ -382,20 +387,19 @@ public struct HTTPProxySession: Sendable {
                     case .refuse(let reason):
                         finish()
                         return .respond(.error(502, reason, noBody: exchange.isHEAD))
-                    case .interim(let head):
-                        exchange.response = .head(HTTPHeadBuffer(limit: config.maxResponseHead, skipsLeadingEmptyLines: false))
-                        state = .exchange(exchange)
-                        guard let head else { return .consumed(consumed) }
-                        return .head(head, consumed: consumed, end: nil)
-                    case .final(let head, let body, let clientKeepAlive, let upstreamKeepAlive):
+                    case .interim(let interim):
+                        head.reset(limit: config.maxResponseHead, skipsLeadingEmptyLines: false)
+                        guard let interim else { return .consumed(consumed) }
+                        return .head(interim, consumed: consumed, end: nil)
+                    case .final(let rewritten, let body, let clientKeepAlive, let upstreamKeepAlive):
                         let end = HTTPExchangeEnd(clientKeepAlive: clientKeepAlive, upstreamKeepAlive: upstreamKeepAlive)
                         let observer = HTTPBodyObserver(body, maxTrailer: config.maxResponseHead)
                         if observer.isComplete {
-                            return .head(head, consumed: consumed, end: complete(exchange, end))
+                            return .head(rewritten, consumed: consumed, end: complete(exchange, end))
                         }
                         exchange.response = .body(observer, end: end)
                         state = .exchange(exchange)
-                        return .head(head, consumed: consumed, end: nil)
+                        return .head(rewritten, consumed: consumed, end: nil)
                     }
                 }
             case .body(var observer, let end):
@@ -471,11 +475,16 @@ public struct HTTPProxySession: Sendable {
         let end = exchange.request.isComplete && end.clientKeepAlive ? end : .closeBoth
         if !end.upstreamKeepAlive { upstream = nil }
         if end.clientKeepAlive {
-            state = .awaitingHead(HTTPHeadBuffer(limit: config.maxRequestHead, skipsLeadingEmptyLines: true))
+            awaitRequest()
         } else {
             finish()
         }
         return end
+    }
+
+    private mutating func awaitRequest() {
+        state = .awaitingHead
+        head.reset(limit: config.maxRequestHead, skipsLeadingEmptyLines: true)
     }
 
     private mutating func finish() {

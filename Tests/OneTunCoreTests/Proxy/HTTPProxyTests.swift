@@ -595,6 +595,17 @@ private func reply(_ action: HTTPClientAction?) -> HTTPReply? {
         #expect(reply(over.client(head))?.status == 431)
     }
 
+    /// A head near the limit, a byte per read (a slow client): each byte is handled once.
+    @Test func largeHeadByteByByte() throws {
+        var session = HTTPProxySession(config: HTTPProxyConfig(via: nil))
+        let value = String(repeating: "v", count: 16_000)
+        let head = bytes("GET http://a.example/ HTTP/1.1\r\nX-Big: \(value)\r\n\r\n")
+        let (actions, _, _) = session.drive(client: head, piece: 1)
+        let f = try #require(forward(actions.first))
+        #expect(f.consumed == 1)
+        #expect(text(f.head) == "GET / HTTP/1.1\r\nHost: a.example\r\nX-Big: \(value)\r\n\r\n")
+    }
+
     @Test func responseErrorsGive502() throws {
         let bad = [
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
