@@ -128,11 +128,13 @@ public enum HTTPUpstreamAction: Hashable, Sendable {
 
 /// What to do when the upstream connection ends or fails (`upstreamEnded`, `upstreamFailed`).
 public enum HTTPUpstreamEndAction: Hashable, Sendable {
-    /// A response delimited by the close has ended; the client connection closes after it.
+    /// A response delimited by the close has ended: close the client connection once it has everything
+    /// (`end` says so, closing both).
     case complete(HTTPExchangeEnd)
-    /// Write this reply (502 or 504) to the client and close it.
+    /// Write this reply (502 or 504) to the client, then close it; close the upstream connection too.
     case respond(HTTPReply)
-    /// The response was cut short after part of it reached the client: close the client connection.
+    /// The response was cut short after part of it reached the client, or the tunnel failed: close both
+    /// connections.
     case abort(reason: String)
     /// The connection was idle, or its session ended: nothing for the client; the session forgot it.
     case forget
@@ -195,12 +197,28 @@ public enum HTTPSessionPhase: Hashable, Sendable {
 /// phase `awaitingResponse`) until its response has been relayed, then reads the next request if both
 /// sides persist (RFC 9112 §9.3). Each client connection has at most one upstream connection; the next
 /// request to the same target reuses it when the last response left it persistent, and a request to
-/// another target closes it and opens a new one (`HTTPUpstreamUse`). A response that ends when upstream
-/// closes (RFC 9112 §6.3 item 8) ends the client connection after it.
+/// another target closes it and opens a new one (`HTTPUpstreamUse`); a CONNECT always gets a connection
+/// of its own. A response that ends when upstream closes (RFC 9112 §6.3 item 8), or that ends before the
+/// request's body did, ends the client connection after it; the upstream connection never outlives the
+/// client's.
 ///
-/// **Rewriting.** A forwarded request is sent in origin-form with Host from its URI, without hop-by-hop
-/// fields, with Via; its body goes unchanged, Transfer-Encoding and Content-Length with it. Response heads
-/// lose their hop-by-hop fields too and say `Connection: close` when the client connection will close.
+/// **Rewriting.** A forwarded request is sent in origin-form with the client's version (1.0 or 1.1), Host
+/// from its URI, without hop-by-hop fields, with Via; its body goes unchanged, Transfer-Encoding and
+/// Content-Length with it. Response heads go out as HTTP/1.1 without hop-by-hop fields, with Via, saying
+/// `Connection: close` when the client connection will close (`keep-alive` to an HTTP/1.0 client it keeps).
+///
+/// **Driving.** Per client connection, as `phase` says:
+/// - `awaitingHead`, `requestBody`: read the client (a body straight into the upstream connection's send
+///   buffer) and call `clientInput` with the bytes in hand, then with the rest after each action, until
+///   they are used up or the action is `pause` (keep the rest, stop reading, and give it again when the
+///   phase reads the client again), `abort`, or a closing `respond`.
+/// - `connect`: open the connection (closing the old one for `replace`); when it is established, write
+///   `upstreamConnected()` to the client, then relay both ways (`tunnel`), starting with the bytes kept.
+/// - `forward`: reuse, open, or close and open, as `upstream` says; write `head`, then what `relay` names.
+/// - Whenever an upstream connection exists (after a CONNECT's is established), read it and call
+///   `upstreamInput`: write `head`'s bytes or the `pass` count to the client, consume `consumed`/`pass`
+///   bytes, and act on `end`. Report its FIN (`upstreamEnded`) and failures (`upstreamFailed`), and the
+///   client's FIN (`clientEnded`).
 ///
 /// **Errors.** A malformed or oversized request gets a complete error reply with `Connection: close`:
 /// 400, 405 (TRACE), 407 (credentials), 431 (head over the limit), 505 (not HTTP/1.x). Upstream failures
