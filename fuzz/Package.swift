@@ -15,6 +15,7 @@ let fuzzers = [
     "FuzzConfigFile",
     "FuzzSocks5",
     "FuzzDNSMessage",
+    "FuzzHTTPHead",
 ]
 
 let package = Package(
