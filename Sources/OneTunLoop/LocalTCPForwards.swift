@@ -88,6 +88,19 @@ extension Forwarder {
         var destinationPort: UInt16 = 0
         var target = ""
         var resolveRequest: UnsafeMutablePointer<uv_getaddrinfo_t>?
+        // An HTTP proxy's client (HTTPProxyService.swift).
+        var http: HTTPProxySession?
+        /// Client bytes at the front of `head` the session counted as body, not yet in the send buffer.
+        var relayOwed = 0
+        /// Upstream bytes the session counted as passing, not yet written to the client.
+        var passOwed = 0
+        /// How the response ends once `passOwed` is written.
+        var pendingEnd: HTTPExchangeEnd?
+        /// A request head waiting for the upstream connection (or room in it).
+        var upstreamBacklog: [UInt8] = []
+        var upstreamEndReported = false
+        /// Requests forwarded (the head time-out applies before the first).
+        var requests = 0
 
         init(forwarder: Forwarder, forward: Int, now: Instant) {
             self.forwarder = forwarder
@@ -321,6 +334,10 @@ extension Forwarder {
 
     func service(_ client: Client) {
         let connection = core.connection(client.id)
+        if case .http = client.proxy {
+            httpUpstreamChanged(client, connection)
+            return
+        }
         if client.proxy != nil {
             // A proxy's client waits for its connection to open before it hears the outcome.
             proxyConnectionChanged(client, connection)

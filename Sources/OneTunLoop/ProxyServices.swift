@@ -34,6 +34,9 @@ enum ProxyPhase {
     /// A refusal is sent: what the client still sends is read and dropped until it closes (closing with
     /// unread input would reset the connection and could destroy the reply), or the deadline.
     case draining
+    /// An HTTP proxy's client: its session (`Client.http`) says what each byte is, until a CONNECT's
+    /// tunnel opens (then it relays like a forward's client).
+    case http
 }
 
 // Proxies: a listener per proxy (the accept path of LocalTCPForwards.swift), a handshake read into a small
@@ -70,10 +73,9 @@ extension Forwarder {
                 ? Socks5Server.Credentials(username: proxy.username ?? [], password: proxy.password ?? []) : nil
             client.proxy = .socks5(Socks5Server(credentials: credentials))
         case .http:
-            // Until the HTTP proxy lands: a SOCKS5 listener only.
-            client.proxy = .draining
+            acceptHTTPClient(client, proxy)
         }
-        client.head = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.socksHeadSize, alignment: 16)
+        if client.head == nil { client.head = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.socksHeadSize, alignment: 16) }
         client.negotiationDeadline = now.adding(Self.negotiationTimeout)
         negotiating.append(client)
         scheduleNegotiationSweep()
@@ -104,6 +106,22 @@ extension Forwarder {
 
     func handshakeRead(_ client: Client, _ nread: Int) {
         guard !client.closing else { return }
+        if nread == Int(UV_ENOBUFS.rawValue) {
+            stopReading(client)  // the buffer is full: read again once the session took some
+            return
+        }
+        if case .http = client.proxy, client.http != nil {
+            if nread == Int(UV_EOF.rawValue) {
+                httpClientEnded(client)
+            } else if nread < 0 {
+                closeUpstream(client)
+                teardown(client, reset: false, reason: "client error")
+            } else if nread > 0 {
+                client.headCount += nread
+                driveHTTPClient(client)
+            }
+            return
+        }
         if nread < 0 || nread == Int(UV_EOF.rawValue) {
             teardown(client, reset: false, reason: nread == Int(UV_EOF.rawValue) ? "the client closed during the proxy handshake" : "client error")
             return
@@ -138,7 +156,7 @@ extension Forwarder {
                 sendSmall(client, Socks5Reply(.commandNotSupported).bytes)
                 refuse(client, "SOCKS5 UDP ASSOCIATE is not supported yet")
             }
-        case .socks5Connecting, nil:
+        case .socks5Connecting, .http, nil:
             return
         }
     }
@@ -224,14 +242,14 @@ extension Forwarder {
         defer { client.releaseAfterResolution() }
         guard !client.closing, !shuttingDown else { return }
         guard case .addresses(let addresses) = outcome else {
-            proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target) through the tunnel: \(outcome)")
+            proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target) through the tunnel: \(outcome)", http: .nameNotResolved)
             return
         }
         let usable = addresses.first { address in
             core.config.addresses.contains(where: { $0.isV4 == address.isV4 }) && core.hasRoute(to: address)
         }
         guard let address = usable ?? addresses.first else {
-            proxyFailed(client, .hostUnreachable, "\(client.target) has no address")
+            proxyFailed(client, .hostUnreachable, "\(client.target) has no address", http: .nameNotResolved)
             return
         }
         connect(client, to: address, port: client.destinationPort)
@@ -253,14 +271,14 @@ extension Forwarder {
         }, name, nil, &hints)
         if rc != 0 {
             Unmanaged<Client>.fromOpaque(request.pointee.data).release()
-            proxyFailed(client, .hostUnreachable, "cannot resolve \(name): \(String(cString: uv_strerror(rc)))")
+            proxyFailed(client, .hostUnreachable, "cannot resolve \(name): \(String(cString: uv_strerror(rc)))", http: .nameNotResolved)
         }
     }
 
     func resolved(_ client: Client, _ status: Int32, _ result: UnsafeMutablePointer<addrinfo>?) {
         guard !client.closing, !shuttingDown else { return }
         guard status == 0 else {
-            proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target): \(String(cString: uv_strerror(status)))")
+            proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target): \(String(cString: uv_strerror(status)))", http: .nameNotResolved)
             return
         }
         // The first address of a version we have a tunnel address of, that a peer carries.
@@ -279,7 +297,7 @@ extension Forwarder {
         if let fallback {
             connect(client, to: fallback, port: client.destinationPort)  // refused below, with the reason
         } else {
-            proxyFailed(client, .hostUnreachable, "\(client.target) has no IPv4 or IPv6 address")
+            proxyFailed(client, .hostUnreachable, "\(client.target) has no IPv4 or IPv6 address", http: .nameNotResolved)
         }
     }
 
@@ -305,9 +323,12 @@ extension Forwarder {
             return
         }
         client.id = id
+        client.upstreamEndReported = false
         while clients.count <= id { clients.append(nil) }
         clients[id] = client
         logger.debug("connection \(id): proxy client for \(client.target) (\(address.isV4 ? "\(address)" : "[\(address)]"):\(port))")
+        // An HTTP request's head (and body) waited for the connection.
+        if client.http != nil { driveHTTPClient(client) }
     }
 
     /// The proxy client's connection changed state: once it is open the client hears so and relays; if
@@ -359,8 +380,15 @@ extension Forwarder {
     }
 
     /// Tells the client why its request failed (a SOCKS5 reply), then closes it.
-    func proxyFailed(_ client: Client, _ code: Socks5ReplyCode, _ why: String) {
+    func proxyFailed(_ client: Client, _ code: Socks5ReplyCode, _ why: String, http: HTTPUpstreamFailure? = nil) {
         guard !client.closing else { return }
+        if client.http != nil {
+            let failure = http ?? (code == .addressTypeNotSupported ? .noRoute : .unreachable)
+            logger.debug("HTTP proxy client for \(client.target): \(why)")
+            closeUpstream(client)
+            httpFailed(client, failure, why)
+            return
+        }
         logger.debug("proxy client for \(client.target.isEmpty ? "?" : client.target): \(why)")
         sendSmall(client, Socks5Reply(code).bytes)
         if client.id >= 0, client.id < clients.count, clients[client.id] === client {
@@ -392,6 +420,10 @@ extension Forwarder {
             let waiting: Bool
             switch client.proxy {
             case .socks5, .draining: waiting = true
+            case .http:
+                // The head time-out applies to the first request (a slowloris); an idle keep-alive client
+                // between requests holds a descriptor like any open connection.
+                if client.requests == 0, case .awaitingHead = client.http?.phase { waiting = true } else { waiting = false }
             default: waiting = false
             }
             if client.closing || !waiting {

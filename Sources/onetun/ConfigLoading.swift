@@ -17,7 +17,7 @@ struct FileSettings {
         "connect-timeout": "ONETUN_CONNECT_TIMEOUT", "max-connections": "ONETUN_MAX_CONNECTIONS",
         "max-buffer-memory": "ONETUN_MAX_BUFFER_MEMORY", "udp-timeout": "ONETUN_UDP_TIMEOUT",
         "listen-port": "ONETUN_LISTEN_PORT", "socks5": "ONETUN_SOCKS5", "proxy-auth": "ONETUN_PROXY_AUTH",
-        "dns": "ONETUN_DNS",
+        "dns": "ONETUN_DNS", "http-proxy": "ONETUN_HTTP_PROXY",
     ]
 
     let config: ConfigFile

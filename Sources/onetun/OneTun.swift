@@ -93,6 +93,11 @@ struct OneTunCommand: ParsableCommand {
     var socks5: [String] = []
 
     @Option(help: ArgumentHelp(
+        "An HTTP proxy into the tunnel (ONETUN_HTTP_PROXY, commas for several), default host 127.0.0.1: CONNECT and absolute-form requests (GET http://host/…). May be repeated.",
+        valueName: "[host:]port"))
+    var httpProxy: [String] = []
+
+    @Option(help: ArgumentHelp(
         "The user name and password the proxies given on the command line ask for (ONETUN_PROXY_AUTH); without it they ask for none.",
         valueName: "user:password"))
     var proxyAuth: String?

@@ -392,8 +392,16 @@ struct Settings {
         for text in socksTexts {
             proxies.append(Proxy(kind: .socks5, listen: try Self.proxyAddress(text, option: "--socks5"), text: text, credentials: cliCredentials))
         }
-        for proxy in proxies where proxy.credentials.map({ $0.username.utf8.count > 255 || $0.password.utf8.count > 255 }) == true {
+        let httpTexts = (c.httpProxy.isEmpty ? env["ONETUN_HTTP_PROXY"].map { [$0] } ?? [] : c.httpProxy)
+            .flatMap { $0.split(separator: ",") }.map { String($0).trimmed() }
+        for text in httpTexts {
+            proxies.append(Proxy(kind: .http, listen: try Self.proxyAddress(text, option: "--http-proxy"), text: text, credentials: cliCredentials))
+        }
+        for proxy in proxies where proxy.kind == .socks5 && proxy.credentials.map({ $0.username.utf8.count > 255 || $0.password.utf8.count > 255 }) == true {
             throw UsageError("--proxy-auth: a SOCKS5 user name and password are at most 255 bytes each (RFC 1929)")
+        }
+        if cliCredentials?.username.contains(":") == true {
+            throw UsageError("--proxy-auth: the user name cannot hold a colon (RFC 7617: the first colon ends it)")
         }
         for tunnel in file?.config.tunnels ?? [] {
             let place = "\(file!.config.fileName):\(tunnel.line)"
@@ -404,8 +412,12 @@ struct Settings {
                 }
                 let text = "\(bind)"
                 proxies.append(Proxy(kind: .socks5, listen: try Self.proxyAddress(text, option: "\(place): [Socks5] BindAddress"), text: text, credentials: credentials))
-            case .http:
-                throw UsageError("\(place): \(tunnel.kind.sectionName) is not supported yet")
+            case .http(let bind, let credentials):
+                if let credentials, credentials.username.contains(":") {
+                    throw UsageError("\(place): [http] Username: a user name cannot hold a colon (RFC 7617: the first colon ends it)")
+                }
+                let text = "\(bind)"
+                proxies.append(Proxy(kind: .http, listen: try Self.proxyAddress(text, option: "\(place): [http] BindAddress"), text: text, credentials: credentials))
             default:
                 break
             }

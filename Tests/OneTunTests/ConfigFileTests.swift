@@ -138,7 +138,7 @@ import Testing
         ("[Interface]\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n", "[Interface] has no PrivateKey"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[OneTun]\nkeep-alive = often\n", ":8: --keep-alive"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[OneTun]\nturbo = on\n", ":8: turbo: not an option"),
-        ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[http]\nBindAddress = 127.0.0.1:1080\n", ":7: [http] is not supported yet"),
+        ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[SNI]\nBindAddress = 127.0.0.1:1080\n", ":7: [SNI] is not supported yet"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nEndpoint = 127.0.0.1:1\n[Forward]\nLocal = 8080:nowhere\n", ":8: Local: invalid port forward"),
         ("[Interface]\nPrivateKey = \(key)\nAddress = 192.168.4.3\n[Peer]\nPublicKey = \(peerKey)\nAllowedIPs = 10.0.0.0/8\nEndpoint = 127.0.0.1:1\n[Forward]\nLocal = 18009:192.168.4.1:80\n", "192.168.4.1 is in no peer's AllowedIPs (10.0.0.0/8)"),
         ("PrivateKey = \(key)\n", ":1: PrivateKey"),

@@ -214,4 +214,101 @@ import Testing
             #expect(echoed == "by name\n", "\(echoed)")
         }
     }
+
+    /// curl through the HTTP proxy: a plain GET in absolute-form and a CONNECT tunnel (--proxytunnel),
+    /// 16 MiB each, SHA-256-equal; two requests on one client connection (keep-alive, the upstream
+    /// connection reused).
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func curlThroughTheHTTPProxy() throws {
+        try withForwardSession { s in
+            let (_, digest) = try s.randomFile("big.bin", size: 16 << 20)
+            _ = try s.randomFile("small.bin", size: 1000)
+            let directory = try hosts(s, "192.168.4.1 web.test\n")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try startHTTPServer(s)
+            try s.startOnetun(s.onetunArguments([], extra: ["--http-proxy", "18080", "--log", "debug"]))
+            for (flags, what) in [("", "GET"), ("--proxytunnel", "CONNECT")] {
+                let started = Date()
+                let r = try curl(s, "\(flags) -x http://127.0.0.1:18080 http://web.test:8000/big.bin | sha256sum")
+                #expect(r.stdout.hasPrefix(digest), "\(what): \(r.stdout) \(r.stderr)\n\(s.onetunLog.suffix(3000))")
+                print("onetun HTTP proxy: \(what), 16 MiB in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+            }
+            let twice = try curl(s, "-v -o /dev/null -o /dev/null -x http://127.0.0.1:18080 http://web.test:8000/small.bin http://web.test:8000/small.bin")
+            #expect(twice.status == 0 && twice.stderr.components(separatedBy: "HTTP/1.1 200").count == 3, "\(twice.stderr)")
+            #expect(twice.stderr.contains("Re-using existing connection") || twice.stderr.contains("Reusing existing"), "\(twice.stderr)")
+        }
+    }
+
+    /// Credentials (Basic): 407 with a challenge without them or with wrong ones, through with the right
+    /// ones; and the error replies to a table of requests from a raw client: malformed (400), a head over
+    /// 16 KiB (431), TRACE (405), a refused destination (502), a name that does not resolve (502), a
+    /// destination that never answers (504); a slowloris client is closed after the head time-out while
+    /// another client is served.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func httpProxyAuthenticationAndErrors() throws {
+        try withForwardSession { s in
+            _ = try s.randomFile("small.bin", size: 1000)
+            try startHTTPServer(s)
+            try s.startServer(addresses: ["192.168.4.1"])
+            let conf = s.directory.appendingPathComponent("http.conf")
+            try "[http]\nBindAddress = 127.0.0.1:18081\nUsername = bob\nPassword = pw\n\n[http]\nBindAddress = 127.0.0.1:18082\n"
+                .write(to: conf, atomically: true, encoding: .utf8)
+            try s.startOnetun(s.onetunArguments([], extra: ["-c", conf.path, "--connect-timeout", "2", "--log", "debug"]))
+            let none = try curl(s, "-o /dev/null -w '%{http_code}' -x http://127.0.0.1:18081 http://192.168.4.1:8000/small.bin")
+            #expect(none.stdout == "407", "\(none.stdout) \(none.stderr)")
+            let wrong = try curl(s, "-o /dev/null -w '%{http_code}' -x http://bob:nope@127.0.0.1:18081 http://192.168.4.1:8000/small.bin")
+            #expect(wrong.stdout == "407", "\(wrong.stdout) \(wrong.stderr)")
+            let good = try curl(s, "-o /dev/null -w '%{http_code}' -x http://bob:pw@127.0.0.1:18081 http://192.168.4.1:8000/small.bin")
+            #expect(good.stdout == "200", "\(good.stdout) \(good.stderr)")
+
+            let client = """
+                import socket, sys, json, time
+                results = {}
+                for name, request in json.loads(sys.argv[1]).items():
+                    s = socket.create_connection(("127.0.0.1", 18082), timeout=15)
+                    s.sendall(request.encode())
+                    reply = b""
+                    try:
+                        while b"\\r\\n" not in reply:
+                            d = s.recv(4096)
+                            if not d: break
+                            reply += d
+                    except OSError:
+                        pass
+                    results[name] = reply.split(b"\\r\\n")[0].decode(errors="replace")
+                    s.close()
+                # A slowloris: part of a head, then nothing; closed by the proxy while others are served.
+                slow = socket.create_connection(("127.0.0.1", 18082), timeout=30)
+                slow.sendall(b"GET http://192.168.4.1:8000/small.bin HTTP/1.1\\r\\nHost: x\\r\\n")
+                started = time.monotonic()
+                other = socket.create_connection(("127.0.0.1", 18082), timeout=10)
+                other.sendall(b"GET http://192.168.4.1:8000/small.bin HTTP/1.1\\r\\nHost: 192.168.4.1\\r\\nConnection: close\\r\\n\\r\\n")
+                results["otherDuringSlowloris"] = other.recv(4096).split(b"\\r\\n")[0].decode(errors="replace")
+                try:
+                    results["slowlorisClosedAfter"] = round(time.monotonic() - started, 1) if slow.recv(100) == b"" else -1
+                except OSError:
+                    results["slowlorisClosedAfter"] = round(time.monotonic() - started, 1)
+                print(json.dumps(results))
+                """
+            let script = s.directory.appendingPathComponent("http_client.py")
+            try client.write(to: script, atomically: true, encoding: .utf8)
+            let cases: [String: (String, String)] = [
+                "malformed": ("GET http://192.168.4.1:8000/ HTTP/1.1\r\nBad Header\r\n\r\n", "HTTP/1.1 400"),
+                "tooLarge": ("GET http://192.168.4.1:8000/ HTTP/1.1\r\nX: " + String(repeating: "a", count: 17_000) + "\r\n\r\n", "HTTP/1.1 431"),
+                "trace": ("TRACE http://192.168.4.1:8000/ HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n", "HTTP/1.1 405"),
+                "refused": ("CONNECT 192.168.4.1:\(ServicePort.unused) HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n", "HTTP/1.1 502"),
+                "unknownName": ("GET http://nowhere.invalid/ HTTP/1.1\r\nHost: nowhere.invalid\r\n\r\n", "HTTP/1.1 502"),
+                "timeout": ("CONNECT 192.168.4.254:80 HTTP/1.1\r\nHost: 192.168.4.254\r\n\r\n", "HTTP/1.1 504"),
+            ]
+            let json = String(data: try JSONSerialization.data(withJSONObject: cases.mapValues { $0.0 }), encoding: .utf8)!
+            let out = try s.namespace.run(["python3", script.path, json], timeout: 90)
+            let results = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(out)")
+            for (name, (_, expected)) in cases {
+                #expect((results[name] as? String)?.hasPrefix(expected) == true, "\(name): \(results[name] ?? "none"), expected \(expected)\n\(s.onetunLog.suffix(1500))")
+            }
+            #expect((results["otherDuringSlowloris"] as? String)?.hasPrefix("HTTP/1.1 200") == true, "\(results)")
+            let closedAfter = results["slowlorisClosedAfter"] as? Double ?? -1
+            #expect(closedAfter >= 8 && closedAfter <= 13, "the slowloris client was closed after \(closedAfter) s")
+        }
+    }
 }
