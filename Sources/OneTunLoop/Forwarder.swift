@@ -70,8 +70,13 @@ public final class Forwarder {
 
     // Proxies (ProxyServices.swift): clients still in their handshake, oldest first, and the timer that
     // closes those past their deadline.
-    var negotiating: [Client] = []
+    var negotiating: [(client: Client, deadline: Instant)] = []
     var negotiationTimer: UnsafeMutablePointer<uv_timer_t>?
+    /// Every proxy client not yet closed (one between two requests, or resolving a name, has no
+    /// connection id): shutdown closes them.
+    var proxyClients: [ObjectIdentifier: Client] = [:]
+    /// Runs `shutdown` on the next loop turn (from inside a flush it would close handles the flush uses).
+    var shutdownTimer: UnsafeMutablePointer<uv_timer_t>?
     /// Who waits for each name the tunnel's resolver works on.
     var resolutions: [DNSToken: (DNSOutcome) -> Void] = [:]
 
@@ -204,23 +209,35 @@ public final class Forwarder {
             }
         }
         for client in clients.compactMap({ $0 }) { teardown(client, reset: false, reason: "shutting down") }
+        for client in Array(proxyClients.values) { teardown(client, reset: false, reason: "shutting down") }
+        if let stdio, !stdio.finished { stdio.fail("interrupted") }
         for flow in Array(remoteFlows.values) { closeFlow(flow) }
         negotiating = []
-        for case let timer? in [trimTimer, acceptRetryTimer, flowTimer, negotiationTimer] {
+        for case let timer? in [trimTimer, acceptRetryTimer, flowTimer, negotiationTimer, shutdownTimer] {
             uv_timer_stop(timer)
             uv_close(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
         }
+        (trimTimer, acceptRetryTimer, flowTimer, negotiationTimer, shutdownTimer) = (nil, nil, nil, nil, nil)
         remoteUDP = [:]
         let wg = core.stats.wireGuard
         logger.info("shutting down after \(connectionsOpened) connections; \(driver.datagramsSent) datagrams sent (\(driver.sendFailures) not sent), \(driver.datagramsReceived) received; WireGuard dropped \(wg.dropped) in, \(core.packetsDropped) out\(wg.droppedSourceNotAllowed > 0 ? "; \(wg.droppedSourceNotAllowed) from a source their peer may not use" : "")")
         driver.stop()
     }
 
+    /// `shutdown` once the current flush is over.
+    func shutdownSoon() {
+        guard !shuttingDown else { return }
+        uv_timer_start(timerHandle(&shutdownTimer), { timer in
+            Unmanaged<Forwarder>.fromOpaque(timer!.pointee.data).takeUnretainedValue().shutdown()
+        }, 0, 0)
+    }
+
     /// Whether the tunnel can take a new client now; logs why not (rate-limited). While handshakes are
     /// known to be failing the client is refused at once, rather than left to wait for its connect
-    /// time-out, and the tunnel is asked to try again.
-    func admits(_ what: String, to destination: IPAddress, now: Instant) -> Bool {
-        guard underLimit(what, now: now) else { return false }
+    /// time-out, and the tunnel is asked to try again. `counted`: the client holds a place under
+    /// `maxConnections` already (a proxy's, counted when accepted).
+    func admits(_ what: String, to destination: IPAddress, now: Instant, counted: Bool = false) -> Bool {
+        guard counted || underLimit(what, now: now) else { return false }
         // The peer that carries the destination (several peers: another may be down, that is no reason).
         if let problem = core.handshakeProblem(for: destination) {
             refusedWhileDown += 1

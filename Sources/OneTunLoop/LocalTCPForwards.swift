@@ -88,6 +88,8 @@ extension Forwarder {
         var destinationPort: UInt16 = 0
         var target = ""
         var resolveRequest: UnsafeMutablePointer<uv_getaddrinfo_t>?
+        /// A uv_getaddrinfo for it is in flight.
+        var resolving = false
         // An HTTP proxy's client (HTTPProxyService.swift).
         var http: HTTPProxySession?
         /// Client bytes at the front of `head` the session counted as body, not yet in the send buffer.
@@ -438,9 +440,14 @@ extension Forwarder {
         guard !client.closing else { return }
         client.closing = true
         stopReading(client)
-        if client.resolveRequest != nil, client.proxy != nil {
+        if client.resolving, let request = client.resolveRequest {
             // A resolution in flight finds the client closing; libuv may still cancel it.
-            _ = uv_cancel(UnsafeMutableRawPointer(client.resolveRequest!).assumingMemoryBound(to: uv_req_t.self))
+            _ = uv_cancel(UnsafeMutableRawPointer(request).assumingMemoryBound(to: uv_req_t.self))
+        }
+        proxyClients.removeValue(forKey: ObjectIdentifier(client))
+        if client.head != nil && !client.writePending {
+            client.head!.deallocate()
+            client.head = nil
         }
         if reset {
             closeReset(client.handle)

@@ -52,6 +52,14 @@ extension Forwarder {
     /// Listens for every proxy; throws naming the address when one cannot be used.
     public func listenProxies(_ proxies: [ProxyListen]) throws(LoopError) {
         for proxy in proxies {
+            if proxy.kind == .socks5, proxy.username != nil || proxy.password != nil,
+               Socks5Server.Credentials(username: proxy.username ?? [], password: proxy.password ?? []) == nil {
+                throw LoopError("SOCKS5 proxy on \(proxy.description): a user name and password are at most 255 bytes each (RFC 1929)")
+            }
+            if proxy.kind == .http, proxy.username != nil || proxy.password != nil,
+               HTTPProxyCredentials(user: String(decoding: proxy.username ?? [], as: UTF8.self), password: String(decoding: proxy.password ?? [], as: UTF8.self)) == nil {
+                throw LoopError("HTTP proxy on \(proxy.description): the user name cannot hold a colon (RFC 7617)")
+            }
             let forward = TCPForward(listen: proxy.listen, destination: .v4(.unspecified), destinationPort: 0, description: proxy.description + " (\(proxy.kind == .socks5 ? "SOCKS5" : "HTTP proxy"))")
             try listen(forward, proxy: proxy)
             let auth = proxy.username != nil || proxy.password != nil ? ", with a user name and password" : ""
@@ -77,7 +85,8 @@ extension Forwarder {
         }
         if client.head == nil { client.head = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.socksHeadSize, alignment: 16) }
         client.negotiationDeadline = now.adding(Self.negotiationTimeout)
-        negotiating.append(client)
+        negotiating.append((client, client.negotiationDeadline))
+        proxyClients[ObjectIdentifier(client)] = client
         scheduleNegotiationSweep()
         readHandshake(client)
     }
@@ -168,9 +177,10 @@ extension Forwarder {
         client.proxy = .draining
         client.headCount = 0
         if client.head == nil { client.head = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.socksHeadSize, alignment: 16) }
-        // Its own deadline, the latest of all (the list stays in deadline order).
+        // Its own deadline, the latest of all (the list stays in deadline order; an earlier entry of the
+        // same client is passed over by the sweep, its deadline having moved).
         client.negotiationDeadline = TunnelLoop.now().adding(Self.negotiationTimeout)
-        negotiating.append(client)
+        negotiating.append((client, client.negotiationDeadline))
         scheduleNegotiationSweep()
         if !client.shutdownSent {
             client.shutdownSent = true
@@ -190,7 +200,9 @@ extension Forwarder {
             var buf = uv_buf_init(UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: CChar.self)), UInt32(raw.count))
             written = max(0, Int(uv_try_write(stream(client.handle), &buf, 1)))
         }
-        guard written < bytes.count, !client.writePending else { return }
+        guard written < bytes.count else { return }
+        // One pending chunk at a time; the replies' order never leaves a second one waiting.
+        precondition(!client.writePending, "a reply while a write is pending")
         let rest = bytes.count - written
         let pending = UnsafeMutableRawBufferPointer.allocate(byteCount: rest, alignment: 16)
         bytes.withUnsafeBytes { pending.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[written...])) }
@@ -266,9 +278,11 @@ extension Forwarder {
         client.destinationPort = port
         let rc = uv_getaddrinfo(driver.loop, request, { request, status, result in
             let client = Unmanaged<Client>.fromOpaque(request!.pointee.data).takeRetainedValue()
+            client.resolving = false
             defer { if let result { uv_freeaddrinfo(result) } }
             client.forwarder.resolved(client, status, result)
         }, name, nil, &hints)
+        client.resolving = rc == 0
         if rc != 0 {
             Unmanaged<Client>.fromOpaque(request.pointee.data).release()
             proxyFailed(client, .hostUnreachable, "cannot resolve \(name): \(String(cString: uv_strerror(rc)))", http: .nameNotResolved)
@@ -313,13 +327,12 @@ extension Forwarder {
             proxyFailed(client, .hostUnreachable, "no peer's AllowedIPs hold \(address)")
             return
         }
-        guard admits("client of the proxy for \(client.target)", to: address, now: now) else {
+        guard admits("client of the proxy for \(client.target)", to: address, now: now, counted: true) else {
             proxyFailed(client, .hostUnreachable, "the tunnel cannot reach \(address) now")
             return
         }
         guard let id = core.connect(to: address, port: port, now: now) else {
-            let why = core.hasRoute(to: address) ? "no tunnel address of its IP version" : "no peer's AllowedIPs hold it"
-            proxyFailed(client, core.hasRoute(to: address) ? .addressTypeNotSupported : .hostUnreachable, "cannot reach \(address): \(why)")
+            proxyFailed(client, .generalFailure, "cannot open a connection to \(address): no free port")
             return
         }
         client.id = id
@@ -404,6 +417,7 @@ extension Forwarder {
     /// Clients still in their handshake, in the order they came (one time-out for all, so the oldest is
     /// first); each sweep closes those past their deadline, and forgets those that finished.
     func scheduleNegotiationSweep() {
+        guard !shuttingDown else { return }
         let timer = timerHandle(&negotiationTimer)
         guard uv_is_active(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) == 0 else { return }
         uv_timer_start(timer, { timer in
@@ -416,7 +430,13 @@ extension Forwarder {
         let now = TunnelLoop.now()
         var first = 0
         while first < negotiating.count {
-            let client = negotiating[first]
+            let (client, deadline) = negotiating[first]
+            // An entry whose client's deadline moved (refused after a failed request) or that closed is
+            // done with; the list is in entry-deadline order.
+            if client.closing || client.negotiationDeadline != deadline {
+                first += 1
+                continue
+            }
             let waiting: Bool
             switch client.proxy {
             case .socks5, .draining: waiting = true
@@ -426,11 +446,11 @@ extension Forwarder {
                 if client.requests == 0, case .awaitingHead = client.http?.phase { waiting = true } else { waiting = false }
             default: waiting = false
             }
-            if client.closing || !waiting {
+            if !waiting {
                 first += 1
                 continue
             }
-            guard client.negotiationDeadline <= now else { break }
+            guard deadline <= now else { break }
             first += 1
             teardown(client, reset: false, reason: "no complete proxy handshake within \(Self.negotiationTimeout / Nanos.second) s")
         }

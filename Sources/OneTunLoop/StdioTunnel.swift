@@ -48,7 +48,7 @@ public final class StdioTunnel {
     var pending: UnsafeMutableRawBufferPointer?
     var writePending = false
     var outputEnded = false
-    var finished = false
+    public private(set) var finished = false
 
     /// To `destination`, or to what `name` resolves to through the tunnel (its DNS servers must be
     /// configured) when given.
@@ -253,6 +253,9 @@ public final class StdioTunnel {
         if connection.isReadClosed && !writePending && !outputEnded {
             outputEnded = true
             logger.debug("--stdio: the destination closed its side after \(bytesOut) bytes")
+            // A socket as standard output (inetd, socat's EXEC) may be standard input's too: closing the
+            // descriptor would send no FIN while fd 0 holds it open; shutting down the writing side does.
+            _ = Glibc.shutdown(1, Int32(SHUT_WR))
             if let output {
                 uv_close(UnsafeMutableRawPointer(output).assumingMemoryBound(to: uv_handle_t.self)) { $0!.deallocate() }
                 self.output = nil
@@ -349,8 +352,10 @@ public final class StdioTunnel {
         guard !finished else { return }
         failure = why
         logger.error("--stdio: \(why)")
-        core.connection(id).abort()
-        core.notify(id)
+        if id >= 0 {
+            core.connection(id).abort()
+            core.notify(id)
+        }
         finish()
     }
 
@@ -365,6 +370,7 @@ public final class StdioTunnel {
         }
         input = nil
         output = nil
-        forwarder.shutdown()
+        // Not from here: this may run inside the loop's flush, which must not see its handles close.
+        forwarder.shutdownSoon()
     }
 }

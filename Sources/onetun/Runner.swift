@@ -169,7 +169,7 @@ struct Runner {
         var stdio: StdioTunnel?
         if let target = settings.stdio {
             let tunnel: StdioTunnel
-            if case .name(let name) = target.host, !settings.dnsServers.isEmpty {
+            if case .name(let name) = target.host, core.dnsStats != nil {
                 // Asked of the tunnel's DNS servers once the loop runs.
                 tunnel = StdioTunnel(forwarder: forwarder, destination: .v4(.unspecified), name: name, port: target.port, logger: logger)
             } else {

@@ -406,13 +406,16 @@ struct Settings {
         for tunnel in file?.config.tunnels ?? [] {
             let place = "\(file!.config.fileName):\(tunnel.line)"
             switch tunnel.kind {
-            case .socks5(let bind, let credentials):
+            case .socks5(let bind, let fileCredentials):
+                // --proxy-auth stands in for a section that sets no credentials of its own.
+                let credentials = fileCredentials ?? cliCredentials
                 if let credentials, credentials.username.utf8.count > 255 || credentials.password.utf8.count > 255 {
                     throw UsageError("\(place): [Socks5]: a user name and password are at most 255 bytes each (RFC 1929)")
                 }
                 let text = "\(bind)"
                 proxies.append(Proxy(kind: .socks5, listen: try Self.proxyAddress(text, option: "\(place): [Socks5] BindAddress"), text: text, credentials: credentials))
-            case .http(let bind, let credentials):
+            case .http(let bind, let fileCredentials):
+                let credentials = fileCredentials ?? cliCredentials
                 if let credentials, credentials.username.contains(":") {
                     throw UsageError("\(place): [http] Username: a user name cannot hold a colon (RFC 7617: the first colon ends it)")
                 }
@@ -420,6 +423,17 @@ struct Settings {
                 proxies.append(Proxy(kind: .http, listen: try Self.proxyAddress(text, option: "\(place): [http] BindAddress"), text: text, credentials: credentials))
             default:
                 break
+            }
+        }
+        for proxy in proxies where proxy.credentials == nil {
+            // Not on a loopback address: 127.0.0.0/8 (sin_addr at offset 4), ::1 (sin6_addr at offset 8).
+            let open = withUnsafeBytes(of: proxy.listen) { raw -> Bool in
+                raw.load(as: sa_family_t.self) == sa_family_t(AF_INET)
+                    ? raw.load(fromByteOffset: 4, as: UInt8.self) != 127
+                    : !(raw.load(fromByteOffset: 8, as: UInt64.self) == 0 && raw.load(fromByteOffset: 16, as: UInt64.self) == UInt64(1).bigEndian)
+            }
+            if open {
+                warnings.append("the \(proxy.kind == .socks5 ? "SOCKS5" : "HTTP") proxy on \(proxy.text) listens beyond this machine and asks for no user name and password: anyone who reaches it reaches the tunnel (--proxy-auth, or Username and Password in the file)")
             }
         }
         if let text = c.stdio {

@@ -51,6 +51,11 @@ import Testing
                 #expect(r.stdout.hasPrefix(digest), "\(flag) \(url): \(r.stdout) \(r.stderr)\n\(s.onetunLog.suffix(2000))")
                 print("onetun SOCKS5: curl \(flag) \(url), 16 MiB in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
             }
+            // A client that connected and said nothing does not hold up SIGTERM.
+            let idle = try s.namespace.spawn(["python3", "-c", "import socket, time\ns = socket.create_connection(('127.0.0.1', 11080))\nprint('connected', flush=True)\ntime.sleep(30)"], logName: "idle.log")
+            try s.waitFor(idle, "connected", seconds: 10)
+            let forced = try #require(s.onetun).terminate(grace: 5)
+            #expect(!forced, "onetun needed SIGKILL with a proxy client in its handshake\n\(s.onetunLog.suffix(1500))")
         }
     }
 
