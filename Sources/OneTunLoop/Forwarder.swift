@@ -77,6 +77,12 @@ public final class Forwarder {
     var proxyClients: [ObjectIdentifier: Client] = [:]
     /// Runs `shutdown` on the next loop turn (from inside a flush it would close handles the flush uses).
     var shutdownTimer: UnsafeMutablePointer<uv_timer_t>?
+    /// SOCKS5 UDP associations by the virtual port their datagrams leave from, the buffer their answers
+    /// are put together in, and the datagrams they dropped (fragments, strangers, bad headers, names that
+    /// did not resolve).
+    var socksAssociationOfPort: [UInt16: SocksAssociation] = [:]
+    lazy var socksUDPBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536 + 22, alignment: 16)
+    public internal(set) var socksDatagramsDropped = 0
     /// Who waits for each name the tunnel's resolver works on.
     var resolutions: [DNSToken: (DNSOutcome) -> Void] = [:]
 

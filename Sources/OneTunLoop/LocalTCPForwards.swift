@@ -90,6 +90,8 @@ extension Forwarder {
         var resolveRequest: UnsafeMutablePointer<uv_getaddrinfo_t>?
         /// A uv_getaddrinfo for it is in flight.
         var resolving = false
+        /// A SOCKS5 UDP association this connection controls.
+        var association: SocksAssociation?
         // An HTTP proxy's client (HTTPProxyService.swift).
         var http: HTTPProxySession?
         /// Client bytes at the front of `head` the session counted as body, not yet in the send buffer.
@@ -445,6 +447,7 @@ extension Forwarder {
             _ = uv_cancel(UnsafeMutableRawPointer(request).assumingMemoryBound(to: uv_req_t.self))
         }
         proxyClients.removeValue(forKey: ObjectIdentifier(client))
+        closeAssociation(client)
         if client.head != nil && !client.writePending {
             client.head!.deallocate()
             client.head = nil

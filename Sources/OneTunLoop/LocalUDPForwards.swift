@@ -97,6 +97,7 @@ extension Forwarder {
         defer { if budget == 0 { driver.continueNextIteration() } }
         while budget > 0, let d = core.pollDatagram() {
             budget -= 1
+            if !socksAssociationOfPort.isEmpty && returnAssociated(d, now: now) { continue }
             if let forward = remoteUDP[d.destination.port] {
                 remoteDatagram(forward, from: d.source, payload: d.payload)
                 continue

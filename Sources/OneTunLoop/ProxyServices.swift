@@ -37,6 +37,9 @@ enum ProxyPhase {
     /// An HTTP proxy's client: its session (`Client.http`) says what each byte is, until a CONNECT's
     /// tunnel opens (then it relays like a forward's client).
     case http
+    /// A SOCKS5 UDP association's control connection (`Client.association`): read and dropped until it
+    /// closes, which ends the association.
+    case associated
 }
 
 // Proxies: a listener per proxy (the accept path of LocalTCPForwards.swift), a handshake read into a small
@@ -137,7 +140,7 @@ extension Forwarder {
         }
         guard nread > 0 else { return }
         switch client.proxy {
-        case .draining:
+        case .draining, .associated:
             return  // dropped
         case .socks5(var server):
             let head = client.head!
@@ -161,9 +164,9 @@ extension Forwarder {
                 client.proxy = .socks5Connecting
                 client.target = "\(target)"
                 open(client, target)
-            case .udpAssociate:
-                sendSmall(client, Socks5Reply(.commandNotSupported).bytes)
-                refuse(client, "SOCKS5 UDP ASSOCIATE is not supported yet")
+            case .udpAssociate(let stated):
+                stopReading(client)
+                associate(client, stated: stated)
             }
         case .socks5Connecting, .http, nil:
             return
@@ -456,5 +459,253 @@ extension Forwarder {
         }
         negotiating.removeFirst(first)
         if negotiating.isEmpty, let timer = negotiationTimer { uv_timer_stop(timer) }
+    }
+}
+
+/// A SOCKS5 UDP association (RFC 1928 §7): a UDP socket of its own beside the proxy's listener, relaying
+/// the client's datagrams (each with the SOCKS5 UDP header) through the tunnel from one virtual port, and
+/// the answers back with the header naming where they came from. It lives as long as the TCP connection
+/// that asked for it.
+final class SocksAssociation {
+    let handle = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
+    unowned let forwarder: Forwarder
+    unowned let control: Forwarder.Client
+    /// Only datagrams from the control connection's IP address are taken (and from the port the client
+    /// stated, when it stated one); the first one fixes the client's UDP address.
+    let clientIP: IPAddress
+    let statedPort: UInt16
+    var clientAddress: UDPEndpoint?
+    /// The virtual port its datagrams leave the tunnel address from.
+    var port: UInt16 = 0
+    /// Names already resolved for it, and datagrams waiting for a name (a few, then dropped).
+    var names: [String: IPAddress] = [:]
+    var waiting: [(name: String, port: UInt16, payload: [UInt8])] = []
+    var resolving: Set<String> = []
+    var closed = false
+    static let maximumWaiting = 64
+    static let maximumNames = 256
+
+    init(forwarder: Forwarder, control: Forwarder.Client, clientIP: IPAddress, statedPort: UInt16) {
+        self.forwarder = forwarder
+        self.control = control
+        self.clientIP = clientIP
+        self.statedPort = statedPort
+    }
+
+    deinit { handle.deallocate() }
+}
+
+extension Forwarder {
+    /// Datagrams dropped at SOCKS5 associations: fragments (FRAG ≠ 0, never reassembled), malformed
+    /// headers, strangers, and names that did not resolve.
+    static let socksUDPBufferSize = 65_536
+
+    /// UDP ASSOCIATE: a socket on the control connection's local address, port chosen by the system; the
+    /// reply names it.
+    func associate(_ client: Client, stated: ProxyTarget) {
+        var local = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        var peer = sockaddr_storage()
+        var peerLength = Int32(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(client.handle, $0, &length) } }
+        let peered = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(client.handle, $0, &peerLength) } }
+        guard named == 0, peered == 0,
+              let clientEndpoint = withUnsafePointer(to: &peer, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddressConversion.endpoint($0) } })
+        else {
+            proxyFailed(client, .generalFailure, "UDP ASSOCIATE: the control connection's addresses are unknown")
+            return
+        }
+        Self.setPort(&local, 0)
+        let statedPort: UInt16 = if case .address(_, let port) = stated { port } else { 0 }
+        let association = SocksAssociation(forwarder: self, control: client, clientIP: clientEndpoint.address, statedPort: statedPort)
+        var rc = uv_udp_init_ex(driver.loop, association.handle, UInt32(local.ss_family))
+        association.handle.pointee.data = Unmanaged.passUnretained(association).toOpaque()
+        if rc == 0 {
+            rc = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(association.handle, $0, 0) } }
+        }
+        var bound = sockaddr_storage()
+        var boundLength = Int32(MemoryLayout<sockaddr_storage>.size)
+        if rc == 0 {
+            rc = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_getsockname(association.handle, $0, &boundLength) } }
+        }
+        if rc == 0 {
+            rc = uv_udp_recv_start(association.handle, { handle, _, buf in
+                let association = Unmanaged<SocksAssociation>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                let b = association.forwarder.udpBuffer
+                buf!.pointee = uv_buf_init(b.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(b.count))
+            }, { handle, nread, _, addr, _ in
+                guard nread >= 0, let addr else { return }
+                let association = Unmanaged<SocksAssociation>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                association.forwarder.associationDatagram(association, length: nread, from: addr)
+            })
+        }
+        guard rc == 0, let endpoint = withUnsafePointer(to: &bound, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddressConversion.endpoint($0) } }) else {
+            uv_close(UnsafeMutableRawPointer(association.handle).assumingMemoryBound(to: uv_handle_t.self), nil)
+            proxyFailed(client, .generalFailure, "UDP ASSOCIATE: cannot open a UDP socket: \(String(cString: uv_strerror(rc)))")
+            return
+        }
+        // Retained until closed (closeAssociation), as long as its control connection.
+        _ = Unmanaged.passRetained(association)
+        client.association = association
+        client.proxy = .associated
+        sendSmall(client, Socks5Reply(.succeeded, bound: .address(endpoint.address, port: endpoint.port)).bytes)
+        logger.debug("SOCKS5 UDP association for \(clientEndpoint.address) on port \(endpoint.port)")
+        // The control connection is read (and what it sends dropped) until it closes, which ends this.
+        client.headCount = 0
+        if !client.reading { readHandshake(client) }
+    }
+
+    static func setPort(_ storage: inout sockaddr_storage, _ port: UInt16) {
+        TunnelLoop.setPort(&storage, port.bigEndian)
+    }
+
+    func associationDatagram(_ association: SocksAssociation, length: Int, from addr: UnsafePointer<sockaddr>) {
+        guard !association.closed, !shuttingDown, let source = SocketAddressConversion.endpoint(addr) else { return }
+        guard source.address == association.clientIP, association.statedPort == 0 || association.statedPort == source.port,
+              association.clientAddress == nil || association.clientAddress == source
+        else {
+            socksDatagramsDropped += 1
+            return
+        }
+        association.clientAddress = source
+        let datagram: Socks5UDPDatagram
+        do {
+            datagram = try Socks5UDPDatagram(validating: UnsafeRawBufferPointer(rebasing: udpBuffer[0..<length]))
+        } catch {
+            socksDatagramsDropped += 1
+            return
+        }
+        guard datagram.fragment == 0 else {
+            socksDatagramsDropped += 1  // fragments are never reassembled (RFC 1928 §7 allows dropping them)
+            return
+        }
+        switch datagram.target {
+        case .address(let address, let port):
+            sendAssociated(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
+        case .name(let name, let port):
+            if let address = association.names[name] {
+                sendAssociated(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
+                return
+            }
+            guard association.waiting.count < SocksAssociation.maximumWaiting, association.names.count < SocksAssociation.maximumNames else {
+                socksDatagramsDropped += 1
+                return
+            }
+            association.waiting.append((name, port, Array(datagram.payload)))
+            guard association.resolving.insert(name).inserted else { return }
+            resolveForAssociation(association, name)
+        }
+    }
+
+    func sendAssociated(_ association: SocksAssociation, to destination: UDPEndpoint, _ payload: UnsafeRawBufferPointer) {
+        guard let client = association.clientAddress else { return }
+        let now = TunnelLoop.now()
+        let port = core.udpPorts.port(for: client, now: now)
+        association.port = port
+        socksAssociationOfPort[port] = association
+        if core.sendDatagram(from: port, to: destination, payload: payload) {
+            datagramsForwarded += 1
+        } else {
+            socksDatagramsDropped += 1
+        }
+    }
+
+    /// A name a datagram is addressed to: through the tunnel's resolver when there is one, else on this
+    /// machine; the datagrams waiting for it go once it is known.
+    func resolveForAssociation(_ association: SocksAssociation, _ name: String) {
+        let done: (IPAddress?) -> Void = { [unowned self] address in
+            association.resolving.remove(name)
+            guard !association.closed else { return }
+            if let address { association.names[name] = address }
+            let ready = association.waiting.filter { $0.name == name }
+            association.waiting.removeAll { $0.name == name }
+            for item in ready {
+                guard let address else {
+                    socksDatagramsDropped += 1
+                    continue
+                }
+                item.payload.withUnsafeBytes { sendAssociated(association, to: UDPEndpoint(address: address, port: item.port), $0) }
+            }
+            logger.debug("SOCKS5 UDP association: \(name) is \(address.map { "\($0)" } ?? "unknown"); \(ready.count) datagrams waited for it")
+        }
+        let usable: ([IPAddress]) -> IPAddress? = { [unowned self] addresses in
+            addresses.first { a in core.config.addresses.contains { $0.isV4 == a.isV4 } && core.hasRoute(to: a) }
+        }
+        if let token = core.resolve(name: name, now: TunnelLoop.now()) {
+            resolutions[token] = { outcome in
+                if case .addresses(let addresses) = outcome { done(usable(addresses)) } else { done(nil) }
+            }
+            return
+        }
+        let request = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
+        final class Box {
+            let done: ([IPAddress]) -> Void
+            let flush: () -> Void
+            init(_ done: @escaping ([IPAddress]) -> Void, flush: @escaping () -> Void) {
+                self.done = done
+                self.flush = flush
+            }
+        }
+        // The answer comes outside the loop's flush: flush then.
+        let box = Box({ done(usable($0)) }, flush: { [unowned self] in driver.flush() })
+        request.pointee.data = Unmanaged.passRetained(box).toOpaque()
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        let rc = uv_getaddrinfo(driver.loop, request, { request, status, result in
+            let box = Unmanaged<Box>.fromOpaque(request!.pointee.data).takeRetainedValue()
+            var addresses: [IPAddress] = []
+            var info = status == 0 ? result : nil
+            while let i = info {
+                if let a = i.pointee.ai_addr, let e = SocketAddressConversion.endpoint(a) { addresses.append(e.address) }
+                info = i.pointee.ai_next
+            }
+            if let result { uv_freeaddrinfo(result) }
+            request!.deallocate()
+            box.done(addresses)
+            box.flush()
+        }, name, nil, &hints)
+        if rc != 0 {
+            Unmanaged<Box>.fromOpaque(request.pointee.data).release()
+            request.deallocate()
+            done(nil)
+        }
+    }
+
+    /// An answer from the tunnel to an association's port: the SOCKS5 UDP header naming its source, then
+    /// the payload, to the client. False when the port is no association's.
+    func returnAssociated(_ d: TunnelCore.Datagram, now: Instant) -> Bool {
+        guard let association = socksAssociationOfPort[d.destination.port] else { return false }
+        guard !association.closed, let client = association.clientAddress,
+              core.udpPorts.client(for: d.destination.port, now: now) == client
+        else {
+            socksAssociationOfPort[d.destination.port] = nil
+            socksDatagramsDropped += 1
+            return true
+        }
+        let header = Socks5UDPHeader.length(for: d.source.address)
+        guard header + d.payload.count <= socksUDPBuffer.count else {
+            socksDatagramsDropped += 1
+            return true
+        }
+        Socks5UDPHeader.emit(source: d.source.address, port: d.source.port, into: UnsafeMutableRawBufferPointer(rebasing: socksUDPBuffer[0..<header]))
+        UnsafeMutableRawBufferPointer(rebasing: socksUDPBuffer[header..<(header + d.payload.count)]).copyMemory(from: d.payload)
+        var address = SocketAddressConversion.storage(client)
+        var buf = uv_buf_init(socksUDPBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(header + d.payload.count))
+        let rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(association.handle, &buf, 1, $0) } }
+        if rc < 0 { socksDatagramsDropped += 1 } else { datagramsReturned += 1 }
+        return true
+    }
+
+    /// The control connection closed: so does the association.
+    func closeAssociation(_ client: Client) {
+        guard let association = client.association else { return }
+        client.association = nil
+        association.closed = true
+        if socksAssociationOfPort[association.port] === association { socksAssociationOfPort[association.port] = nil }
+        uv_udp_recv_stop(association.handle)
+        uv_close(UnsafeMutableRawPointer(association.handle).assumingMemoryBound(to: uv_handle_t.self)) { handle in
+            Unmanaged<SocksAssociation>.fromOpaque(handle!.pointee.data).release()
+        }
     }
 }

@@ -316,4 +316,63 @@ import Testing
             #expect(closedAfter >= 8 && closedAfter <= 13, "the slowloris client was closed after \(closedAfter) s")
         }
     }
+
+    /// SOCKS5 UDP ASSOCIATE from a small client written here: 1,000 datagrams echoed off a UDP echo
+    /// service behind the peer, addressed by IP and then by a name only the peer's DNS server knows; each reply
+    /// byte-equal and carrying the echo service's address in its header; a fragment (FRAG 1) is dropped.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func socks5UDPAssociate() throws {
+        try withForwardSession { s in
+            // udp_check.py's services: the echo, and a DNS responder that knows echo.tunnel.test.
+            _ = try s.startUDPServer(addresses: ["192.168.4.1"], name: "echo.tunnel.test", answer: "192.168.4.1")
+            try s.startOnetun(s.onetunArguments([], extra: ["--dns", "192.168.4.1", "--socks5", "11085", "--log", "debug"]))
+            let client = """
+                import socket, struct, sys, os, json
+                def associate():
+                    c = socket.create_connection(("127.0.0.1", 11085), timeout=10)
+                    c.sendall(b"\\x05\\x01\\x00")
+                    assert c.recv(2) == b"\\x05\\x00"
+                    c.sendall(b"\\x05\\x03\\x00\\x01" + socket.inet_aton("0.0.0.0") + struct.pack("!H", 0))
+                    r = c.recv(10)
+                    assert r[1] == 0, r.hex()
+                    return c, (socket.inet_ntoa(r[4:8]), struct.unpack("!H", r[8:10])[0])
+                results = {}
+                for name, header in (("address", b"\\x01" + socket.inet_aton("192.168.4.1")), ("name", b"\\x03" + bytes([16]) + b"echo.tunnel.test")):
+                    control, relay = associate()
+                    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    u.settimeout(5)
+                    ok = 0
+                    for i in range(int(os.environ.get("N", "1000"))):
+                        payload = os.urandom(8 + i % 900)
+                        u.sendto(b"\\x00\\x00\\x00" + header + struct.pack("!H", \(UDPServicePort.echo)) + payload, relay)
+                        try:
+                            reply, _ = u.recvfrom(2048)
+                        except socket.timeout:
+                            continue
+                        if reply[:4] == b"\\x00\\x00\\x00\\x01" and reply[4:8] == socket.inet_aton("192.168.4.1") and struct.unpack("!H", reply[8:10])[0] == \(UDPServicePort.echo) and reply[10:] == payload:
+                            ok += 1
+                    # A fragment is dropped: no answer.
+                    u.sendto(b"\\x00\\x00\\x01" + header + struct.pack("!H", \(UDPServicePort.echo)) + b"fragment", relay)
+                    u.settimeout(1)
+                    try:
+                        u.recvfrom(2048)
+                        fragment = "answered"
+                    except socket.timeout:
+                        fragment = "dropped"
+                    results[name] = {"ok": ok, "fragment": fragment}
+                    control.close()
+                print(json.dumps(results))
+                """
+            let script = s.directory.appendingPathComponent("socks_udp.py")
+            try client.write(to: script, atomically: true, encoding: .utf8)
+            let started = Date()
+            let out = try s.namespace.run(["env", "N=\(ProcessInfo.processInfo.environment["SOCKS_UDP_N"] ?? "1000")", "python3", script.path], timeout: 90)
+            let results = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: [String: Any]], "\(out)")
+            for name in ["address", "name"] {
+                #expect(results[name]?["ok"] as? Int ?? 0 >= 990, "\(name): \(results[name] ?? [:])\n\(s.onetunLog.suffix(2000))")
+                #expect(results[name]?["fragment"] as? String == "dropped", "\(name): \(results[name] ?? [:])")
+            }
+            print("onetun SOCKS5 UDP ASSOCIATE: 2 x 1,000 datagrams echoed (\(results["address"]?["ok"] ?? 0) by address, \(results["name"]?["ok"] ?? 0) by name) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+        }
+    }
 }
