@@ -9,13 +9,17 @@ public struct TCPForward {
     public var listen: sockaddr_storage
     public var destination: IPAddress
     public var destinationPort: UInt16
+    /// A name asked of the tunnel's DNS servers for each new client (the resolver caches it), instead of
+    /// `destination`: a name inside the tunnel that moves is followed.
+    public var destinationName: String?
     /// For logs and errors, e.g. "127.0.0.1:8080 -> 192.168.4.2:80".
     public var description: String
 
-    public init(listen: sockaddr_storage, destination: IPAddress, destinationPort: UInt16, description: String) {
+    public init(listen: sockaddr_storage, destination: IPAddress, destinationPort: UInt16, destinationName: String? = nil, description: String) {
         self.listen = listen
         self.destination = destination
         self.destinationPort = destinationPort
+        self.destinationName = destinationName
         self.description = description
     }
 }
@@ -247,6 +251,10 @@ extension Forwarder {
         }
         if let proxy = listener.proxy {
             acceptProxyClient(client, proxy, now: now)
+            return
+        }
+        if let name = forward.destinationName {
+            acceptNamedForwardClient(client, forward, name, now: now)
             return
         }
         guard admits("client of \(forward.description)", to: forward.destination, now: now) else {

@@ -37,6 +37,9 @@ enum ProxyPhase {
     /// An HTTP proxy's client: its session (`Client.http`) says what each byte is, until a CONNECT's
     /// tunnel opens (then it relays like a forward's client).
     case http
+    /// A port forward's client whose destination is a name: resolved through the tunnel, then connected,
+    /// then relayed (no reply; a failure resets the client, as for any forward).
+    case forwardResolving
     /// A SOCKS5 UDP association's control connection (`Client.association`): read and dropped until it
     /// closes, which ends the association.
     case associated
@@ -68,6 +71,21 @@ extension Forwarder {
             let auth = proxy.username != nil || proxy.password != nil ? ", with a user name and password" : ""
             logger.info("\(proxy.kind == .socks5 ? "SOCKS5" : "HTTP") proxy on \(proxy.description)\(auth)")
         }
+    }
+
+    /// A client of a forward to a name: counted, then the name is asked of the tunnel's DNS servers (each
+    /// client's answer from the resolver's cache when it has one), then the connection opens.
+    func acceptNamedForwardClient(_ client: Client, _ forward: TCPForward, _ name: String, now: Instant) {
+        guard underLimit("client of \(forward.description)", now: now) else {
+            closeReset(client.handle)
+            return
+        }
+        uv_tcp_nodelay(client.handle, 1)
+        connectionsOpened += 1
+        proxyClients[ObjectIdentifier(client)] = client
+        client.proxy = .forwardResolving
+        client.target = "\(name):\(forward.destinationPort)"
+        open(client, .name(name, port: forward.destinationPort))
     }
 
     /// A proxy's new client: counted against the connection limit, then its handshake is read.
@@ -168,7 +186,7 @@ extension Forwarder {
                 stopReading(client)
                 associate(client, stated: stated)
             }
-        case .socks5Connecting, .http, nil:
+        case .socks5Connecting, .http, .forwardResolving, nil:
             return
         }
     }
@@ -350,6 +368,14 @@ extension Forwarder {
     /// The proxy client's connection changed state: once it is open the client hears so and relays; if
     /// it failed, the client hears why and is closed.
     func proxyConnectionChanged(_ client: Client, _ connection: TCPConnection) {
+        if case .forwardResolving = client.proxy {
+            if connection.hasEnded {
+                teardown(client, reset: true, reason: "\(connection.error.map { "\($0)" } ?? "closed") before the connection to \(client.target) opened")
+            } else if connection.state != .synSent {
+                startRelaying(client, connection)
+            }
+            return
+        }
         guard case .socks5Connecting = client.proxy else { return }
         if connection.hasEnded || connection.state == .closed {
             let code: Socks5ReplyCode
@@ -398,6 +424,13 @@ extension Forwarder {
     /// Tells the client why its request failed (a SOCKS5 reply), then closes it.
     func proxyFailed(_ client: Client, _ code: Socks5ReplyCode, _ why: String, http: HTTPUpstreamFailure? = nil) {
         guard !client.closing else { return }
+        if case .forwardResolving = client.proxy {
+            if let held = connectTimeoutWarnings.allow(TunnelLoop.now()) {
+                logger.warning("client of the forward to \(client.target) reset: \(why)\(Throttle.note(held))")
+            }
+            teardown(client, reset: true, reason: why)
+            return
+        }
         if client.http != nil {
             let failure = http ?? (code == .addressTypeNotSupported ? .noRoute : .unreachable)
             logger.debug("HTTP proxy client for \(client.target): \(why)")

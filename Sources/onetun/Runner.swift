@@ -46,8 +46,16 @@ struct Runner {
         }
         var forwards: [TCPForward] = []
         var udpForwards: [UDPForward] = []
+        // With DNS servers inside the tunnel, a TCP forward's name is asked of them for each client.
+        let tunnelDNS = settings.dnsServers.contains { settings.sourcePeerIP(for: $0) != nil }
         for spec in settings.forwards {
             let listen = try SocketAddress.resolve(host: "\(spec.source)".trimmed(where: { $0 == "[" || $0 == "]" }), port: spec.sourcePort, what: spec.notation)
+            if tunnelDNS, spec.proto == .tcp, case .name(let name) = spec.destination {
+                forwards.append(TCPForward(
+                    listen: listen, destination: .v4(.unspecified), destinationPort: spec.destinationPort, destinationName: name,
+                    description: "\(spec.source):\(spec.sourcePort) -> \(name):\(spec.destinationPort) (resolved through the tunnel)"))
+                continue
+            }
             let destination = try SocketAddress.address(spec.destination, port: spec.destinationPort, what: spec.notation)
             try settings.checkRoute(to: destination, what: settings.place(of: spec) + spec.notation)
             guard settings.sourcePeerIP(for: destination) != nil else {

@@ -143,7 +143,8 @@ import Testing
     /// the tunnel address), asked through the tunnel: curl --socks5-hostname gets 16 MiB from
     /// web.tunnel.test, SHA-256-equal; a name that does not exist reaches curl as SOCKS5 reply 04; with a
     /// first server that never answers, the second is asked (failover); and a truncated UDP answer is
-    /// asked again over TCP (a small server written here, on a second address). --stdio by name too.
+    /// asked again over TCP (a small server written here, on a second address). A port forward and --stdio
+    /// to such a name too.
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func namesThroughTheTunnel() throws {
         try withForwardSession { s in
@@ -196,11 +197,16 @@ import Testing
             try s.waitFor(tc, "ready", seconds: 10)
 
             // 192.168.4.9 does not exist: the first server never answers.
-            try s.startOnetun(s.onetunArguments([], extra: ["--dns", "192.168.4.9,192.168.4.1", "--socks5", "11083", "--log", "debug"]))
+            try s.startOnetun(s.onetunArguments(["127.0.0.1:18090:web.tunnel.test:8000"], extra: ["--dns", "192.168.4.9,192.168.4.1", "--socks5", "11083", "--log", "debug"]))
             let started = Date()
             let big = try curl(s, "--socks5-hostname 127.0.0.1:11083 http://web.tunnel.test:8000/big.bin | sha256sum")
             #expect(big.stdout.hasPrefix(digest), "\(big.stdout) \(big.stderr)\n\(s.onetunLog.suffix(3000))")
             print("onetun SOCKS5 with DNS through the tunnel (first server silent): 16 MiB from web.tunnel.test in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+            // A port forward to a name only the tunnel's DNS knows: resolved for each client.
+            for _ in 0..<2 {
+                let forwarded = try curl(s, "http://127.0.0.1:18090/big.bin | sha256sum")
+                #expect(forwarded.stdout.hasPrefix(digest), "\(forwarded.stdout) \(forwarded.stderr)\n\(s.onetunLog.suffix(3000))")
+            }
             let missing = try curl(s, "--socks5-hostname 127.0.0.1:11083 http://nope.tunnel.test:8000/")
             #expect(missing.status == 97 && missing.stderr.contains("(4)"), "\(missing.status) \(missing.stderr)\n\(s.onetunLog.suffix(2000))")
             #expect(s.onetunLog.contains("nope.tunnel.test:8000 through the tunnel: no such name"), "\(s.onetunLog.suffix(2000))")
