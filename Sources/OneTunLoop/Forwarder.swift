@@ -112,6 +112,9 @@ public final class Forwarder {
     // Remote TCP forwards (RemoteTCPForwards.swift).
     var remoteTCP: [UInt16: RemoteForward] = [:]
 
+    // `--remote-socks5` (RemoteSocks5.swift): its port in the tunnel and the credentials it asks for.
+    var remoteSocks: (port: UInt16, credentials: Socks5Server.Credentials?)?
+
     // Remote UDP forwards (RemoteUDPForwards.swift).
     var remoteUDP: [UInt16: RemoteForward] = [:]
     var remoteFlows: [RemoteFlowKey: RemoteFlow] = [:]

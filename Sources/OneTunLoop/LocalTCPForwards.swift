@@ -346,9 +346,15 @@ extension Forwarder {
 
     func service(_ client: Client) {
         let connection = core.connection(client.id)
-        if case .http = client.proxy {
+        switch client.proxy {
+        case .http:
             httpUpstreamChanged(client, connection)
             return
+        case .remoteSocks5, .remoteSocks5Connecting, .remoteSocks5Closing:
+            remoteSocksChanged(client, connection)
+            return
+        default:
+            break
         }
         if client.proxy != nil {
             // A proxy's client waits for its connection to open before it hears the outcome.

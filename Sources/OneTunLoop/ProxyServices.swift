@@ -40,6 +40,11 @@ enum ProxyPhase {
     /// A port forward's client whose destination is a name: resolved through the tunnel, then connected,
     /// then relayed (no reply; a failure resets the client, as for any forward).
     case forwardResolving
+    /// `--remote-socks5`: a connection from the tunnel reading its handshake, then waiting for the local
+    /// connection to its destination, or closing after a refusal.
+    case remoteSocks5(Socks5Server)
+    case remoteSocks5Connecting
+    case remoteSocks5Closing
     /// A SOCKS5 UDP association's control connection (`Client.association`): read and dropped until it
     /// closes, which ends the association.
     case associated
@@ -186,7 +191,7 @@ extension Forwarder {
                 stopReading(client)
                 associate(client, stated: stated)
             }
-        case .socks5Connecting, .http, .forwardResolving, nil:
+        case .socks5Connecting, .http, .forwardResolving, .remoteSocks5, .remoteSocks5Connecting, .remoteSocks5Closing, nil:
             return
         }
     }

@@ -14,6 +14,14 @@ extension Forwarder {
         while budget > 0, let id = core.accept() {
             budget -= 1
             let connection = core.connection(id)
+            if let socks = remoteSocks, connection.localPort == socks.port {
+                guard !shuttingDown, underLimit("SOCKS5 client from the tunnel", now: now) else {
+                    core.release(id)
+                    continue
+                }
+                acceptRemoteSocks(id, now: now)
+                continue
+            }
             guard !shuttingDown, var destination = remoteTCP[connection.localPort]?.destination,
                 underLimit("connection from the tunnel to port \(connection.localPort)", now: now)
             else {

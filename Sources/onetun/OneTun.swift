@@ -98,6 +98,11 @@ struct OneTunCommand: ParsableCommand {
     var httpProxy: [String] = []
 
     @Option(help: ArgumentHelp(
+        "A SOCKS5 proxy (CONNECT) on this port of our tunnel address, for the peers: they reach whatever this machine reaches (ONETUN_REMOTE_SOCKS5). Off by default.",
+        valueName: "port"))
+    var remoteSocks5: String?
+
+    @Option(help: ArgumentHelp(
         "The user name and password the proxies given on the command line ask for (ONETUN_PROXY_AUTH); without it they ask for none.",
         valueName: "user:password"))
     var proxyAuth: String?

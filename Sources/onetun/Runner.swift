@@ -41,7 +41,7 @@ struct Runner {
 
     /// Port forwarding until SIGINT or SIGTERM.
     func forward(config: WireGuardConfig, logger: Logger) throws -> Int32 {
-        guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty || settings.stdio != nil || !settings.proxies.isEmpty else {
+        guard !settings.forwards.isEmpty || !settings.remoteForwards.isEmpty || settings.stdio != nil || !settings.proxies.isEmpty || settings.remoteSocks5 != nil else {
             throw UsageError("no port forward given: pass [src_host:]<src_port>:<dst_host>:<dst_port>[:TCP,UDP] or set ONETUN_PORT_FORWARD_1 (or use --ping to check a tunnel, --stdio HOST:PORT for one connection over standard input and output)")
         }
         var forwards: [TCPForward] = []
@@ -161,6 +161,11 @@ struct Runner {
         })
         try forwarder.listenUDP(udpForwards)
         forwarder.listenRemote(remotes)
+        if let port = settings.remoteSocks5 {
+            try forwarder.listenRemoteSocks5(
+                port: port, username: settings.remoteSocks5Credentials.map { Array($0.username.utf8) },
+                password: settings.remoteSocks5Credentials.map { Array($0.password.utf8) })
+        }
         if settings.peers.isEmpty {
             try loop.start(endpoint: settings.endpoint, name: settings.endpointName, bind: settings.bind)
         } else {

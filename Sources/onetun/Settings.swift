@@ -41,6 +41,9 @@ struct Settings {
         var credentials: ConfigFile.Credentials?
     }
     var proxies: [Proxy] = []
+    /// `--remote-socks5 PORT`: a SOCKS5 server on our tunnel address for the peers, with these credentials.
+    var remoteSocks5: UInt16?
+    var remoteSocks5Credentials: ConfigFile.Credentials?
 
     /// Refuses a destination outside the peer's AllowedIPs (from a configuration file): WireGuard would
     /// have no peer to send it to (wg's cryptokey routing), so every connection to it would fail.
@@ -423,6 +426,17 @@ struct Settings {
                 proxies.append(Proxy(kind: .http, listen: try Self.proxyAddress(text, option: "\(place): [http] BindAddress"), text: text, credentials: credentials))
             default:
                 break
+            }
+        }
+        if let text = value(c.remoteSocks5, "ONETUN_REMOTE_SOCKS5") {
+            guard let port = UInt16(text), port > 0 else { throw UsageError("--remote-socks5: '\(text)' is not a port number from 1 to 65535") }
+            if remoteForwards.contains(where: { $0.sourcePort == port && $0.proto == .tcp }) {
+                throw UsageError("--remote-socks5 \(port): a remote TCP forward listens on that port already")
+            }
+            remoteSocks5 = port
+            remoteSocks5Credentials = cliCredentials
+            if let credentials = cliCredentials, credentials.username.utf8.count > 255 || credentials.password.utf8.count > 255 {
+                throw UsageError("--proxy-auth: a SOCKS5 user name and password are at most 255 bytes each (RFC 1929)")
             }
         }
         for proxy in proxies where proxy.credentials == nil {

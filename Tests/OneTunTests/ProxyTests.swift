@@ -381,4 +381,24 @@ import Testing
             print("onetun SOCKS5 UDP ASSOCIATE: 2 x 1,000 datagrams echoed (\(results["address"]?["ok"] ?? 0) by address, \(results["name"]?["ok"] ?? 0) by name) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
         }
     }
+
+    /// --remote-socks5: the peer's side uses onetun as its way out. curl on the peer's side (its packets
+    /// go through wireguard-go to onetun) asks onetun's tunnel address for 127.0.0.1:8000, a server on
+    /// onetun's side; 16 MiB arrive SHA-256-equal, by address and by name; a closed port is reply 05.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func remoteSocks5ForThePeers() throws {
+        try withForwardSession { s in
+            let (_, digest) = try s.randomFile("big.bin", size: 16 << 20)
+            try startHTTPServer(s)
+            try s.startOnetun(s.onetunArguments([], extra: ["--remote-socks5", "1080", "--log", "debug"]))
+            for url in ["http://127.0.0.1:8000/big.bin", "http://localhost:8000/big.bin"] {
+                let started = Date()
+                let r = try curl(s, "--socks5-hostname 192.168.4.3:1080 '\(url)' | sha256sum")
+                #expect(r.stdout.hasPrefix(digest), "\(url): \(r.stdout) \(r.stderr)\n\(s.onetunLog.suffix(3000))")
+                print("onetun --remote-socks5: a peer fetched 16 MiB of \(url) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+            }
+            let refused = try curl(s, "--socks5 192.168.4.3:1080 http://127.0.0.1:\(ServicePort.unused)/")
+            #expect(refused.status == 97 && refused.stderr.contains("(5)"), "\(refused.status) \(refused.stderr)\n\(s.onetunLog.suffix(2000))")
+        }
+    }
 }

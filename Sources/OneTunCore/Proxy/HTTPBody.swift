@@ -86,7 +86,9 @@ public struct HTTPBodyObserver: Hashable, Sendable {
     private var pendingSize = 0
     private let maxTrailer: Int
 
-    /// - Parameter maxTrailer: the largest trailer section accepted (chunked bodies only).
+    /// - Parameters:
+    ///   - length: how the message's body is delimited (RFC 9112 §6.3).
+    ///   - maxTrailer: the largest trailer section accepted (chunked bodies only).
     public init(_ length: HTTPBodyLength, maxTrailer: Int = 16 * 1024) {
         switch length {
         case .none, .length(0): state = .done
