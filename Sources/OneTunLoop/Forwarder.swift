@@ -44,7 +44,9 @@ public final class Forwarder {
     public var maxConnections = Int.max
     public internal(set) var refusedOverLimit = 0
     public internal(set) var refusedWhileDown = 0
-    var openConnections: Int { connectionsOpened - connectionsClosed + remoteFlows.count }
+    var openConnections: Int { connectionsOpened - connectionsClosed + remoteFlows.count + associationsOpen }
+    /// SOCKS5 UDP associations open (each holds a UDP socket).
+    var associationsOpen = 0
     // One warning line per kind per 10 s, with a count of those held back.
     var overLimitWarnings = Throttle()
     var tunnelDownWarnings = Throttle()

@@ -10,8 +10,9 @@ import OneTunCore
 // upstream connection as the session says (heads rewritten, bodies as they are); the upstream's bytes are
 // written to the client from the connection's buffer without a copy unless the socket is full.
 extension Forwarder {
-    /// The request head limit (16 KiB) and room for what follows it in the same read.
-    static let httpHeadSize = 20 << 10
+    /// The request head limit, 16 KiB: what a client pipelines past a CONNECT's head then always fits a
+    /// fresh connection's send buffer (at least 16 KiB, whatever the memory budget).
+    static let httpHeadSize = 16 << 10
 
     /// A client of the HTTP proxy: its session, then its first request head.
     func acceptHTTPClient(_ client: Client, _ proxy: ProxyListen) {
@@ -40,6 +41,14 @@ extension Forwarder {
         var rounds = 0
         while !client.closing, client.http != nil, rounds < 10_000 {
             rounds += 1
+            // Refused (draining), or a CONNECT's tunnel: the session has nothing more to say.
+            guard case .http = client.proxy else { return }
+            // The response in flight comes first: its bytes still owed to the client, its end not yet
+            // acted on, or a write pending (then the write's end resumes this).
+            if client.passOwed > 0 || client.pendingEnd != nil || client.writePending {
+                stopReading(client)
+                return
+            }
             // Bytes already counted as body go first, as the connection takes them.
             if client.relayOwed > 0 || !client.upstreamBacklog.isEmpty {
                 guard flushToUpstream(client) else {
@@ -158,6 +167,13 @@ extension Forwarder {
     /// (the client hears why), or bytes arrived for the client.
     func httpUpstreamChanged(_ client: Client, _ connection: TCPConnection) {
         guard client.http != nil else { return }
+        let id = client.id
+        // What arrived before a reset still goes to the client first (a 413 before the reset, say).
+        if connection.hasEnded, connection.error != nil, connection.readableBytes > 0 || client.passOwed > 0 {
+            if !client.writePending { httpDeliver(client, connection) }
+            guard client.id == id, !client.closing, client.http != nil else { return }
+            if connection.readableBytes > 0 || client.passOwed > 0 || client.writePending { return }
+        }
         if connection.hasEnded, let error = connection.error, !client.upstreamEndReported {
             client.upstreamEndReported = true
             let failure: HTTPUpstreamFailure = switch error {
@@ -180,7 +196,9 @@ extension Forwarder {
         if client.relayOwed > 0 || !client.upstreamBacklog.isEmpty { driveHTTPClient(client) }
         if client.closing || client.http == nil { return }
         if !client.writePending { httpDeliver(client, connection) }
-        if client.closing || client.http == nil || client.id < 0 { return }
+        // The exchange may have ended and another connection taken this one's place: its end is not
+        // the session's business any more.
+        if client.closing || client.http == nil || client.id != id { return }
         if connection.isReadClosed && !client.writePending && client.passOwed == 0 && !client.upstreamEndReported {
             client.upstreamEndReported = true
             httpEnded(client, client.http!.upstreamEnded(), "the upstream connection to \(client.target) closed")
@@ -190,6 +208,12 @@ extension Forwarder {
     /// Upstream bytes to the client, as the session says: rewritten heads, bodies as they are.
     func httpDeliver(_ client: Client, _ connection: TCPConnection) {
         for _ in 0..<64 {
+            // A response whose last bytes went out through a pending chunk: its end now.
+            if client.passOwed == 0, let end = client.pendingEnd {
+                client.pendingEnd = nil
+                exchangeEnded(client, end)
+                return
+            }
             if client.passOwed > 0 {
                 guard writeOwed(client, connection) else { return }
                 if let end = client.pendingEnd {
@@ -268,6 +292,16 @@ extension Forwarder {
     /// A response is complete: keep or close each side as the session says.
     func exchangeEnded(_ client: Client, _ end: HTTPExchangeEnd) {
         if !end.upstreamKeepAlive { closeUpstream(client) }
+        // Bytes after a complete response are no next response's: the session hears of them first (it
+        // answers that the connection must go).
+        if end.upstreamKeepAlive, client.id >= 0 {
+            let connection = core.connection(client.id)
+            let readable = connection.readable()
+            if !readable.isEmpty {
+                _ = client.http!.upstreamInput(readable)
+                closeUpstream(client)
+            }
+        }
         if !end.clientKeepAlive {
             closeUpstream(client)
             refuse(client, "HTTP proxy: the exchange ended the connection")

@@ -94,6 +94,8 @@ extension Forwarder {
         var resolveRequest: UnsafeMutablePointer<uv_getaddrinfo_t>?
         /// A uv_getaddrinfo for it is in flight.
         var resolving = false
+        /// Bytes for the client that came while a chunk was pending (`sendSmall`).
+        var queued: [UInt8] = []
         /// A SOCKS5 UDP association this connection controls.
         var association: SocksAssociation?
         // An HTTP proxy's client (HTTPProxyService.swift).

@@ -218,17 +218,21 @@ extension Forwarder {
 
     /// A few bytes for the client (a reply): written at once if the socket takes them, else copied as
     /// the client's pending chunk (nothing is delivered past it until it is written).
-    /// Only one chunk can be pending; replies go out on a fresh socket (or one whose earlier reply was
-    /// written whole), so a second never finds one.
+    /// Bytes for the client (a reply, a response head, a body chunk): written at once if the socket takes
+    /// them, else copied as the client's pending chunk; bytes that come while a chunk is pending queue
+    /// behind it (`queued`, written with the next chunk). The HTTP driver gives the session no client
+    /// bytes while a write is pending, so the queue holds a reply or two at most.
     func sendSmall(_ client: Client, _ bytes: [UInt8]) {
+        if client.writePending {
+            client.queued += bytes
+            return
+        }
         var written = 0
         bytes.withUnsafeBytes { raw in
             var buf = uv_buf_init(UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: CChar.self)), UInt32(raw.count))
             written = max(0, Int(uv_try_write(stream(client.handle), &buf, 1)))
         }
         guard written < bytes.count else { return }
-        // One pending chunk at a time; the replies' order never leaves a second one waiting.
-        precondition(!client.writePending, "a reply while a write is pending")
         let rest = bytes.count - written
         let pending = UnsafeMutableRawBufferPointer.allocate(byteCount: rest, alignment: 16)
         bytes.withUnsafeBytes { pending.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[written...])) }
@@ -242,10 +246,22 @@ extension Forwarder {
             client.pending?.deallocate()
             client.pending = nil
             guard !client.closing else { return }
+            let forwarder = client.forwarder
             if status < 0 {
-                client.forwarder.teardown(client, reset: true, reason: "client write failed")
-            } else if client.id >= 0 {
-                client.forwarder.core.notify(client.id)
+                forwarder.teardown(client, reset: true, reason: "client write failed")
+                return
+            }
+            if !client.queued.isEmpty {
+                let next = client.queued
+                client.queued = []
+                forwarder.sendSmall(client, next)
+                if client.writePending { return }
+            }
+            if client.id >= 0 { forwarder.core.notify(client.id) }
+            // An HTTP client's next bytes wait for its writes.
+            if case .http = client.proxy {
+                forwarder.driveHTTPClient(client)
+                forwarder.driver.flush()
             }
         }
     }
@@ -480,7 +496,7 @@ extension Forwarder {
             }
             let waiting: Bool
             switch client.proxy {
-            case .socks5, .draining: waiting = true
+            case .socks5, .draining, .remoteSocks5, .remoteSocks5Closing: waiting = true
             case .http:
                 // The head time-out applies to the first request (a slowloris); an idle keep-alive client
                 // between requests holds a descriptor like any open connection.
@@ -556,8 +572,17 @@ extension Forwarder {
         Self.setPort(&local, 0)
         let statedPort: UInt16 = if case .address(_, let port) = stated { port } else { 0 }
         let association = SocksAssociation(forwarder: self, control: client, clientIP: clientEndpoint.address, statedPort: statedPort)
+        guard underLimit("SOCKS5 UDP association", now: TunnelLoop.now()) else {
+            proxyFailed(client, .generalFailure, "UDP ASSOCIATE: \(maxConnections) connections open (--max-connections)")
+            return
+        }
         var rc = uv_udp_init_ex(driver.loop, association.handle, UInt32(local.ss_family))
-        association.handle.pointee.data = Unmanaged.passUnretained(association).toOpaque()
+        guard rc == 0 else {
+            proxyFailed(client, .generalFailure, "UDP ASSOCIATE: cannot open a UDP socket: \(String(cString: uv_strerror(rc)))")
+            return
+        }
+        // Retained until its handle has closed (closeAssociation, or below on failure).
+        association.handle.pointee.data = Unmanaged.passRetained(association).toOpaque()
         if rc == 0 {
             rc = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(association.handle, $0, 0) } }
         }
@@ -578,12 +603,13 @@ extension Forwarder {
             })
         }
         guard rc == 0, let endpoint = withUnsafePointer(to: &bound, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddressConversion.endpoint($0) } }) else {
-            uv_close(UnsafeMutableRawPointer(association.handle).assumingMemoryBound(to: uv_handle_t.self), nil)
+            uv_close(UnsafeMutableRawPointer(association.handle).assumingMemoryBound(to: uv_handle_t.self)) { handle in
+                Unmanaged<SocksAssociation>.fromOpaque(handle!.pointee.data).release()
+            }
             proxyFailed(client, .generalFailure, "UDP ASSOCIATE: cannot open a UDP socket: \(String(cString: uv_strerror(rc)))")
             return
         }
-        // Retained until closed (closeAssociation), as long as its control connection.
-        _ = Unmanaged.passRetained(association)
+        associationsOpen += 1
         client.association = association
         client.proxy = .associated
         sendSmall(client, Socks5Reply(.succeeded, bound: .address(endpoint.address, port: endpoint.port)).bytes)
@@ -605,7 +631,6 @@ extension Forwarder {
             socksDatagramsDropped += 1
             return
         }
-        association.clientAddress = source
         let datagram: Socks5UDPDatagram
         do {
             datagram = try Socks5UDPDatagram(validating: UnsafeRawBufferPointer(rebasing: udpBuffer[0..<length]))
@@ -613,6 +638,8 @@ extension Forwarder {
             socksDatagramsDropped += 1
             return
         }
+        // The first well-formed datagram from the control connection's address fixes the client's port.
+        association.clientAddress = source
         guard datagram.fragment == 0 else {
             socksDatagramsDropped += 1  // fragments are never reassembled (RFC 1928 §7 allows dropping them)
             return
@@ -717,9 +744,9 @@ extension Forwarder {
         guard !association.closed, let client = association.clientAddress,
               core.udpPorts.client(for: d.destination.port, now: now) == client
         else {
+            // The port went to someone else (the pool reclaimed it): theirs, not ours.
             socksAssociationOfPort[d.destination.port] = nil
-            socksDatagramsDropped += 1
-            return true
+            return false
         }
         let header = Socks5UDPHeader.length(for: d.source.address)
         guard header + d.payload.count <= socksUDPBuffer.count else {
@@ -740,6 +767,7 @@ extension Forwarder {
         guard let association = client.association else { return }
         client.association = nil
         association.closed = true
+        associationsOpen -= 1
         if socksAssociationOfPort[association.port] === association { socksAssociationOfPort[association.port] = nil }
         uv_udp_recv_stop(association.handle)
         uv_close(UnsafeMutableRawPointer(association.handle).assumingMemoryBound(to: uv_handle_t.self)) { handle in

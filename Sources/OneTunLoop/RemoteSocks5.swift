@@ -34,6 +34,10 @@ extension Forwarder {
         while clients.count <= id { clients.append(nil) }
         clients[id] = client
         connectionsOpened += 1
+        // Its handshake has the proxies' deadline (a peer that never finishes it holds a connection).
+        client.negotiationDeadline = now.adding(Self.negotiationTimeout)
+        negotiating.append((client, client.negotiationDeadline))
+        scheduleNegotiationSweep()
         logger.debug("connection \(id): SOCKS5 client from the tunnel")
         service(client)
     }
@@ -132,7 +136,17 @@ extension Forwarder {
                 client.resolving = false
                 defer { if let result { uv_freeaddrinfo(result) } }
                 guard !client.closing else { return }
-                guard status == 0, let first = result, let addr = first.pointee.ai_addr, var endpoint = SocketAddressConversion.endpoint(addr) else {
+                // An IPv4 address first (a host may have AAAA records and no IPv6 route), else the first.
+                var chosen: UDPEndpoint?
+                var info = status == 0 ? result : nil
+                while let i = info {
+                    if let a = i.pointee.ai_addr, let e = SocketAddressConversion.endpoint(a) {
+                        if e.address.isV4 { chosen = e; break }
+                        chosen = chosen ?? e
+                    }
+                    info = i.pointee.ai_next
+                }
+                guard var endpoint = chosen else {
                     client.forwarder.remoteSocksFailed(client, .hostUnreachable, "cannot resolve it: \(String(cString: uv_strerror(status)))", flush: true)
                     return
                 }

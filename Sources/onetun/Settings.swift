@@ -435,6 +435,9 @@ struct Settings {
             }
             remoteSocks5 = port
             remoteSocks5Credentials = cliCredentials
+            if cliCredentials == nil {
+                warnings.append("--remote-socks5 \(port) asks for no user name and password: every peer, and every host behind one, reaches whatever this machine reaches (--proxy-auth)")
+            }
             if let credentials = cliCredentials, credentials.username.utf8.count > 255 || credentials.password.utf8.count > 255 {
                 throw UsageError("--proxy-auth: a SOCKS5 user name and password are at most 255 bytes each (RFC 1929)")
             }
