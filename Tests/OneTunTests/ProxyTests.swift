@@ -299,6 +299,21 @@ import Testing
                     results["slowlorisClosedAfter"] = round(time.monotonic() - started, 1) if slow.recv(100) == b"" else -1
                 except OSError:
                     results["slowlorisClosedAfter"] = round(time.monotonic() - started, 1)
+                # 3,000 pipelined requests the proxy answers itself, from a client that reads nothing for
+                # 2 s: every answer arrives, in order, once it reads.
+                p = socket.create_connection(("127.0.0.1", 18082), timeout=15)
+                p.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                p.sendall(b"OPTIONS http://192.168.4.1:8000/ HTTP/1.1\\r\\nHost: 192.168.4.1\\r\\nMax-Forwards: 0\\r\\n\\r\\n" * 3000)
+                time.sleep(2)
+                got = b""
+                try:
+                    while got.count(b"HTTP/1.1 200") < 3000:
+                        d = p.recv(65536)
+                        if not d: break
+                        got += d
+                except OSError:
+                    pass
+                results["pipelinedAnswers"] = got.count(b"HTTP/1.1 200")
                 print(json.dumps(results))
                 """
             let script = s.directory.appendingPathComponent("http_client.py")
@@ -318,6 +333,7 @@ import Testing
                 #expect((results[name] as? String)?.hasPrefix(expected) == true, "\(name): \(results[name] ?? "none"), expected \(expected)\n\(s.onetunLog.suffix(1500))")
             }
             #expect((results["otherDuringSlowloris"] as? String)?.hasPrefix("HTTP/1.1 200") == true, "\(results)")
+            #expect(results["pipelinedAnswers"] as? Int == 3000, "\(results)\n\(s.onetunLog.suffix(1500))")
             let closedAfter = results["slowlorisClosedAfter"] as? Double ?? -1
             #expect(closedAfter >= 8 && closedAfter <= 13, "the slowloris client was closed after \(closedAfter) s")
         }
