@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Network benchmark: onetun against wireguard-go + kernel TCP, with loopback as the limit.
 
-    python3 scripts/bench.py [--onetun PATH] [--relay PATH] [--seconds N] [--rows loopback,kernel,onetun,peers]
+    python3 scripts/bench.py [--onetun PATH] [--relay PATH] [--seconds N]
+                             [--rows loopback,kernel,onetun,peers,proxies]
                              [--paths direct,wan,loss1,lossy] [--json FILE]
 
-Needs root, iperf3, wireguard-go, wg and ip. Python standard library only. Three rows, each in network
+Needs root, iperf3, wireguard-go, wg and ip. Python standard library only. Five rows, each in network
 namespaces of its own that are torn down before the next row starts:
 
   loopback   iperf3 and the echo server on 127.0.0.1 in one namespace: what the machine can do at most.
@@ -19,6 +20,17 @@ namespaces of its own that are torn down before the next row starts:
              wireguard-go at 192.168.5.1; AllowedIPs route 192.168.4.1/32 to B and 192.168.5.1/32 to C.
              iperf3 1-stream upload and download to B alone, then to B and C at the same time (two iperf3
              clients started together); the row shows the sum of the two, and the ratio to B alone.
+  proxies    (direct path only) onetun as in `onetun`, with a forward to a bulk server in B (helper _bulk,
+             port 7008) and to the echo server, plus --socks5 127.0.0.1:11080 and --http-proxy
+             127.0.0.1:18080. iperf3 speaks neither proxy, so one Python client (helper _proxies) measures
+             all three ways in, in one run: one kept connection per way in (SOCKS5 CONNECT or HTTP CONNECT
+             to 192.168.4.1:7008, each handshake step waiting for its answer), then rounds until about
+             27 x --seconds have passed, each round in a rotating order: a 16 MiB upload and a 16 MiB
+             download per way in (timed to the receiver's last byte) and 0.25 s of connections per second
+             per way in (connect, the handshake, a 1-byte echo, close). The medians, each proxy's median
+             per-round ratio to the plain forward (targets: throughput >= 0.95, conn/s >= 0.90; PASS or
+             FAIL printed, the exit status unchanged), the client's and onetun's CPU per GiB and per
+             connection.
 
 Per row: TCP throughput (iperf3 -J, upload and download = -R, 1 and 4 streams; the receiver's
 end.sum_received.bits_per_second), connections per second (connect, send 1 byte, receive it back, close),
@@ -67,12 +79,24 @@ RTT_ROUNDS = 5000
 RTT_SIZE = 64
 CPS_SECONDS = 3.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_ROWS = ("loopback", "kernel", "onetun", "peers")
+ALL_ROWS = ("loopback", "kernel", "onetun", "peers", "proxies")
 # Row `peers`: a second peer C beside B, joined to A by its own veth pair.
 VETH_A2, VETH_C = "10.78.0.1", "10.78.0.2"
 TUN_C = "192.168.5.1"
 FWD_IPERF_PORT_C = 15202
 RELAY_PORT = 51821
+# Row `proxies`: a bulk server (helper _bulk) in B beside the echo server, reached through a port forward,
+# onetun's SOCKS5 proxy and its HTTP CONNECT proxy with one client program (helper _proxies).
+BULK_PORT = 7008
+FWD_BULK_PORT = 17008
+SOCKS5_PORT = 11080
+HTTP_PROXY_PORT = 18080
+PROXY_BYTES = 16 << 20  # one transfer, up or down, on a way in's bulk connection
+PROXY_CPS_SLICE = 0.25  # seconds of connections per second through one way in, in a round
+PROXY_SHARE = 3         # each way in gets about PROXY_SHARE x --seconds of each measurement
+PROXY_MODES = (("plain", "onetun plain forward (same client)"), ("socks5", "onetun via SOCKS5"),
+               ("http", "onetun via HTTP CONNECT"))
+PROXY_TARGETS = {"up1_mbps": 0.95, "down1_mbps": 0.95, "cps": 0.90}  # a proxy's median / the forward's
 KERNEL_CC = ["cubic"]  # --kernel-cc
 LOSSY_BYTES = 64 << 20
 # Per path: the relay's arguments (None: no relay) and the measurements, each (name, streams, reverse,
@@ -95,7 +119,7 @@ PATH_TITLES = {
     "lossy": "lossy: 2 % loss, 2 % reordering, 1 % duplication, 2 ms RTT; 64 MiB each way",
 }
 TITLES = {"loopback": "loopback", "kernel": "wireguard-go + kernel TCP", "onetun": "onetun",
-          "peers": "onetun, two peers at once"}
+          "peers": "onetun, two peers at once", "proxies": "onetun: plain forward, SOCKS5, HTTP CONNECT"}
 
 
 class BenchError(Exception):
@@ -188,17 +212,17 @@ def recv_exactly(s, n):
     return bytes(buf)
 
 
-def helper_cps(host, port, seconds):
-    """Connections per second, one at a time; prints JSON. Stops at the first failure."""
+def connections(host, port, seconds, mode="plain", target_host=None, target_port=None):
+    """Connections one at a time for `seconds`, each: connect (through `mode`'s handshake, see open_stream),
+    send 1 byte, receive it back, close. Returns (count, seconds, error); stops at the first failure."""
     count = 0
     error = None
     start = time.monotonic()
     deadline = start + seconds
     while time.monotonic() < deadline:
         try:
-            s = socket.create_connection((host, port), timeout=3.0)
+            s = open_stream(host, port, mode, target_host, target_port, 3.0)
             try:
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 s.sendall(b"x")
                 if recv_exactly(s, 1) != b"x":
                     raise ConnectionError("wrong byte echoed")
@@ -208,7 +232,12 @@ def helper_cps(host, port, seconds):
             error = "connection %d: %s" % (count + 1, e)
             break
         count += 1
-    elapsed = time.monotonic() - start
+    return count, time.monotonic() - start, error
+
+
+def helper_cps(host, port, seconds):
+    """Connections per second, one at a time; prints JSON. Stops at the first failure."""
+    count, elapsed, error = connections(host, port, seconds)
     print(json.dumps({"connections": count, "seconds": elapsed, "error": error}))
 
 
@@ -245,12 +274,189 @@ def helper_rtt(host, port, rounds, size):
     print(json.dumps(result))
 
 
+STREAM_BUF = 256 << 10  # the bulk helpers' sends and receives
+
+
+def helper_bulk(host, port):
+    """Bulk server for the proxies row, a thread per connection, commands until the client closes: 'u' and
+    8 bytes N (big-endian): read N bytes, discard them, answer 'k'; 'd' and N: write N bytes."""
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((host, port))
+    lst.listen(64)
+
+    def serve(c):
+        buf = bytearray(STREAM_BUF)
+        view = memoryview(buf)
+        try:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while True:
+                command = c.recv(9, socket.MSG_WAITALL)
+                if len(command) < 9:
+                    break
+                left = int.from_bytes(command[1:], "big")
+                if command[:1] == b"u":
+                    while left:
+                        n = c.recv_into(view[:min(left, STREAM_BUF)])
+                        if not n:
+                            return
+                        left -= n
+                    c.sendall(b"k")
+                elif command[:1] == b"d":
+                    while left:
+                        n = min(left, STREAM_BUF)
+                        c.sendall(view[:n])
+                        left -= n
+                else:
+                    break
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    while True:
+        c, _ = lst.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
+def open_stream(host, port, mode, target_host, target_port, timeout):
+    """A TCP connection to `host`:`port` that reaches `target_host`:`target_port`: `plain` (a port forward to
+    it), `socks5` (RFC 1928 CONNECT, no authentication, each step waiting for its answer as clients do) or
+    `http` (CONNECT host:port, waiting for the 2xx head). Returns the socket, ready for the target's bytes."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if mode == "socks5":
+            s.sendall(b"\x05\x01\x00")
+            if recv_exactly(s, 2) != b"\x05\x00":
+                raise ConnectionError("SOCKS5: no-authentication method refused")
+            s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(target_host) + target_port.to_bytes(2, "big"))
+            head = recv_exactly(s, 4)
+            if head[:2] != b"\x05\x00":
+                raise ConnectionError("SOCKS5: CONNECT refused, reply %d" % head[1])
+            atyp = head[3]
+            rest = 4 if atyp == 1 else 16 if atyp == 4 else recv_exactly(s, 1)[0] if atyp == 3 else None
+            if rest is None:
+                raise ConnectionError("SOCKS5: reply with address type %d" % atyp)
+            recv_exactly(s, rest + 2)
+        elif mode == "http":
+            authority = "%s:%d" % (target_host, target_port)
+            s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (authority, authority)).encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise ConnectionError("HTTP CONNECT: closed after %r" % head[:80])
+                head += chunk
+                if len(head) > 16384:
+                    raise ConnectionError("HTTP CONNECT: no end of the reply head")
+            status = head.split(b"\r\n", 1)[0].split()
+            if len(status) < 2 or not status[1].startswith(b"2"):
+                raise ConnectionError("HTTP CONNECT: %r" % head.split(b"\r\n", 1)[0])
+            if not head.endswith(b"\r\n\r\n"):
+                raise ConnectionError("HTTP CONNECT: bytes after the reply head before any request")
+        elif mode != "plain":
+            raise ValueError("unknown mode " + mode)
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
+def process_cpu(pid):
+    """utime + stime of process `pid` in seconds, None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def transfer(s, buf, way, nbytes):
+    """One bulk transfer on a connection to helper_bulk: `nbytes` up (timed until the server's 'k' says it
+    has them all) or down (until the last byte is here). Returns the seconds."""
+    view = memoryview(buf)
+    start = time.perf_counter()
+    s.sendall((b"u" if way == "up" else b"d") + nbytes.to_bytes(8, "big"))
+    left = nbytes
+    if way == "up":
+        while left:
+            n = min(left, len(buf))
+            s.sendall(view[:n])
+            left -= n
+        if recv_exactly(s, 1) != b"k":
+            raise ConnectionError("the bulk server did not confirm the upload")
+    else:
+        while left:
+            n = s.recv_into(view[:min(left, len(buf))])
+            if not n:
+                raise ConnectionError("closed with %d bytes still to come" % left)
+            left -= n
+    return time.perf_counter() - start
+
+
+def helper_proxies(spec):
+    """The proxies row's measurements, in one process in A. `spec` (JSON): onetun's PID, per mode the bulk
+    and echo ports, the target, the transfer size, the connections' slice, the time budget. Opens one
+    connection per mode (plain, socks5, http) to the bulk server and keeps it; then rounds until the budget
+    is spent, each round in a rotating order: one upload of `bytes` per mode, one download per mode, a
+    `cps_slice`-second slice of connections per second per mode; every transfer and slice timed with the
+    client's and onetun's CPU over it. Prints JSON: per mode the per-round samples (None where it failed)."""
+    spec = json.loads(spec)
+    modes, pid, nbytes = spec["modes"], spec["pid"], spec["bytes"]
+    out = {m: {"up": [], "down": [], "cps": [], "error": None} for m in modes}
+    conns = {}
+    for m in modes:
+        try:
+            conns[m] = open_stream("127.0.0.1", spec["bulk_port"][m], m, spec["target"], spec["bulk_target_port"],
+                                   10.0)
+            conns[m].settimeout(60.0)
+        except OSError as e:
+            out[m]["error"] = "opening the bulk connection: %s" % e
+    buf = bytearray(STREAM_BUF)
+    start = time.monotonic()
+    rnd = 0
+    while rnd < spec["min_rounds"] or (time.monotonic() - start < spec["budget_s"] and rnd < spec["max_rounds"]):
+        order = modes[rnd % len(modes):] + modes[:rnd % len(modes)]
+        for way in ("up", "down", "cps"):
+            for m in order:
+                sample = None
+                if not out[m]["error"]:
+                    c0, o0 = time.process_time(), process_cpu(pid)
+                    try:
+                        if way == "cps":
+                            n, secs, error = connections("127.0.0.1", spec["echo_port"][m], spec["cps_slice"], m,
+                                                         spec["target"], spec["echo_target_port"])
+                            if error:
+                                raise ConnectionError(error)
+                            sample = {"connections": n, "seconds": secs}
+                        else:
+                            sample = {"bytes": nbytes, "seconds": transfer(conns[m], buf, way, nbytes)}
+                        c1, o1 = time.process_time(), process_cpu(pid)
+                        sample["client_cpu_s"] = c1 - c0
+                        sample["onetun_cpu_s"] = None if o0 is None or o1 is None else o1 - o0
+                    except OSError as e:
+                        out[m]["error"] = "round %d, %s: %s" % (rnd + 1, way, e)
+                        sample = None
+                out[m][way].append(sample)
+        rnd += 1
+    for c in conns.values():
+        c.close()
+    print(json.dumps({"rounds": rnd, "seconds": time.monotonic() - start, "modes": out}))
+
+
 def run_helper(argv):
     kind = argv[0]
     if kind == "_echo":
         helper_echo(argv[1], int(argv[2]))
     elif kind == "_cps":
         helper_cps(argv[1], int(argv[2]), float(argv[3]))
+    elif kind == "_bulk":
+        helper_bulk(argv[1], int(argv[2]))
+    elif kind == "_proxies":
+        helper_proxies(argv[1])
     elif kind == "_rtt":
         helper_rtt(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
     else:
@@ -932,6 +1138,172 @@ def row_peers(td, seconds, onetun, onetun_log):
     return row
 
 
+def row_proxies(td, seconds, onetun, onetun_log):
+    """onetun with a port forward to a bulk server and the echo server in B, a SOCKS5 proxy and an HTTP
+    proxy; one client program (helper _proxies) through each of the three to the same servers: 1-stream
+    upload and download (PROXY_BYTES transfers on one kept connection per way in) and connections per
+    second (PROXY_CPS_SLICE-second slices), in rounds of every measurement through every way in (the order
+    rotating from round to round), so that the machine's drift hits all three alike. Per way in the median
+    of its samples; per proxy the median over the rounds of its sample's ratio to the forward's in the same
+    round."""
+    row = new_row("proxies")
+    ns_a, ns_b = make_pair(td, "xproxies")
+    for ns in (ns_a, ns_b):
+        # Each connection idles while the others take their turn: no slow start again after it.
+        run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_slow_start_after_idle=0"], check=False)
+    _, private, public = genkey(td.workdir, "onetun-proxies")
+    if_b, _, pub_b = wg_peer_b(td, ns_b, "xproxies", public)
+    start_server(td, ns_b, [sys.executable, os.path.abspath(__file__), "_echo", "0.0.0.0", str(ECHO_PORT)],
+                 "echo server", ECHO_PORT, "echo-%s.log" % ns_b)
+    start_server(td, ns_b, [sys.executable, os.path.abspath(__file__), "_bulk", "0.0.0.0", str(BULK_PORT)],
+                 "bulk server", BULK_PORT, "bulk-%s.log" % ns_b)
+    env = dict(os.environ, ONETUN_PRIVATE_KEY=private)
+    cmd = ["ip", "netns", "exec", ns_a, onetun,
+           "127.0.0.1:%d:%s:%d" % (FWD_BULK_PORT, TUN_B, BULK_PORT),
+           "127.0.0.1:%d:%s:%d" % (FWD_ECHO_PORT, TUN_B, ECHO_PORT),
+           "--socks5", "127.0.0.1:%d" % SOCKS5_PORT, "--http-proxy", "127.0.0.1:%d" % HTTP_PROXY_PORT,
+           "--endpoint-addr", "%s:%d" % (VETH_B, WG_PORT), "--endpoint-public-key", pub_b,
+           "--source-peer-ip", TUN_A, "--keep-alive", "10", "--log", onetun_log]
+    log("  " + " ".join(cmd[4:]))
+    proc = td.popen(cmd, "onetun", "onetun-proxies.log", env=env)
+    logpath = os.path.join(td.workdir, "onetun-proxies.log")
+    row["process"] = "onetun"
+    ports = (FWD_BULK_PORT, FWD_ECHO_PORT, SOCKS5_PORT, HTTP_PROXY_PORT)
+    ok = wait_until(lambda: proc.poll() is not None or all(listening(proc.pid, p) for p in ports), 10)
+    if proc.poll() is not None:
+        raise BenchError("onetun exited (%s) at start:\n%s" % (proc.returncode, tail(logpath)))
+    if not ok:
+        raise BenchError("onetun is not listening on 127.0.0.1:%s after 10 s:\n%s"
+                         % (", :".join(str(p) for p in ports), tail(logpath)))
+    why = probe_echo(ns_a, "127.0.0.1", FWD_ECHO_PORT, 15)
+    if why:
+        raise BenchError("no echo through onetun within 15 s (%s); handshake: %s\n%s"
+                         % (why, "done" if latest_handshake(ns_b, if_b) else "none", tail(logpath)))
+    modes = [m for m, _ in PROXY_MODES]
+    budget = 3 * len(modes) * PROXY_SHARE * seconds
+    spec = {"pid": proc.pid, "modes": modes, "target": TUN_B, "bytes": PROXY_BYTES, "cps_slice": PROXY_CPS_SLICE,
+            "bulk_port": {"plain": FWD_BULK_PORT, "socks5": SOCKS5_PORT, "http": HTTP_PROXY_PORT},
+            "echo_port": {"plain": FWD_ECHO_PORT, "socks5": SOCKS5_PORT, "http": HTTP_PROXY_PORT},
+            "bulk_target_port": BULK_PORT, "echo_target_port": ECHO_PORT, "budget_s": budget,
+            "min_rounds": 5, "max_rounds": 10000}
+    log("  rounds of: a %d MiB upload, a %d MiB download, %.2f s of connections per second through each of "
+        "the forward, SOCKS5 and HTTP CONNECT; about %d s" % (PROXY_BYTES >> 20, PROXY_BYTES >> 20,
+                                                               PROXY_CPS_SLICE, budget))
+    r = helper(ns_a, ["_proxies", json.dumps(spec)], timeout=budget + 300)
+    if proc.poll() is not None:
+        raise BenchError("onetun exited (%s) during the row:\n%s" % (proc.returncode, tail(logpath)))
+    res = row["results"]
+    res["rounds"], res["seconds"] = r["rounds"], r["seconds"]
+    keys = {"up1_mbps": "up", "down1_mbps": "down", "cps": "cps"}
+
+    def value(sample, key):
+        if not sample:
+            return None
+        if key == "cps":
+            return sample["connections"] / sample["seconds"] if sample["connections"] else None
+        return sample["bytes"] * 8 / 1e6 / sample["seconds"]
+
+    values = {m: {k: [value(x, k) for x in r["modes"][m][way]] for k, way in keys.items()} for m in modes}
+    for m in modes:
+        got = r["modes"][m]
+        if got["error"]:
+            row["errors"][m] = got["error"]
+        out = res[m] = {"samples": values[m]}
+        for k in keys:
+            v = [x for x in values[m][k] if x]
+            if v:
+                out[k] = statistics.median(v)
+        # CPU: the client's share of a core over the transfers, onetun's seconds per GiB, both per connection.
+        for way in ("up", "down"):
+            done = [x for x in got[way] if x]
+            if done:
+                t = sum(x["seconds"] for x in done)
+                out[way + "1_client_cpu_share"] = sum(x["client_cpu_s"] for x in done) / t
+                ot = [x["onetun_cpu_s"] for x in done if x["onetun_cpu_s"] is not None]
+                if ot:
+                    out[way + "1_onetun_cpu_s_per_gib"] = sum(ot) / (len(ot) * PROXY_BYTES / (1 << 30))
+        done = [x for x in got["cps"] if x and x["connections"]]
+        if done:
+            n = sum(x["connections"] for x in done)
+            out["cps_client_cpu_us"] = sum(x["client_cpu_s"] for x in done) * 1e6 / n
+            ot = [x for x in done if x["onetun_cpu_s"] is not None]
+            if ot:
+                out["cps_onetun_cpu_us"] = sum(x["onetun_cpu_s"] for x in ot) * 1e6 / sum(x["connections"] for x in ot)
+    for m in modes[1:]:
+        out = res[m]
+        out["round_ratios"], out["ratio"], out["ratio_iqr"] = {}, {}, {}
+        for k in keys:
+            pairs = [p / q for p, q in zip(values[m][k], values["plain"][k]) if p and q]
+            out["round_ratios"][k] = pairs
+            if pairs:
+                out["ratio"][k] = statistics.median(pairs)
+                if len(pairs) >= 4:
+                    q = statistics.quantiles(pairs, n=4)
+                    out["ratio_iqr"][k] = (q[0], q[2])
+    row["drops"] = {"A": drop_counters(ns_a), "B": drop_counters(ns_b)}
+    return row
+
+
+def print_proxies(row, seconds):
+    print()
+    print("proxies (direct path): one Python client for all three ways in to the same servers in B. Rounds, each")
+    print("through every way in (the order rotating): a %d MiB upload and a %d MiB download on one kept"
+          % (PROXY_BYTES >> 20, PROXY_BYTES >> 20))
+    print("connection (%d KiB sendall / recv_into, timed to the receiver's last byte), and %.2f s of conn/s"
+          % (STREAM_BUF >> 10, PROXY_CPS_SLICE))
+    print("(connect, the proxy's handshake, a 1-byte echo, close). Medians over the rounds; under each proxy")
+    print("the median of its per-round ratios to the plain forward's sample of the same round.")
+    titles = dict(PROXY_MODES)
+    width = max(len(t) for t in titles.values()) + 2
+    if row["skipped"]:
+        print("%s: skipped: %s" % (TITLES["proxies"], row["skipped"].splitlines()[0]))
+        return
+    res = row["results"]
+    print("%d rounds in %.0f s." % (res.get("rounds", 0), res.get("seconds", 0)))
+    cols = (("up1_mbps", "up 1", "%.1f"), ("down1_mbps", "down 1", "%.1f"), ("cps", "conn/s", "%.0f"))
+    print("%-*s%s" % (width, "", "".join("%11s" % h for _, h, _ in cols)))
+    for mode, title in PROXY_MODES:
+        r = res.get(mode, {})
+        print("%-*s%s" % (width, title, "".join("%11s" % (fmt % r[k] if r.get(k) else "-") for k, _, fmt in cols)))
+        if mode != "plain":
+            print("%-*s%s" % (width, "", "".join("%11s" % ("%.3fx" % r["ratio"][k] if k in r.get("ratio", {}) else "")
+                                                  for k, _, _ in cols)))
+    for mode, title in PROXY_MODES[1:]:
+        iqr = res.get(mode, {}).get("ratio_iqr", {})
+        if iqr:
+            print("%s, per-round ratios' interquartile range: %s" % (title, "; ".join(
+                "%s %.3f-%.3f" % (h, iqr[k][0], iqr[k][1]) for k, h, _ in cols if k in iqr)))
+    for mode, title in PROXY_MODES:
+        r = res.get(mode, {})
+        parts = []
+        for way in ("up1", "down1"):
+            if way + "_client_cpu_share" in r:
+                parts.append("%s: client %.0f %% of a core, onetun %.2f s/GiB" % (
+                    way, r[way + "_client_cpu_share"] * 100, r.get(way + "_onetun_cpu_s_per_gib", float("nan"))))
+        if "cps_client_cpu_us" in r:
+            parts.append("a connection: client %.0f µs, onetun %.0f µs" % (
+                r["cps_client_cpu_us"], r.get("cps_onetun_cpu_us", float("nan"))))
+        if parts:
+            print("%s, CPU: %s" % (title, "; ".join(parts)))
+    for name, why in row["errors"].items():
+        print("%s: %s: %s" % (TITLES["proxies"], name, why.splitlines()[0] if why else why))
+    drops = ", ".join("%s %s %d" % (side, k, v) for side, d in sorted((row.get("drops") or {}).items())
+                      for k, v in sorted(d.items()))
+    if drops:
+        print("%s: drops: %s" % (TITLES["proxies"], drops))
+    for mode, title in PROXY_MODES[1:]:
+        ratio = res.get(mode, {}).get("ratio", {})
+        verdicts = []
+        for k, h, _ in cols:
+            target = PROXY_TARGETS[k]
+            if k in ratio:
+                verdicts.append("%s %.3fx (target >= %.2f: %s)" % (h, ratio[k], target,
+                                                                   "PASS" if ratio[k] >= target else "FAIL"))
+            else:
+                verdicts.append("%s - (target >= %.2f: FAIL, not measured)" % (h, target))
+        print("%s against the plain forward: %s" % (title, "; ".join(verdicts)))
+
+
 # --------------------------------------------------------------------------------------------------
 # The table.
 # --------------------------------------------------------------------------------------------------
@@ -964,7 +1336,7 @@ def print_table(rows, seconds):
     print("onetun row its ratio to the kernel row of the same path, oriented so that above 1 is better. Kernel")
     print("TCP congestion control: %s." % KERNEL_CC[0])
     for path in PATHS:
-        prow = [r for r in rows if r["path"] == path]
+        prow = [r for r in rows if r["path"] == path and r["name"] != "proxies"]
         if not prow:
             continue
         cols = [c for c in COLUMNS if any(r["results"].get(c[0]) is not None for r in prow)] or COLUMNS[:4]
@@ -1010,6 +1382,9 @@ def print_table(rows, seconds):
                 b, c = res["each_" + name + "_mbps"]
                 print("two peers, 1-stream %s: B alone %.1f Mbit/s; B and C at once %.1f + %.1f = %.1f Mbit/s, "
                       "%.2fx B alone" % (way, alone, b, c, both, both / alone))
+    proxies = next((r for r in rows if r["name"] == "proxies"), None)
+    if proxies:
+        print_proxies(proxies, seconds)
     onetun = next((r for r in rows if r["name"] == "onetun" and r["path"] == "direct" and not r["skipped"]), None)
     if onetun and onetun["results"].get("up4_peak_rss_mib") is not None:
         peak = onetun["results"]["up4_peak_rss_mib"]
@@ -1068,7 +1443,8 @@ def main():
         ap.error("--seconds must be between 1 and 600")
     if os.geteuid() != 0:
         sys.exit("bench.py needs root (network namespaces)")
-    need = ["ip", "iperf3"] + (["wireguard-go", "wg"] if set(rows_wanted) & {"kernel", "onetun", "peers"} else [])
+    need = ["ip", "iperf3"] + (["wireguard-go", "wg"] if set(rows_wanted) & {"kernel", "onetun", "peers", "proxies"}
+                               else [])
     missing = [t for t in need if not shutil.which(t)]
     if missing:
         sys.exit("missing tools: " + " ".join(missing))
@@ -1086,10 +1462,10 @@ def main():
             if path not in paths_wanted:
                 continue
             for name in ALL_ROWS:
-                if name not in rows_wanted or (name in ("loopback", "peers") and path != "direct"):
+                if name not in rows_wanted or (name in ("loopback", "peers", "proxies") and path != "direct"):
                     continue
                 log("== %s, path %s" % (TITLES[name], path))
-                if name in ("onetun", "peers"):
+                if name in ("onetun", "peers", "proxies"):
                     onetun = os.path.abspath(args.onetun)
                     if not (os.path.isfile(onetun) and os.access(onetun, os.X_OK)):
                         row = new_row(name, path)
@@ -1105,6 +1481,8 @@ def main():
                         row = row_kernel(td, args.seconds, path, relay)
                     elif name == "peers":
                         row = row_peers(td, args.seconds, onetun, args.onetun_log)
+                    elif name == "proxies":
+                        row = row_proxies(td, args.seconds, onetun, args.onetun_log)
                     else:
                         row = row_onetun(td, args.seconds, onetun, args.onetun_log, path, relay)
                 except BenchError as e:
