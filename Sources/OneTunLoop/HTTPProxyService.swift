@@ -123,16 +123,7 @@ extension Forwarder {
         guard client.id >= 0 else { return false }
         let connection = core.connection(client.id)
         if !client.upstreamBacklog.isEmpty {
-            var offset = 0
-            client.upstreamBacklog.withUnsafeBytes { raw in
-                while offset < raw.count {
-                    let region = connection.sendRegion(maxBytes: raw.count - offset)
-                    if region.count == 0 { break }
-                    region.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + region.count)]))
-                    connection.commitSend(region.count)
-                    offset += region.count
-                }
-            }
+            let offset = client.upstreamBacklog.withUnsafeBytes { copyToSendBuffer(connection, $0) }
             client.upstreamBacklog.removeFirst(offset)
             core.notify(client.id)
             if !client.upstreamBacklog.isEmpty { return false }

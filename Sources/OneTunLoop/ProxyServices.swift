@@ -292,6 +292,31 @@ extension Forwarder {
         }
     }
 
+    /// Whether `address` is one a connection can start for: of a version we have a tunnel address of,
+    /// carried by a peer.
+    func reachable(_ address: IPAddress) -> Bool {
+        core.config.addresses.contains { $0.isV4 == address.isV4 } && core.hasRoute(to: address)
+    }
+
+    /// Of a name's addresses, the first `reachable` one, else the first (refused when connecting, with the
+    /// reason); nil for none.
+    func usableAddress(_ addresses: [IPAddress]) -> IPAddress? {
+        addresses.first(where: reachable) ?? addresses.first
+    }
+
+    /// Copies as much of `bytes` into the connection's send buffer as it has room for; how much went.
+    func copyToSendBuffer(_ connection: TCPConnection, _ bytes: UnsafeRawBufferPointer) -> Int {
+        var offset = 0
+        while offset < bytes.count {
+            let region = connection.sendRegion(maxBytes: bytes.count - offset)
+            if region.count == 0 { break }
+            region.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + region.count)]))
+            connection.commitSend(region.count)
+            offset += region.count
+        }
+        return offset
+    }
+
     func tunnelResolved(_ client: Client, _ outcome: DNSOutcome) {
         defer { client.releaseAfterResolution() }
         guard !client.closing, !shuttingDown else { return }
@@ -299,10 +324,7 @@ extension Forwarder {
             proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target) through the tunnel: \(outcome)", http: .nameNotResolved)
             return
         }
-        let usable = addresses.first { address in
-            core.config.addresses.contains(where: { $0.isV4 == address.isV4 }) && core.hasRoute(to: address)
-        }
-        guard let address = usable ?? addresses.first else {
+        guard let address = usableAddress(addresses) else {
             proxyFailed(client, .hostUnreachable, "\(client.target) has no address", http: .nameNotResolved)
             return
         }
@@ -337,21 +359,14 @@ extension Forwarder {
             proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target): \(String(cString: uv_strerror(status)))", http: .nameNotResolved)
             return
         }
-        // The first address of a version we have a tunnel address of, that a peer carries.
+        var addresses: [IPAddress] = []
         var candidate = result
-        var fallback: IPAddress?
         while let info = candidate {
-            if let addr = info.pointee.ai_addr, let endpoint = SocketAddressConversion.endpoint(addr) {
-                if core.config.addresses.contains(where: { $0.isV4 == endpoint.address.isV4 }) && core.hasRoute(to: endpoint.address) {
-                    connect(client, to: endpoint.address, port: client.destinationPort)
-                    return
-                }
-                fallback = fallback ?? endpoint.address
-            }
+            if let addr = info.pointee.ai_addr, let endpoint = SocketAddressConversion.endpoint(addr) { addresses.append(endpoint.address) }
             candidate = info.pointee.ai_next
         }
-        if let fallback {
-            connect(client, to: fallback, port: client.destinationPort)  // refused below, with the reason
+        if let address = usableAddress(addresses) {
+            connect(client, to: address, port: client.destinationPort)  // refused there, with the reason, if unusable
         } else {
             proxyFailed(client, .hostUnreachable, "\(client.target) has no IPv4 or IPv6 address", http: .nameNotResolved)
         }
@@ -421,15 +436,8 @@ extension Forwarder {
     func startRelaying(_ client: Client, _ connection: TCPConnection) {
         client.proxy = nil
         if let head = client.head {
-            var offset = 0
-            while offset < client.headCount {
-                let region = connection.sendRegion(maxBytes: client.headCount - offset)
-                if region.count == 0 { break }
-                region.copyMemory(from: UnsafeRawBufferPointer(rebasing: head[offset..<(offset + region.count)]))
-                connection.commitSend(region.count)
-                client.bytesUp += region.count
-                offset += region.count
-            }
+            let offset = copyToSendBuffer(connection, UnsafeRawBufferPointer(rebasing: head[0..<client.headCount]))
+            client.bytesUp += offset
             // A fresh connection's send buffer takes a handshake buffer's worth at once.
             assert(offset == client.headCount)
             head.deallocate()
@@ -569,7 +577,7 @@ extension Forwarder {
             proxyFailed(client, .generalFailure, "UDP ASSOCIATE: the control connection's addresses are unknown")
             return
         }
-        Self.setPort(&local, 0)
+        TunnelLoop.setPort(&local, 0)
         let statedPort: UInt16 = if case .address(_, let port) = stated { port } else { 0 }
         let association = SocksAssociation(forwarder: self, control: client, clientIP: clientEndpoint.address, statedPort: statedPort)
         guard underLimit("SOCKS5 UDP association", now: TunnelLoop.now()) else {
@@ -617,10 +625,6 @@ extension Forwarder {
         // The control connection is read (and what it sends dropped) until it closes, which ends this.
         client.headCount = 0
         if !client.reading { readHandshake(client) }
-    }
-
-    static func setPort(_ storage: inout sockaddr_storage, _ port: UInt16) {
-        TunnelLoop.setPort(&storage, port.bigEndian)
     }
 
     func associationDatagram(_ association: SocksAssociation, length: Int, from addr: UnsafePointer<sockaddr>) {
@@ -693,9 +697,8 @@ extension Forwarder {
             }
             logger.debug("SOCKS5 UDP association: \(name) is \(address.map { "\($0)" } ?? "unknown"); \(ready.count) datagrams waited for it")
         }
-        let usable: ([IPAddress]) -> IPAddress? = { [unowned self] addresses in
-            addresses.first { a in core.config.addresses.contains { $0.isV4 == a.isV4 } && core.hasRoute(to: a) }
-        }
+        // Only an address a datagram can go to (nothing tells the client of a refusal).
+        let usable: ([IPAddress]) -> IPAddress? = { [unowned self] addresses in addresses.first(where: reachable) }
         if let token = core.resolve(name: name, now: TunnelLoop.now()) {
             resolutions[token] = { outcome in
                 if case .addresses(let addresses) = outcome { done(usable(addresses)) } else { done(nil) }

@@ -86,17 +86,7 @@ extension Forwarder {
 
     /// Writes a reply into the connection's send buffer (it is nearly empty during a handshake).
     func writeToTunnel(_ connection: TCPConnection, _ bytes: [UInt8]) -> Bool {
-        var offset = 0
-        bytes.withUnsafeBytes { raw in
-            while offset < raw.count {
-                let region = connection.sendRegion(maxBytes: raw.count - offset)
-                if region.count == 0 { break }
-                region.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + region.count)]))
-                connection.commitSend(region.count)
-                offset += region.count
-            }
-        }
-        return offset == bytes.count
+        bytes.withUnsafeBytes { copyToSendBuffer(connection, $0) } == bytes.count
     }
 
     /// A refusal: the reply goes, then the connection closes in order (a FIN after the reply), and the

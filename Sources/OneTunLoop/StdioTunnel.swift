@@ -79,12 +79,7 @@ public final class StdioTunnel {
                 throw LoopError("--stdio \(name): no DNS server in the tunnel to ask")
             }
             forwarder.resolutions[token] = { [self] outcome in
-                let usable: IPAddress?
-                if case .addresses(let addresses) = outcome {
-                    usable = addresses.first { a in core.config.addresses.contains { $0.isV4 == a.isV4 } && core.hasRoute(to: a) } ?? addresses.first
-                } else {
-                    usable = nil
-                }
+                let usable: IPAddress? = if case .addresses(let addresses) = outcome { forwarder.usableAddress(addresses) } else { nil }
                 guard let usable else {
                     failure = "cannot resolve \(name) through the tunnel: \(outcome)"
                     logger.error("--stdio: \(failure!)")
