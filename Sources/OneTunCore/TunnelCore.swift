@@ -447,6 +447,8 @@ public final class TunnelCore {
     }
 
     public func connection(_ id: Int) -> TCPConnection { tcp.connection(id) }
+    /// Connection `id`'s addresses in the tunnel: ours and the other end's.
+    public func addresses(of id: Int) -> (local: IPAddress, remote: IPAddress) { tcp.addresses(of: id) }
 
     /// Accepts TCP connections from the tunnel to `port` of our addresses (remote port forwarding).
     public func listen(port: UInt16) { tcp.listen(port: port) }

@@ -83,6 +83,8 @@ public final class Forwarder {
     /// are put together in, and the datagrams they dropped (fragments, strangers, bad headers, names that
     /// did not resolve).
     var socksAssociationOfPort: [UInt16: SocksAssociation] = [:]
+    /// `--remote-socks5` UDP associations by their relay port in the tunnel (RemoteSocks5.swift).
+    var tunnelAssociationOfPort: [UInt16: TunnelSocksAssociation] = [:]
     lazy var socksUDPBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536 + 22, alignment: 16)
     public internal(set) var socksDatagramsDropped = 0
     /// Who waits for each name the tunnel's resolver works on.

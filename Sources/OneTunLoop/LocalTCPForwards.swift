@@ -98,6 +98,8 @@ extension Forwarder {
         var queued: [UInt8] = []
         /// A SOCKS5 UDP association this connection controls.
         var association: SocksAssociation?
+        /// A `--remote-socks5` UDP association this tunnel connection controls.
+        var tunnelAssociation: TunnelSocksAssociation?
         // An HTTP proxy's client (HTTPProxyService.swift).
         var http: HTTPProxySession?
         /// Client bytes at the front of `head` the session counted as body, not yet in the send buffer.
@@ -352,7 +354,7 @@ extension Forwarder {
         case .http:
             httpUpstreamChanged(client, connection)
             return
-        case .remoteSocks5, .remoteSocks5Connecting, .remoteSocks5Closing:
+        case .remoteSocks5, .remoteSocks5Connecting, .remoteSocks5Closing, .remoteSocks5Associated:
             remoteSocksChanged(client, connection)
             return
         default:
@@ -464,6 +466,7 @@ extension Forwarder {
         }
         proxyClients.removeValue(forKey: ObjectIdentifier(client))
         closeAssociation(client)
+        closeTunnelAssociation(client)
         if client.head != nil && !client.writePending {
             client.head!.deallocate()
             client.head = nil

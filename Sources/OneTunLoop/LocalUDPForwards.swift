@@ -98,6 +98,10 @@ extension Forwarder {
         while budget > 0, let d = core.pollDatagram() {
             budget -= 1
             if !socksAssociationOfPort.isEmpty && returnAssociated(d, now: now) { continue }
+            if !tunnelAssociationOfPort.isEmpty, let association = tunnelAssociationOfPort[d.destination.port] {
+                tunnelAssociationDatagram(association, d)
+                continue
+            }
             if let forward = remoteUDP[d.destination.port] {
                 remoteDatagram(forward, from: d.source, payload: d.payload)
                 continue

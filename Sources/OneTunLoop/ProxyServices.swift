@@ -45,6 +45,9 @@ enum ProxyPhase {
     case remoteSocks5(Socks5Server)
     case remoteSocks5Connecting
     case remoteSocks5Closing
+    /// A `--remote-socks5` UDP association's control connection (`Client.tunnelAssociation`): read and
+    /// dropped until it closes, which ends the association.
+    case remoteSocks5Associated
     /// A SOCKS5 UDP association's control connection (`Client.association`): read and dropped until it
     /// closes, which ends the association.
     case associated
@@ -191,7 +194,7 @@ extension Forwarder {
                 stopReading(client)
                 associate(client, stated: stated)
             }
-        case .socks5Connecting, .http, .forwardResolving, .remoteSocks5, .remoteSocks5Connecting, .remoteSocks5Closing, nil:
+        case .socks5Connecting, .http, .forwardResolving, .remoteSocks5, .remoteSocks5Connecting, .remoteSocks5Closing, .remoteSocks5Associated, nil:
             return
         }
     }
@@ -705,7 +708,12 @@ extension Forwarder {
             }
             return
         }
-        let request = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
+        resolveHere(name, socketType: SOCK_DGRAM) { done(usable($0)) }
+    }
+
+    /// Resolves `name` on this machine without blocking the loop (uv_getaddrinfo) and hands its addresses
+    /// (none when it does not resolve) to `done`, then flushes: the answer comes outside the loop's flush.
+    func resolveHere(_ name: String, socketType: __socket_type, _ done: @escaping ([IPAddress]) -> Void) {
         final class Box {
             let done: ([IPAddress]) -> Void
             let flush: () -> Void
@@ -714,12 +722,12 @@ extension Forwarder {
                 self.flush = flush
             }
         }
-        // The answer comes outside the loop's flush: flush then.
-        let box = Box({ done(usable($0)) }, flush: { [unowned self] in driver.flush() })
+        let request = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
+        let box = Box(done, flush: { [unowned self] in driver.flush() })
         request.pointee.data = Unmanaged.passRetained(box).toOpaque()
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        hints.ai_socktype = Int32(socketType.rawValue)
         let rc = uv_getaddrinfo(driver.loop, request, { request, status, result in
             let box = Unmanaged<Box>.fromOpaque(request!.pointee.data).takeRetainedValue()
             var addresses: [IPAddress] = []
@@ -736,7 +744,7 @@ extension Forwarder {
         if rc != 0 {
             Unmanaged<Box>.fromOpaque(request.pointee.data).release()
             request.deallocate()
-            done(nil)
+            done([])
         }
     }
 

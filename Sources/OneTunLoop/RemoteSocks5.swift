@@ -64,9 +64,8 @@ extension Forwarder {
                 case .refuse(let refusal):
                     closeRemoteSocks(client, connection, "SOCKS5 handshake from the tunnel refused: \(refusal)")
                     return
-                case .udpAssociate:
-                    _ = writeToTunnel(connection, Socks5Reply(.commandNotSupported).bytes)
-                    closeRemoteSocks(client, connection, "UDP ASSOCIATE through --remote-socks5 is not supported")
+                case .udpAssociate(let stated):
+                    associateFromTunnel(client, connection, stated: stated)
                     return
                 case .connect(let target):
                     client.proxy = .remoteSocks5Connecting
@@ -76,7 +75,24 @@ extension Forwarder {
                 }
             }
         case .remoteSocks5Closing:
-            if connection.hasEnded { teardown(client, reset: false, reason: "refused") }
+            if connection.hasEnded { teardown(client, reset: false, reason: client.tunnelAssociation == nil ? "refused" : "UDP association ended") }
+        case .remoteSocks5Associated:
+            // What the control connection carries is read and dropped; its end ends the association.
+            var dropped = 0
+            while true {
+                let readable = connection.readable()
+                if readable.isEmpty { break }
+                dropped += readable.count
+                connection.consume(readable.count)
+            }
+            if dropped > 0 { core.notify(client.id) }
+            if connection.hasEnded {
+                closeTunnelAssociation(client)
+                teardown(client, reset: false, reason: "UDP association ended")
+            } else if connection.isReadClosed {
+                closeTunnelAssociation(client)
+                closeRemoteSocks(client, connection, "the tunnel's SOCKS5 client closed its UDP association")
+            }
         case .remoteSocks5Connecting:
             if connection.hasEnded { teardown(client, reset: false, reason: "the tunnel's SOCKS5 client left while its destination was being reached") }
         default:
@@ -191,5 +207,202 @@ extension Forwarder {
         if rc < 0 {
             remoteSocksFailed(client, rc == Int32(UV_EAFNOSUPPORT.rawValue) ? .addressTypeNotSupported : .generalFailure, String(cString: uv_strerror(rc)), flush: fromCallback)
         }
+    }
+
+    // MARK: UDP ASSOCIATE from the tunnel
+
+    /// UDP ASSOCIATE from the tunnel: a relay port of our tunnel address, reserved in the UDP port pool
+    /// while the association lives, named in the reply with the address the client reached us at.
+    func associateFromTunnel(_ client: Client, _ connection: TCPConnection, stated: ProxyTarget) {
+        guard underLimit("SOCKS5 UDP association from the tunnel", now: TunnelLoop.now()) else {
+            remoteSocksFailed(client, .generalFailure, "UDP ASSOCIATE: \(maxConnections) connections open (--max-connections)")
+            return
+        }
+        guard let port = core.udpPorts.reserveFree() else {
+            remoteSocksFailed(client, .generalFailure, "UDP ASSOCIATE: no free UDP port on the tunnel address")
+            return
+        }
+        let (local, remote) = core.addresses(of: client.id)
+        let statedPort: UInt16 = if case .address(_, let p) = stated { p } else { 0 }
+        let association = TunnelSocksAssociation(forwarder: self, relayPort: port, clientIP: remote, statedPort: statedPort)
+        tunnelAssociationOfPort[port] = association
+        client.tunnelAssociation = association
+        associationsOpen += 1
+        client.proxy = .remoteSocks5Associated
+        client.target = "UDP relay on port \(port)"
+        _ = writeToTunnel(connection, Socks5Reply(.succeeded, bound: .address(local, port: port)).bytes)
+        core.notify(client.id)
+        logger.debug("connection \(client.id): SOCKS5 UDP association from the tunnel for \(remote) on port \(port)")
+    }
+
+    /// A datagram from the tunnel to an association's relay port: from its client, whole (FRAG 0), with
+    /// the SOCKS5 UDP header naming where it goes; it leaves this machine without the header.
+    func tunnelAssociationDatagram(_ association: TunnelSocksAssociation, _ d: TunnelCore.Datagram) {
+        guard !association.closed, d.source.address == association.clientIP,
+              association.statedPort == 0 || association.statedPort == d.source.port,
+              association.clientPort == nil || association.clientPort == d.source.port
+        else {
+            socksDatagramsDropped += 1
+            return
+        }
+        let datagram: Socks5UDPDatagram
+        do {
+            datagram = try Socks5UDPDatagram(validating: d.payload)
+        } catch {
+            socksDatagramsDropped += 1
+            return
+        }
+        // The first well-formed datagram from the client's address fixes its port.
+        association.clientPort = d.source.port
+        guard datagram.fragment == 0 else {
+            socksDatagramsDropped += 1  // never reassembled (RFC 1928 §7 allows dropping fragments)
+            return
+        }
+        switch datagram.target {
+        case .address(let address, let port):
+            sendFromTunnelAssociation(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
+        case .name(let name, let port):
+            if let address = association.names[name] {
+                sendFromTunnelAssociation(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
+                return
+            }
+            guard association.waiting.count < SocksAssociation.maximumWaiting, association.names.count < SocksAssociation.maximumNames else {
+                socksDatagramsDropped += 1
+                return
+            }
+            association.waiting.append((name, port, Array(datagram.payload)))
+            guard association.resolving.insert(name).inserted else { return }
+            // Names resolve on this machine, as the destinations of CONNECT from the tunnel do; an IPv4
+            // address first (a host may have AAAA records and no IPv6 route).
+            resolveHere(name, socketType: SOCK_DGRAM) { [unowned self] addresses in
+                association.resolving.remove(name)
+                guard !association.closed else { return }
+                let address = addresses.first(where: \.isV4) ?? addresses.first
+                if let address { association.names[name] = address }
+                let ready = association.waiting.filter { $0.name == name }
+                association.waiting.removeAll { $0.name == name }
+                for item in ready {
+                    guard let address else {
+                        socksDatagramsDropped += 1
+                        continue
+                    }
+                    item.payload.withUnsafeBytes { sendFromTunnelAssociation(association, to: UDPEndpoint(address: address, port: item.port), $0) }
+                }
+                logger.debug("SOCKS5 UDP association from the tunnel: \(name) is \(address.map { "\($0)" } ?? "unknown"); \(ready.count) datagrams waited for it")
+            }
+        }
+    }
+
+    func sendFromTunnelAssociation(_ association: TunnelSocksAssociation, to destination: UDPEndpoint, _ payload: UnsafeRawBufferPointer) {
+        guard let socket = associationSocket(association, v4: destination.address.isV4) else {
+            socksDatagramsDropped += 1
+            return
+        }
+        var address = SocketAddressConversion.storage(destination)
+        var buf = datagramBuffer(payload)
+        let rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(socket, &buf, 1, $0) } }
+        if rc < 0 { socksDatagramsDropped += 1 } else { datagramsForwarded += 1 }
+    }
+
+    /// The association's socket for destinations of one family, opened at first use (bound by the
+    /// system to any address and a free port when reading starts); nil when it cannot be opened.
+    func associationSocket(_ association: TunnelSocksAssociation, v4: Bool) -> UnsafeMutablePointer<uv_udp_t>? {
+        let slot = v4 ? 0 : 1
+        if let socket = association.sockets[slot] { return socket }
+        let socket = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
+        var rc = uv_udp_init_ex(driver.loop, socket, UInt32(v4 ? AF_INET : AF_INET6))
+        guard rc == 0 else {
+            // Never initialized, so never closed.
+            socket.deallocate()
+            logger.debug("SOCKS5 UDP association from the tunnel: cannot open a UDP socket: \(String(cString: uv_strerror(rc)))")
+            return nil
+        }
+        // Retained until the handle has closed (closeTunnelAssociation).
+        socket.pointee.data = Unmanaged.passRetained(association).toOpaque()
+        association.sockets[slot] = socket
+        var any = SocketAddressConversion.storage(UDPEndpoint(address: v4 ? .v4(.unspecified) : .v6(.unspecified), port: 0))
+        rc = withUnsafePointer(to: &any) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(socket, $0, 0) } }
+        if rc == 0 {
+            rc = uv_udp_recv_start(socket, { handle, _, buf in
+                // Read past room for the header the answer gets, so it goes into the tunnel from there.
+                let association = Unmanaged<TunnelSocksAssociation>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                let b = association.forwarder.socksUDPBuffer
+                let room = Socks5UDPHeader.maxAddressHeaderLength
+                buf!.pointee = uv_buf_init((b.baseAddress! + room).assumingMemoryBound(to: CChar.self), UInt32(b.count - room))
+            }, { handle, nread, _, addr, _ in
+                guard nread >= 0, let addr else { return }
+                let association = Unmanaged<TunnelSocksAssociation>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                association.forwarder.answerToTunnelAssociation(association, length: nread, from: addr)
+            })
+        }
+        guard rc == 0 else {
+            logger.debug("SOCKS5 UDP association from the tunnel: cannot read its UDP socket: \(String(cString: uv_strerror(rc)))")
+            return nil
+        }
+        return socket
+    }
+
+    /// An answer at an association's socket: the header naming its source goes in front of it (in the
+    /// room left before it), and the whole datagram goes through the tunnel to the association's client.
+    func answerToTunnelAssociation(_ association: TunnelSocksAssociation, length: Int, from addr: UnsafePointer<sockaddr>) {
+        guard !association.closed, !shuttingDown, let port = association.clientPort, var source = SocketAddressConversion.endpoint(addr) else { return }
+        if case .v6(let a) = source.address, let mapped = a.ipv4Mapped { source.address = .v4(mapped) }
+        let room = Socks5UDPHeader.maxAddressHeaderLength
+        let header = Socks5UDPHeader.length(for: source.address)
+        let datagram = UnsafeMutableRawBufferPointer(rebasing: socksUDPBuffer[(room - header)..<(room + length)])
+        Socks5UDPHeader.emit(source: source.address, port: source.port, into: datagram)
+        if core.sendDatagram(from: association.relayPort, to: UDPEndpoint(address: association.clientIP, port: port), payload: UnsafeRawBufferPointer(datagram)) {
+            datagramsReturned += 1
+        } else {
+            socksDatagramsDropped += 1
+        }
+    }
+
+    /// The control connection ended: so does the association, its relay port going back to the pool.
+    func closeTunnelAssociation(_ client: Client) {
+        guard let association = client.tunnelAssociation else { return }
+        client.tunnelAssociation = nil
+        association.closed = true
+        associationsOpen -= 1
+        tunnelAssociationOfPort[association.relayPort] = nil
+        core.udpPorts.release(association.relayPort)
+        for case let socket? in association.sockets {
+            uv_udp_recv_stop(socket)
+            uv_close(UnsafeMutableRawPointer(socket).assumingMemoryBound(to: uv_handle_t.self)) { handle in
+                Unmanaged<TunnelSocksAssociation>.fromOpaque(handle!.pointee.data).release()
+                handle!.deallocate()
+            }
+        }
+        association.sockets = [nil, nil]
+    }
+}
+
+/// A SOCKS5 UDP association asked for from inside the tunnel (`--remote-socks5`, RFC 1928 §7): the client
+/// sends its datagrams to a relay port of our tunnel address; each leaves this machine, without its
+/// header, from a UDP socket of the association's own (one per address family, opened at first use), and
+/// the answers go back through the tunnel with the header naming where they came from. It lives as long
+/// as the TCP connection that asked for it.
+final class TunnelSocksAssociation {
+    unowned let forwarder: Forwarder
+    /// Our port in the tunnel that the client sends to, reserved in the UDP port pool meanwhile.
+    let relayPort: UInt16
+    /// Only datagrams from the control connection's address are taken (and from the port the client
+    /// stated, when it stated one); the first one fixes the client's port.
+    let clientIP: IPAddress
+    let statedPort: UInt16
+    var clientPort: UInt16?
+    /// IPv4 and IPv6 sockets towards destinations.
+    var sockets: [UnsafeMutablePointer<uv_udp_t>?] = [nil, nil]
+    /// Names already resolved for it, and datagrams waiting for a name (a few, then dropped).
+    var names: [String: IPAddress] = [:]
+    var waiting: [(name: String, port: UInt16, payload: [UInt8])] = []
+    var resolving: Set<String> = []
+    var closed = false
+
+    init(forwarder: Forwarder, relayPort: UInt16, clientIP: IPAddress, statedPort: UInt16) {
+        self.forwarder = forwarder
+        self.relayPort = relayPort
+        self.clientIP = clientIP
+        self.statedPort = statedPort
     }
 }

@@ -417,4 +417,79 @@ import Testing
             #expect(refused.status == 97 && refused.stderr.contains("(5)"), "\(refused.status) \(refused.stderr)\n\(s.onetunLog.suffix(2000))")
         }
     }
+
+    /// --remote-socks5 UDP ASSOCIATE: a client on the peer's side asks onetun's tunnel address for a
+    /// relay, then echoes 1,000 datagrams off a UDP echo service on onetun's side (127.0.0.1), by address
+    /// and by a name onetun resolves on its own machine; each answer byte-equal with a header naming the
+    /// echo service; a fragment is dropped; once the control connection closes the relay port is gone.
+    @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
+    func remoteSocks5UDPAssociate() throws {
+        try withForwardSession { s in
+            _ = try s.startUDPServer(addresses: ["127.0.0.1"])
+            try s.startOnetun(s.onetunArguments([], extra: ["--remote-socks5", "1080", "--log", "debug"]))
+            let client = """
+                import socket, struct, os, json
+                def associate():
+                    c = socket.create_connection(("192.168.4.3", 1080), timeout=10)
+                    c.sendall(b"\\x05\\x01\\x00")
+                    assert c.recv(2) == b"\\x05\\x00"
+                    c.sendall(b"\\x05\\x03\\x00\\x01" + socket.inet_aton("0.0.0.0") + struct.pack("!H", 0))
+                    r = b""
+                    while len(r) < 10:
+                        r += c.recv(10 - len(r))
+                    assert r[1] == 0, r.hex()
+                    return c, (socket.inet_ntoa(r[4:8]), struct.unpack("!H", r[8:10])[0])
+                results = {}
+                for name, header in (("address", b"\\x01" + socket.inet_aton("127.0.0.1")), ("name", b"\\x03" + bytes([9]) + b"localhost")):
+                    control, relay = associate()
+                    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    u.settimeout(5)
+                    ok = 0
+                    for i in range(1000):
+                        payload = os.urandom(8 + i % 900)
+                        u.sendto(b"\\x00\\x00\\x00" + header + struct.pack("!H", \(UDPServicePort.echo)) + payload, relay)
+                        try:
+                            reply, source = u.recvfrom(2048)
+                        except socket.timeout:
+                            continue
+                        if source == relay and reply[:4] == b"\\x00\\x00\\x00\\x01" and reply[4:8] == socket.inet_aton("127.0.0.1") and struct.unpack("!H", reply[8:10])[0] == \(UDPServicePort.echo) and reply[10:] == payload:
+                            ok += 1
+                    u.sendto(b"\\x00\\x00\\x01" + header + struct.pack("!H", \(UDPServicePort.echo)) + b"fragment", relay)
+                    u.settimeout(1)
+                    try:
+                        u.recvfrom(2048)
+                        fragment = "answered"
+                    except socket.timeout:
+                        fragment = "dropped"
+                    # The association ends with its control connection: onetun's FIN back says it has,
+                    # and then the relay answers no more.
+                    control.shutdown(socket.SHUT_WR)
+                    while control.recv(100):
+                        pass
+                    control.close()
+                    after = "dropped"
+                    for _ in range(3):
+                        u.sendto(b"\\x00\\x00\\x00" + header + struct.pack("!H", \(UDPServicePort.echo)) + b"late", relay)
+                        try:
+                            u.recvfrom(2048)
+                            after = "answered"
+                        except socket.timeout:
+                            pass
+                    results[name] = {"ok": ok, "fragment": fragment, "afterClose": after, "relay": relay[0]}
+                print(json.dumps(results))
+                """
+            let script = s.directory.appendingPathComponent("remote_socks_udp.py")
+            try client.write(to: script, atomically: true, encoding: .utf8)
+            let started = Date()
+            let out = try s.namespace.run(["python3", script.path], timeout: 90)
+            let results = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: [String: Any]], "\(out)")
+            for name in ["address", "name"] {
+                #expect(results[name]?["ok"] as? Int ?? 0 >= 990, "\(name): \(results[name] ?? [:])\n\(s.onetunLog.suffix(2000))")
+                #expect(results[name]?["fragment"] as? String == "dropped", "\(name): \(results[name] ?? [:])")
+                #expect(results[name]?["afterClose"] as? String == "dropped", "\(name): \(results[name] ?? [:])")
+                #expect(results[name]?["relay"] as? String == "192.168.4.3", "\(name): \(results[name] ?? [:])")
+            }
+            print("onetun --remote-socks5 UDP ASSOCIATE: 2 x 1,000 datagrams echoed (\(results["address"]?["ok"] ?? 0) by address, \(results["name"]?["ok"] ?? 0) by name) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+        }
+    }
 }

@@ -84,6 +84,12 @@
 
     public func connection(_ id: Int) -> TCPConnection { slots[id]!.connection }
 
+    /// Connection `id`'s addresses: ours and the other end's.
+    public func addresses(of id: Int) -> (local: IPAddress, remote: IPAddress) {
+        let tuple = slots[id]!.tuple
+        return (tuple.local, tuple.remote)
+    }
+
     // MARK: Opening
 
     /// RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 µs clock.

@@ -101,6 +101,23 @@ public final class UDPPortPool {
         return true
     }
 
+    /// A free port taken out of the pool until `release(_:)`, for a service that answers on it for a while
+    /// (a SOCKS5 UDP relay inside the tunnel); nil when the pool would be left without a free port.
+    public func reserveFree() -> UInt16? {
+        if entryOfPort.isEmpty { allocateTables() }
+        guard byClient.count + 1 < capacity else { return nil }
+        let port = freePort()
+        reservedPorts.insert(port)
+        entryOfPort[Int(port - range.lowerBound)] = Self.reservedPort
+        return port
+    }
+
+    /// Gives a port `reserveFree()` (or `reserve(_:)`) took back to the pool.
+    public func release(_ port: UInt16) {
+        guard reservedPorts.remove(port) != nil, !entryOfPort.isEmpty else { return }
+        entryOfPort[Int(port - range.lowerBound)] = Self.free
+    }
+
     /// The virtual port of `client`, assigning one if it has none; marks the mapping used at `now`.
     public func port(for client: UDPEndpoint, now: Instant) -> UInt16 {
         if let e = byClient[client] {

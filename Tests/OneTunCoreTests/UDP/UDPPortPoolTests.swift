@@ -221,6 +221,28 @@ import Testing
         #expect(p.client(for: 1003, now: at(300)) == nil)
     }
 
+    /// Relay ports (SOCKS5 UDP from the tunnel): `reserveFree` takes free ports only, never one a client
+    /// holds, keeps the last free port for clients, and `release` hands a port back.
+    @Test func freePortsAreReservedAndReleased() {
+        let p = pool(1000...1004)
+        let held = p.port(for: client(1, 1), now: at(0))
+        var taken: [UInt16] = []
+        while let port = p.reserveFree() { taken.append(port) }
+        #expect(taken.count == 3, "\(taken): one port stays for clients")
+        #expect(!taken.contains(held))
+        #expect(p.client(for: held, now: at(1)) == client(1, 1), "the holder keeps its port")
+        let other = p.port(for: client(2, 1), now: at(2))
+        #expect(!taken.contains(other) && other != held)
+        #expect(p.reserveFree() == nil)
+        p.release(taken[0])
+        #expect(p.capacity == 3)
+        p.expire(now: at(1000))
+        var seen = Set<UInt16>()
+        for i in 0..<50 { seen.insert(p.port(for: client(UInt8(i), 9), now: at(1001 + Double(i)))) }
+        #expect(seen.contains(taken[0]), "a released port is handed out again")
+        #expect(!seen.contains(taken[1]) && !seen.contains(taken[2]))
+    }
+
     @Test func theLastPortCannotBeReserved() {
         let p = pool(1000...1001)
         #expect(p.reserve(1000))
