@@ -286,18 +286,30 @@ extension Forwarder {
     func startReading(_ client: Client) {
         guard !client.reading, !client.clientEOF, !client.closing else { return }
         client.reading = true
-        uv_read_start(
-            stream(client.handle),
-            { handle, _, buf in
-                let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-                // Read straight into the connection's send buffer; an empty buffer means it is full.
-                let region = client.forwarder.core.connection(client.id).sendRegion(maxBytes: client.readSize)
-                buf!.pointee = uv_buf_init(region.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(region.count))
-            },
-            { handle, nread, _ in
-                let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-                client.forwarder.clientRead(client, nread)
-            })
+        uv_read_start(stream(client.handle), Self.allocateRead, Self.didRead)
+    }
+
+    /// One pair of read callbacks for every client, proxy or not: a proxy's client in its handshake reads
+    /// into its handshake buffer, any other straight into its connection's send buffer. So a proxy's
+    /// client that starts relaying keeps reading as it was (no stop and restart: two epoll_ctl calls).
+    static let allocateRead: uv_alloc_cb = { handle, _, buf in
+        let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+        if case .none = client.proxy {
+            // An empty buffer means the send buffer is full.
+            let region = client.forwarder.core.connection(client.id).sendRegion(maxBytes: client.readSize)
+            buf!.pointee = uv_buf_init(region.baseAddress?.assumingMemoryBound(to: CChar.self), UInt32(region.count))
+        } else {
+            client.forwarder.handshakeBuffer(client, buf!)
+        }
+    }
+
+    static let didRead: uv_read_cb = { handle, nread, _ in
+        let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+        if case .none = client.proxy {
+            client.forwarder.clientRead(client, nread)
+        } else {
+            client.forwarder.handshakeRead(client, nread)
+        }
     }
 
     /// Whether a RST from the client waits in SO_ERROR (which reading it clears).

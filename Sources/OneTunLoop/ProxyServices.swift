@@ -122,24 +122,23 @@ extension Forwarder {
 
     // MARK: The handshake
 
+    /// Reads the client (the read callbacks of LocalTCPForwards.swift send a client in its handshake to
+    /// `handshakeRead`).
     func readHandshake(_ client: Client) {
         guard !client.reading, !client.closing else { return }
         client.reading = true
-        uv_read_start(
-            stream(client.handle),
-            { handle, _, buf in
-                let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-                let head = client.head!
-                if case .draining = client.proxy {
-                    buf!.pointee = uv_buf_init(head.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(head.count))
-                } else {
-                    buf!.pointee = uv_buf_init(head.baseAddress!.advanced(by: client.headCount).assumingMemoryBound(to: CChar.self), UInt32(head.count - client.headCount))
-                }
-            },
-            { handle, nread, _ in
-                let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-                client.forwarder.handshakeRead(client, nread)
-            })
+        uv_read_start(stream(client.handle), Self.allocateRead, Self.didRead)
+    }
+
+    /// Where a client in its handshake reads to: past what its handshake buffer holds (what is dropped,
+    /// from the start).
+    func handshakeBuffer(_ client: Client, _ buf: UnsafeMutablePointer<uv_buf_t>) {
+        let head = client.head!
+        if case .draining = client.proxy {
+            buf.pointee = uv_buf_init(head.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(head.count))
+        } else {
+            buf.pointee = uv_buf_init(head.baseAddress!.advanced(by: client.headCount).assumingMemoryBound(to: CChar.self), UInt32(head.count - client.headCount))
+        }
     }
 
     func handshakeRead(_ client: Client, _ nread: Int) {
@@ -160,12 +159,23 @@ extension Forwarder {
             }
             return
         }
+        if case .socks5Connecting = client.proxy, nread == Int(UV_EOF.rawValue), !resetPending(client) {
+            // A half-close after the request: the FIN follows what came before it, once the connection is
+            // open (startRelaying).
+            client.clientEOF = true
+            stopReading(client)
+            return
+        }
         if nread < 0 || nread == Int(UV_EOF.rawValue) {
             teardown(client, reset: false, reason: nread == Int(UV_EOF.rawValue) ? "the client closed during the proxy handshake" : "client error")
             return
         }
         guard nread > 0 else { return }
         switch client.proxy {
+        case .socks5Connecting:
+            // Bytes for the destination before the reply: kept behind the request's leftovers (reading
+            // stops when the buffer is full, and resumes once relaying).
+            client.headCount += nread
         case .draining, .associated:
             return  // dropped
         case .socks5(var server):
@@ -186,7 +196,6 @@ extension Forwarder {
                     head.baseAddress!.copyMemory(from: head.baseAddress!.advanced(by: client.headCount + step.consumed), byteCount: rest)
                 }
                 client.headCount = rest
-                stopReading(client)
                 client.proxy = .socks5Connecting
                 client.target = "\(target)"
                 open(client, target)
@@ -194,7 +203,7 @@ extension Forwarder {
                 stopReading(client)
                 associate(client, stated: stated)
             }
-        case .socks5Connecting, .http, .forwardResolving, .remoteSocks5, .remoteSocks5Connecting, .remoteSocks5Closing, .remoteSocks5Associated, nil:
+        case .http, .forwardResolving, .remoteSocks5, .remoteSocks5Connecting, .remoteSocks5Closing, .remoteSocks5Associated, nil:
             return
         }
     }
@@ -449,6 +458,11 @@ extension Forwarder {
             core.notify(client.id)
         }
         client.synchronized = true
+        if client.clientEOF {
+            // It half-closed while the connection opened.
+            connection.close()
+            core.notify(client.id)
+        }
         service(client)
         if !client.reading && !client.closing && !client.clientEOF { startReading(client) }
     }

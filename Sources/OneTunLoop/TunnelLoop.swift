@@ -258,6 +258,9 @@ public final class TunnelLoop {
         deinit { request.deallocate() }
     }
     let icmpError = UnsafeMutablePointer<onetun_icmp_error>.allocate(capacity: 1)
+    /// A datagram came since the last read that found nothing (readErrors drains the error queue only
+    /// after a wake-up that brought none).
+    var receivedSinceEmptyRead = false
     /// The last ICMP error from the endpoint, in words, for the handshake warning.
     var refusal = ""
     public private(set) var icmpErrors = 0
@@ -350,14 +353,26 @@ public final class TunnelLoop {
                 // on the error queue. So may a read that found nothing (not the end of a batch, which
                 // hands the buffer back): an error queued after its error was taken by a send makes
                 // the socket report EPOLLERR until the queue is drained.
-                if nread < 0 || (nread == 0 && addr == nil && flags & UInt32(UV_UDP_MMSG_FREE.rawValue) == 0) {
+                // Every wake-up ends with such an empty read; after one that brought datagrams the queue
+                // is left alone (a system call per wake-up otherwise): were an error waiting, EPOLLERR
+                // would wake the loop again at once, with nothing to read, and that read drains it.
+                if nread < 0 {
                     me.readErrors()
+                    return
+                }
+                if nread == 0 && addr == nil && flags & UInt32(UV_UDP_MMSG_FREE.rawValue) == 0 {
+                    if me.receivedSinceEmptyRead {
+                        me.receivedSinceEmptyRead = false
+                    } else {
+                        me.readErrors()
+                    }
                     return
                 }
                 // With recvmmsg each datagram comes as its own chunk of the buffer; a final call with
                 // nread 0 and no address hands the buffer back (it is ours and reused).
                 guard nread > 0, let base = buf?.pointee.base, let addr else { return }
                 me.datagramsReceived += 1
+                me.receivedSinceEmptyRead = true
                 let chunk = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(base), count: Int(buf!.pointee.len))
                 me.receive(chunk, length: nread, from: addr)
             })

@@ -27,12 +27,36 @@ extension RandomSource {
     }
 }
 
-/// The operating system's CSPRNG through libsodium.
-public final class SystemRandom: RandomSource, @unchecked Sendable {
+/// The operating system's CSPRNG through libsodium. Requests of up to 64 bytes (indices, ports, jitter,
+/// keys) are served from a 256-byte pool refilled in one system call, not one call each (a short
+/// connection asked for several); every byte handed out is wiped from the pool. Like the core it feeds,
+/// one instance is used from one thread at a time.
+public final class SystemRandom: RandomSource {
+    private let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 16)
+    /// Bytes of `pool` already handed out (and wiped); the rest are fresh.
+    private var used = 256
+    static let largestPooled = 64
+
     public init() { precondition(sodiumInitialised, "libsodium failed to initialise") }
+
+    deinit {
+        sodium_memzero(pool.baseAddress, pool.count)
+        pool.deallocate()
+    }
+
     public func fill(_ buffer: UnsafeMutableRawBufferPointer) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-        randombytes_buf(base, buffer.count)
+        guard buffer.count <= Self.largestPooled else {
+            randombytes_buf(base, buffer.count)
+            return
+        }
+        if pool.count - used < buffer.count {
+            randombytes_buf(pool.baseAddress!, pool.count)
+            used = 0
+        }
+        base.copyMemory(from: pool.baseAddress! + used, byteCount: buffer.count)
+        sodium_memzero(pool.baseAddress! + used, buffer.count)
+        used += buffer.count
     }
 }
 
