@@ -116,7 +116,7 @@ import Logging
     func failure(of peer: PeerStatus, now: Instant) -> String? {
         let name = core.peerCount == 1 ? "the peer" : "peer \(peer.publicKey.base64)"
         if let since = peer.outageSince {
-            let problem = peer.handshakeProblem.map { " (\($0))" } ?? ""
+            let problem = peer.handshakeProblem.map { "; handshakes failing: \($0)" } ?? ""
             return "session with \(name) lost: nothing from it for \(now.since(since) / Nanos.second) s\(problem)"
         }
         if let problem = peer.handshakeProblem { return "handshakes with \(name) failing: \(problem)" }
