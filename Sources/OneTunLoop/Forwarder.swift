@@ -9,6 +9,8 @@ public struct RemoteForward {
     public var destination: sockaddr_storage
     public var isUDP: Bool
     public var description: String
+    /// Its counters, made by `listenRemote`.
+    var stats: ForwardStats?
 
     public init(port: UInt16, destination: sockaddr_storage, isUDP: Bool, description: String) {
         self.port = port
@@ -44,6 +46,11 @@ public final class Forwarder {
     public var maxConnections = Int.max
     public internal(set) var refusedOverLimit = 0
     public internal(set) var refusedWhileDown = 0
+    /// Every forward's counters, in the order they were set up (local TCP, local UDP, remote).
+    public internal(set) var forwardStats: [ForwardStats] = []
+    /// Retransmitted segments and retransmission time-outs of the TCP connections already released.
+    public internal(set) var departedRetransmissions = 0
+    public internal(set) var departedTimeouts = 0
     var openConnections: Int { connectionsOpened - connectionsClosed + remoteFlows.count + associationsOpen }
     /// SOCKS5 UDP associations open (each holds a UDP socket).
     var associationsOpen = 0
@@ -140,7 +147,10 @@ public final class Forwarder {
 
     /// Listens on each remote forward's port of our address inside the tunnel.
     public func listenRemote(_ forwards: [RemoteForward]) {
-        for forward in forwards {
+        for var forward in forwards {
+            let stats = ForwardStats(kind: forward.isUDP ? .remoteUDP : .remoteTCP, description: forward.description)
+            forward.stats = stats
+            forwardStats.append(stats)
             if forward.isUDP {
                 remoteUDP[forward.port] = forward
                 // Local UDP forwards' virtual ports never take it, or the remote forward would get their replies.

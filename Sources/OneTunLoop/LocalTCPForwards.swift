@@ -42,6 +42,8 @@ extension Forwarder {
         let proxy: ProxyListen?
         unowned let forwarder: Forwarder
         var paused = false
+        /// A port forward's counters; nil for a proxy.
+        let stats: ForwardStats?
 
         init(fd: Int32, forward: TCPForward, index: Int, proxy: ProxyListen? = nil, forwarder: Forwarder) {
             self.fd = fd
@@ -49,6 +51,7 @@ extension Forwarder {
             self.index = index
             self.proxy = proxy
             self.forwarder = forwarder
+            stats = proxy == nil ? ForwardStats(kind: .tcp, description: forward.description) : nil
         }
     }
 
@@ -71,6 +74,9 @@ extension Forwarder {
         var pending: UnsafeMutableRawBufferPointer?
         var bytesUp = 0
         var bytesDown = 0
+        /// Its forward's counters (a port forward's client; nil for a proxy's), bumped with `bytesUp` and
+        /// `bytesDown` and when its socket closes.
+        var stats: ForwardStats?
         /// How much one read from the client may take: 4 KiB at first, doubled each time a read fills it,
         /// up to 64 KiB. A client that sends a little never makes its connection's send buffer grow.
         var readSize = 4096
@@ -175,6 +181,7 @@ extension Forwarder {
             listener.poll.pointee.data = Unmanaged.passUnretained(listener).toOpaque()
             startAccepting(listener)
             listeners.append(listener)
+            if let stats = listener.stats { forwardStats.append(stats) }
         }
     }
 
@@ -257,11 +264,15 @@ extension Forwarder {
             acceptProxyClient(client, proxy, now: now)
             return
         }
+        // Counted until its socket closes (`closed`), whatever happens to it.
+        client.stats = listener.stats
+        listener.stats?.opened += 1
         if let name = forward.destinationName {
             acceptNamedForwardClient(client, forward, name, now: now)
             return
         }
         guard admits("client of \(forward.description)", to: forward.destination, now: now) else {
+            listener.stats?.refused += 1
             closeReset(client.handle)
             return
         }
@@ -269,6 +280,7 @@ extension Forwarder {
         guard let id = core.connect(to: forward.destination, port: forward.destinationPort, now: now) else {
             let why = core.hasRoute(to: forward.destination) ? "no source address of its family, or no free port" : "no peer's AllowedIPs hold it"
             logger.error("cannot open a connection to \(forward.destination) port \(forward.destinationPort): \(why)")
+            listener.stats?.refused += 1
             closeReset(client.handle)
             return
         }
@@ -334,6 +346,7 @@ extension Forwarder {
             if nread >= client.readSize && client.readSize < 65_536 { client.readSize *= 2 }
             connection.commitSend(nread)
             client.bytesUp += nread
+            client.stats?.bytesSent += nread
             core.touched(client.id)
             if connection.writableBytes == 0 { stopReading(client) }
         } else if nread == Int(UV_ENOBUFS.rawValue) {
@@ -426,6 +439,7 @@ extension Forwarder {
             if n > 0 {
                 connection.consume(n)
                 client.bytesDown += n
+                client.stats?.bytesReceived += n
                 core.touched(client.id)
                 if n == readable.count { continue }
             } else if n != Int(UV_EAGAIN.rawValue) && n != 0 {
@@ -442,6 +456,7 @@ extension Forwarder {
             pending.copyMemory(from: UnsafeRawBufferPointer(rebasing: chunk[0..<m]))
             connection.consume(m)
             client.bytesDown += m
+            client.stats?.bytesReceived += m
             core.touched(client.id)
             var out = uv_buf_init(pending.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(m))
             client.writePending = true
@@ -502,6 +517,9 @@ extension Forwarder {
             logger.debug("connection \(client.id): \(reason) after \((seconds * 1000).rounded() / 1000) s, \(client.bytesUp) bytes up, \(client.bytesDown) bytes down\(tcp)")
         }
         if owned {
+            let stats = core.connection(client.id).stats
+            departedRetransmissions += stats.retransmittedSegments
+            departedTimeouts += stats.timeouts
             clients[client.id] = nil
             core.release(client.id)
         }
@@ -517,6 +535,8 @@ extension Forwarder {
     }
 
     static let closed: uv_close_cb = { handle in
-        Unmanaged<Client>.fromOpaque(handle!.pointee.data).release()
+        let client = Unmanaged<Client>.fromOpaque(handle!.pointee.data)
+        client.takeUnretainedValue().stats?.closed += 1
+        client.release()
     }
 }

@@ -24,10 +24,12 @@ extension Forwarder {
         let forward: UDPForward
         unowned let forwarder: Forwarder
         var index: Int32 = -1
+        let stats: ForwardStats
 
         init(forward: UDPForward, forwarder: Forwarder) {
             self.forward = forward
             self.forwarder = forwarder
+            stats = ForwardStats(kind: .udp, description: forward.description)
         }
     }
 
@@ -69,6 +71,7 @@ extension Forwarder {
                 udpListenerByDestination[forward.destination] = udpListeners.count
             }
             udpListeners.append(listener)
+            forwardStats.append(listener.stats)
             logger.info("forwarding UDP \(forward.description)")
         }
     }
@@ -82,8 +85,11 @@ extension Forwarder {
         let payload = UnsafeRawBufferPointer(rebasing: udpBuffer[0..<length])
         if core.sendDatagram(from: port, to: listener.forward.destination, payload: payload) {
             datagramsForwarded += 1
+            listener.stats.datagramsSent += 1
+            listener.stats.bytesSent += length
         } else {
             datagramsDropped += 1
+            listener.stats.refused += 1
             logger.debug("UDP datagram of \(length) bytes from \(client) dropped: larger than the tunnel MTU allows, or the queue is full")
         }
     }
@@ -123,8 +129,11 @@ extension Forwarder {
             }
             if rc < 0 {
                 datagramsDropped += 1
+                udpListeners[index].stats.refused += 1
             } else {
                 datagramsReturned += 1
+                udpListeners[index].stats.datagramsReceived += 1
+                udpListeners[index].stats.bytesReceived += d.payload.count
             }
         }
     }

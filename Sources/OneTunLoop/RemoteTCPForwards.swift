@@ -22,13 +22,17 @@ extension Forwarder {
                 acceptRemoteSocks(id, now: now)
                 continue
             }
-            guard !shuttingDown, var destination = remoteTCP[connection.localPort]?.destination,
+            let forward = remoteTCP[connection.localPort]
+            guard !shuttingDown, var destination = forward?.destination,
                 underLimit("connection from the tunnel to port \(connection.localPort)", now: now)
             else {
+                forward?.stats?.refused += 1
                 core.release(id)
                 continue
             }
             let client = Client(forwarder: self, forward: -1, now: now)
+            client.stats = forward?.stats
+            forward?.stats?.opened += 1
             client.id = id
             client.connected = false
             uv_tcp_init(driver.loop, client.handle)

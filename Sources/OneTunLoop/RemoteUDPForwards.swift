@@ -19,6 +19,8 @@ extension Forwarder {
         let key: RemoteFlowKey
         unowned let forwarder: Forwarder
         var lastUsed: Instant
+        /// Its forward's counters.
+        var stats: ForwardStats?
         /// Neighbours in the forwarder's recency list: `older` towards the least recently used.
         var newer: RemoteFlow?
         weak var older: RemoteFlow?
@@ -71,9 +73,11 @@ extension Forwarder {
             if remoteFlows.count >= Self.maximumRemoteFlows, let oldest = flowList.oldest { closeFlow(oldest) }
             guard underLimit("remote UDP flow from \(remote)", now: now) else {
                 datagramsDropped += 1
+                forward.stats?.refused += 1
                 return
             }
             let made = RemoteFlow(key: key, forwarder: self, now: now)
+            made.stats = forward.stats
             var destination = forward.destination
             var rc = uv_udp_init_ex(driver.loop, made.handle, UInt32(destination.ss_family))
             guard rc == 0 else {
@@ -103,12 +107,16 @@ extension Forwarder {
                         f.flowList.touch(flow)
                         if f.core.sendDatagram(from: flow.key.port, to: flow.key.remote, payload: UnsafeRawBufferPointer(rebasing: f.udpBuffer[0..<nread])) {
                             f.datagramsReturned += 1
+                            flow.stats?.datagramsSent += 1
+                            flow.stats?.bytesSent += nread
                         } else {
                             f.datagramsDropped += 1
+                            flow.stats?.refused += 1
                         }
                     })
             }
             remoteFlows[key] = made
+            made.stats?.opened += 1
             flowList.append(made)
             armFlowExpiry()
             guard rc == 0 else {
@@ -124,8 +132,11 @@ extension Forwarder {
         var buf = datagramBuffer(payload)
         if uv_udp_try_send(flow!.handle, &buf, 1, nil) < 0 {
             datagramsDropped += 1
+            forward.stats?.refused += 1
         } else {
             datagramsForwarded += 1
+            forward.stats?.datagramsReceived += 1
+            forward.stats?.bytesReceived += payload.count
         }
     }
 
@@ -154,6 +165,7 @@ extension Forwarder {
     }
 
     func closeFlow(_ flow: RemoteFlow) {
+        flow.stats?.closed += 1
         remoteFlows[flow.key] = nil
         flowList.remove(flow)
         uv_udp_recv_stop(flow.handle)

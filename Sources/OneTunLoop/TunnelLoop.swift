@@ -275,6 +275,8 @@ public final class TunnelLoop {
     /// SIGINT or SIGTERM; the default stops the loop.
     public var onSignal: (() -> Void)?
     public var onStop: (() -> Void)?
+    /// Runs after each peer event is logged (the systemd notifier's STATUS= follows the handshakes).
+    public var onPeerEvent: ((PeerEvent) -> Void)?
 
     public init(core: DatagramCore, logger: Logger) {
         self.core = core
@@ -767,7 +769,10 @@ public final class TunnelLoop {
             if count < Self.batch { break }
         }
         if budget <= 0 { moreWork = true }
-        while let event = core.pollPeerEvent() { report(event) }
+        while let event = core.pollPeerEvent() {
+            report(event)
+            onPeerEvent?(event)
+        }
         if endpointName != nil, core.handshakeProblem != nil, !resolving, now.since(lastResolve) >= Self.resolveInterval {
             resolveEndpoint(now)
         }

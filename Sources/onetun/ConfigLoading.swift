@@ -18,7 +18,7 @@ struct FileSettings {
         "max-buffer-memory": "ONETUN_MAX_BUFFER_MEMORY", "udp-timeout": "ONETUN_UDP_TIMEOUT",
         "listen-port": "ONETUN_LISTEN_PORT", "socks5": "ONETUN_SOCKS5", "proxy-auth": "ONETUN_PROXY_AUTH",
         "dns": "ONETUN_DNS", "http-proxy": "ONETUN_HTTP_PROXY",
-        "remote-socks5": "ONETUN_REMOTE_SOCKS5",
+        "remote-socks5": "ONETUN_REMOTE_SOCKS5", "metrics": "ONETUN_METRICS", "log-format": "ONETUN_LOG_FORMAT",
     ]
 
     let config: ConfigFile

@@ -13,6 +13,11 @@ struct OneTunCommand: ParsableCommand {
         discussion: """
             Keys, as wg(8) makes them: 'onetun genkey' prints a new private key, 'onetun pubkey' reads a \
             private key on standard input and prints its public key, 'onetun genpsk' prints a new preshared key.
+
+            Signals: SIGINT and SIGTERM reset the open connections and exit; SIGUSR1 logs a status report \
+            shaped like 'wg show' (peers, handshakes, transfer, each forward's connections and bytes). Under \
+            systemd (NOTIFY_SOCKET) onetun says READY=1 once its listeners are bound, its handshake state as \
+            STATUS=, STOPPING=1 at the end, and pings WATCHDOG=1 every WATCHDOG_USEC/2.
             """,
         version: OneTunCommand.version
     )
@@ -111,6 +116,16 @@ struct OneTunCommand: ParsableCommand {
         "One connection through the tunnel over standard input and output, then exit (ssh's ProxyCommand: --stdio %h:%p). Logs go to standard error, at warn unless --log says otherwise.",
         valueName: "host:port"))
     var stdio: String?
+
+    @Option(help: ArgumentHelp(
+        "Serve /metrics (Prometheus text format), /readyz and /healthz over HTTP on this address (ONETUN_METRICS; [OneTun] metrics = in a file), default host 127.0.0.1.",
+        valueName: "[host:]port"))
+    var metrics: String?
+
+    @Option(help: ArgumentHelp(
+        "Log lines as text (the default) or as one JSON object per line: time, level, label, message, metadata (ONETUN_LOG_FORMAT).",
+        valueName: "text|json"))
+    var logFormat: String?
 
     @Option(help: "Check the tunnel: send ICMP echo requests to this address inside it and print the replies.")
     var ping: String?

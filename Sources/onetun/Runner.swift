@@ -11,10 +11,19 @@ struct Runner {
 
     func run() throws -> Int32 {
         let level = settings.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        switch settings.logFormat {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         let logger = Logger(label: "onetun")
         for warning in settings.warnings { logger.warning("\(warning)") }
@@ -114,6 +123,7 @@ struct Runner {
         }
         let loop = TunnelLoop(core: core, logger: logger)
         let forwarder = Forwarder(core: core, driver: loop, logger: logger)
+        let observability = Observability(core: core, forwarder: forwarder, loop: loop, logger: logger, startTime: Self.startTime)
         let descriptors = Self.raiseDescriptorLimit(logger)
         // Each connection or flow holds one descriptor; keep room for the listeners, the endpoint socket,
         // the capture file, the resolver and libuv's own.
@@ -194,6 +204,12 @@ struct Runner {
             try tunnel.start()
             stdio = tunnel
         }
+        if let metrics = settings.metrics {
+            try observability.serveMetrics(on: metrics.address, description: SocketAddress.describe(metrics.address))
+        }
+        observability.start()
+        // Every listener is bound: a client that connects now is accepted.
+        observability.notifySystemd()
         loop.run()
         if let failure = stdio?.failure {
             writeStandardError("onetun: --stdio: \(failure)\n")
@@ -201,6 +217,24 @@ struct Runner {
         }
         return 0
     }
+
+    /// Wall-clock seconds since the epoch when the process started (`process_start_time_seconds`):
+    /// /proc/self/stat's start time in clock ticks after boot, plus the boot time from /proc/stat; now, if
+    /// those cannot be read.
+    static let startTime: Double = {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let now = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        guard let stat = readTextFile("/proc/self/stat"), let close = stat.lastIndex(of: ")"),
+              let procStat = readTextFile("/proc/stat"),
+              let btimeLine = procStat.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }),
+              let boot = Double(btimeLine.dropFirst(6).trimmed())
+        else { return now }
+        // Fields after the command's closing parenthesis start at field 3 (state); starttime is field 22.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19, let ticks = Double(fields[19]) else { return now }
+        return boot + ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }()
 
     /// Raises the soft limit on open descriptors to the hard one (a service's connections each hold one)
     /// and returns the limit now in force.

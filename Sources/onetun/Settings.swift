@@ -44,6 +44,11 @@ struct Settings {
     /// `--remote-socks5 PORT`: a SOCKS5 server on our tunnel address for the peers, with these credentials.
     var remoteSocks5: UInt16?
     var remoteSocks5Credentials: ConfigFile.Credentials?
+    /// `--metrics [HOST:]PORT`: where `/metrics`, `/readyz` and `/healthz` are served, and as given.
+    var metrics: (address: sockaddr_storage, text: String)?
+    /// `--log-format`: text (swift-log's stream handler) or one JSON object per line.
+    enum LogFormat: String { case text, json }
+    var logFormat = LogFormat.text
 
     /// Refuses a destination outside the peer's AllowedIPs (from a configuration file): WireGuard would
     /// have no peer to send it to (wg's cryptokey routing), so every connection to it would fail.
@@ -477,6 +482,15 @@ struct Settings {
             }
             // Standard error is the only channel; what the user sees is ssh's, say: warnings only.
             if value(c.log, "ONETUN_LOG") == nil { logLevel = .warning }
+        }
+        if let text = value(c.metrics, "ONETUN_METRICS") {
+            metrics = (try Self.proxyAddress(text, option: "--metrics"), text)
+        }
+        if let text = value(c.logFormat, "ONETUN_LOG_FORMAT") {
+            guard let format = LogFormat(rawValue: text.lowercased()) else {
+                throw UsageError("--log-format: '\(text)' is not json or text")
+            }
+            logFormat = format
         }
         if let target = c.ping {
             guard let address = IPAddress(target) else { throw UsageError("--ping: '\(target)' is not an IP address") }

@@ -216,7 +216,8 @@
         PeerStatus(
             publicKey: peer.publicKey, endpoint: peer.endpoint, allowedIPs: allowedIPs.prefixes(of: peer.slot),
             persistentKeepaliveSeconds: peer.persistentKeepaliveSeconds, lastHandshake: peer.lastHandshake,
-            isEstablished: peer.isEstablished, handshakeProblem: peer.handshakeProblem, stats: peer.stats)
+            isEstablished: peer.isEstablished, handshakeProblem: peer.handshakeProblem, outageSince: peer.lostSince,
+            stats: peer.stats)
     }
 
     /// A fresh receiver index for `peer`, recorded in the table: random, and used by no other session or

@@ -291,6 +291,10 @@ public struct PeerStatus: Sendable, Equatable {
     public var isEstablished: Bool
     /// Why handshakes with it are failing while no session works; nil otherwise.
     public var handshakeProblem: HandshakeProblem?
+    /// While its session is lost (nothing authenticated came back for Keepalive-Timeout + Rekey-Timeout
+    /// after data went out) or expired with traffic waiting: the `now` of its last authenticated packet
+    /// before that. nil while sessions work, and after an idle expiry.
+    public var outageSince: Instant?
     /// Its counters: bytes and packets each way, handshakes, keepalives, its drops.
     public var stats: WireGuardStats
 }

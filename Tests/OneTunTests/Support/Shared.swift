@@ -63,6 +63,18 @@ final class OneTunPeer {
             privateKey: old.privateKey)
     }
 
+    /// Stops the peer's wireguard-go (its interface and addresses go with it) until `start`.
+    func stop() { peer.close() }
+
+    /// Starts the peer's wireguard-go again after `stop`, with the same keys, port and addresses; it has
+    /// forgotten every session.
+    func start() throws {
+        let old = peer
+        peer = try WireGuardGoPeer(
+            in: namespace, ourPublicKey: ourPublicKey, addresses: old.addresses, listenPort: old.listenPort,
+            privateKey: old.privateKey)
+    }
+
     /// onetun's arguments to reach this peer.
     var tunnelArguments: [String] {
         ["--private-key-file", privateKeyFile.path, "--endpoint-public-key", peer.publicKey,

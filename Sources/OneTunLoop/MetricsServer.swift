@@ -1,0 +1,241 @@
+import CUV
+import Glibc
+import Logging
+
+/// A small HTTP/1.1 server on the libuv loop for `/metrics` and the health endpoints: one request per
+/// connection (`Connection: close`), GET and HEAD only. It is bounded so it can never hurt the forwarder:
+/// at most `maxConnections` at once (one more is closed as soon as it is accepted), a request head of at
+/// most `maxHead` bytes (431 past it), `readTimeout` for the head to arrive. The answer is generated into
+/// one buffer and written with `uv_write`, which never blocks the loop; the connection closes once it is
+/// written (or when the time-out ends a client that does not read it).
+@_spi(OneTunInternals) public final class MetricsServer {
+    /// An answer for a path: status, content type, body; nil for 404.
+    public typealias Responder = (_ path: String) -> (status: Int, contentType: String, body: String)?
+
+    static let maxConnections = 16
+    static let maxHead = 8192
+    /// Milliseconds for the head to come and the answer to be taken.
+    static let readTimeout: UInt64 = 10_000
+
+    let loop: UnsafeMutablePointer<uv_loop_t>
+    let logger: Logger
+    let respond: Responder
+    let listener = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+    var connections: [ObjectIdentifier: Connection] = [:]
+    var closed = false
+    public private(set) var requests = 0
+    public private(set) var turnedAway = 0
+
+    final class Connection {
+        let handle = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+        let writeRequest = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
+        let head = UnsafeMutableRawBufferPointer.allocate(byteCount: MetricsServer.maxHead, alignment: 1)
+        var count = 0
+        var answer: UnsafeMutableRawBufferPointer?
+        var answering = false
+        var closing = false
+        /// Handles still to close (the socket and the timer) before the memory goes.
+        var open = 2
+        unowned let server: MetricsServer
+
+        init(server: MetricsServer) { self.server = server }
+
+        deinit {
+            handle.deallocate()
+            timer.deallocate()
+            writeRequest.deallocate()
+            head.deallocate()
+            answer?.deallocate()
+        }
+    }
+
+    public init(loop: UnsafeMutablePointer<uv_loop_t>, logger: Logger, respond: @escaping Responder) {
+        self.loop = loop
+        self.logger = logger
+        self.respond = respond
+    }
+
+    deinit { listener.deallocate() }
+
+    /// Binds and listens; throws naming the address when it cannot.
+    public func listen(on address: sockaddr_storage, description: String) throws(LoopError) {
+        uv_tcp_init(loop, listener)
+        listener.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        var address = address
+        var rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_bind(listener, $0, 0) } }
+        if rc == 0 {
+            rc = uv_listen(UnsafeMutableRawPointer(listener).assumingMemoryBound(to: uv_stream_t.self), Int32(Self.maxConnections)) { server, status in
+                guard status == 0 else { return }
+                Unmanaged<MetricsServer>.fromOpaque(server!.pointee.data).takeUnretainedValue().accept()
+            }
+        }
+        guard rc == 0 else {
+            uv_close(UnsafeMutableRawPointer(listener).assumingMemoryBound(to: uv_handle_t.self), nil)
+            closed = true
+            throw LoopError("cannot serve metrics on \(description): \(String(cString: uv_strerror(rc)))")
+        }
+        logger.info("serving /metrics, /readyz and /healthz on http://\(description)")
+    }
+
+    /// Stops listening and closes every connection (the loop ends once they are closed).
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        uv_close(UnsafeMutableRawPointer(listener).assumingMemoryBound(to: uv_handle_t.self), nil)
+        for connection in Array(connections.values) { finish(connection) }
+    }
+
+    func accept() {
+        let connection = Connection(server: self)
+        uv_tcp_init(loop, connection.handle)
+        uv_timer_init(loop, connection.timer)
+        let retained = Unmanaged.passRetained(connection).toOpaque()
+        connection.handle.pointee.data = retained
+        connection.timer.pointee.data = retained
+        guard uv_accept(stream(listener), stream(connection.handle)) == 0 else {
+            release(connection)
+            return
+        }
+        guard !closed, connections.count < Self.maxConnections else {
+            turnedAway += 1
+            release(connection)
+            return
+        }
+        connections[ObjectIdentifier(connection)] = connection
+        uv_timer_start(connection.timer, { timer in
+            let connection = Unmanaged<Connection>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+            connection.server.finish(connection)
+        }, Self.readTimeout, 0)
+        uv_read_start(
+            stream(connection.handle),
+            { handle, _, buf in
+                let connection = Unmanaged<Connection>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                let room = MetricsServer.maxHead - connection.count
+                buf!.pointee = uv_buf_init(
+                    room > 0 ? (connection.head.baseAddress! + connection.count).assumingMemoryBound(to: CChar.self) : nil, UInt32(room))
+            },
+            { handle, nread, _ in
+                let connection = Unmanaged<Connection>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                connection.server.read(connection, nread)
+            })
+    }
+
+    /// Closes a connection that never got into the table.
+    func release(_ connection: Connection) {
+        connection.closing = true
+        closeHandles(connection)
+    }
+
+    func read(_ connection: Connection, _ nread: Int) {
+        guard !connection.answering, !connection.closing else { return }
+        if nread == Int(UV_ENOBUFS.rawValue) {
+            answer(connection, 431, "text/plain; charset=utf-8", "request head too large\n", head: false)
+            return
+        }
+        guard nread > 0 else {
+            if nread < 0 { finish(connection) }
+            return
+        }
+        connection.count += nread
+        let bytes = UnsafeRawBufferPointer(rebasing: connection.head[0..<connection.count])
+        guard let end = Self.endOfHead(bytes) else {
+            if connection.count >= Self.maxHead { answer(connection, 431, "text/plain; charset=utf-8", "request head too large\n", head: false) }
+            return
+        }
+        requests += 1
+        let request = Self.parseRequestLine(UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
+        switch request {
+        case nil:
+            answer(connection, 400, "text/plain; charset=utf-8", "bad request\n", head: false)
+        case let (method, path)? where method != "GET" && method != "HEAD":
+            _ = path
+            answer(connection, 405, "text/plain; charset=utf-8", "only GET and HEAD\n", head: false, extra: "Allow: GET, HEAD\r\n")
+        case let (method, path)?:
+            if let (status, type, body) = respond(path) {
+                answer(connection, status, type, body, head: method == "HEAD")
+            } else {
+                answer(connection, 404, "text/plain; charset=utf-8", "not found: /metrics, /readyz, /healthz\n", head: method == "HEAD")
+            }
+        }
+    }
+
+    /// Where the head ends (after its blank line), if it has.
+    static func endOfHead(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "\n") {
+                if i + 1 < bytes.count && bytes[i + 1] == UInt8(ascii: "\n") { return i + 2 }
+                if i + 2 < bytes.count && bytes[i + 1] == UInt8(ascii: "\r") && bytes[i + 2] == UInt8(ascii: "\n") { return i + 3 }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// "METHOD SP request-target SP HTTP/1.x": the method and the target's path (its query dropped).
+    static func parseRequestLine(_ head: UnsafeRawBufferPointer) -> (method: String, path: String)? {
+        guard let lineEnd = head.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
+        var line = String(decoding: head[0..<lineEnd], as: UTF8.self)
+        if line.hasSuffix("\r") { line.removeLast() }
+        let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, parts[2].hasPrefix("HTTP/1."), parts[1].hasPrefix("/") else { return nil }
+        let path = parts[1].split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        return (String(parts[0]), String(path))
+    }
+
+    static func reason(_ status: Int) -> String {
+        switch status {
+        case 200: "OK"
+        case 400: "Bad Request"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 431: "Request Header Fields Too Large"
+        case 503: "Service Unavailable"
+        default: "Status"
+        }
+    }
+
+    /// Writes the whole answer (one buffer, one uv_write) and closes once it is written.
+    func answer(_ connection: Connection, _ status: Int, _ type: String, _ body: String, head: Bool, extra: String = "") {
+        connection.answering = true
+        uv_read_stop(stream(connection.handle))
+        let bodyLength = body.utf8.count
+        var text = "HTTP/1.1 \(status) \(Self.reason(status))\r\nContent-Type: \(type)\r\nContent-Length: \(bodyLength)\r\n\(extra)Connection: close\r\n\r\n"
+        if !head { text += body }
+        let count = text.utf8.count
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 1)
+        _ = buffer.initializeMemory(as: UInt8.self, from: text.utf8)
+        connection.answer = buffer
+        var buf = uv_buf_init(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(count))
+        connection.writeRequest.pointee.data = connection.handle.pointee.data
+        let rc = uv_write(connection.writeRequest, stream(connection.handle), &buf, 1) { request, _ in
+            let connection = Unmanaged<Connection>.fromOpaque(request!.pointee.data).takeUnretainedValue()
+            connection.server.finish(connection)
+        }
+        if rc != 0 { finish(connection) }
+    }
+
+    func finish(_ connection: Connection) {
+        guard !connection.closing else { return }
+        connection.closing = true
+        connections[ObjectIdentifier(connection)] = nil
+        closeHandles(connection)
+    }
+
+    func closeHandles(_ connection: Connection) {
+        uv_timer_stop(connection.timer)
+        let closedOne: uv_close_cb = { handle in
+            let unmanaged = Unmanaged<Connection>.fromOpaque(handle!.pointee.data)
+            let connection = unmanaged.takeUnretainedValue()
+            connection.open -= 1
+            if connection.open == 0 { unmanaged.release() }
+        }
+        uv_close(UnsafeMutableRawPointer(connection.handle).assumingMemoryBound(to: uv_handle_t.self), closedOne)
+        uv_close(UnsafeMutableRawPointer(connection.timer).assumingMemoryBound(to: uv_handle_t.self), closedOne)
+    }
+
+    @inline(__always) func stream(_ p: UnsafeMutablePointer<uv_tcp_t>) -> UnsafeMutablePointer<uv_stream_t> {
+        UnsafeMutableRawPointer(p).assumingMemoryBound(to: uv_stream_t.self)
+    }
+}
