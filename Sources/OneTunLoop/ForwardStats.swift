@@ -4,11 +4,11 @@
 /// "Sent" is towards the tunnel (what a local client or a remote forward's local connection wrote, and
 /// the forward passed on to the peer), "received" out of it. Connections: a TCP forward's clients
 /// accepted on its listener (refused ones included: they are accepted, then reset) and closed; a remote
-/// TCP forward's connections from the tunnel; a remote UDP forward's flows. A local UDP forward has no
-/// connections, only datagrams.
+/// TCP forward's connections from the tunnel; a remote UDP forward's flows; a proxy's clients (refused: over
+/// the limit, or told their destination could not be reached). A local UDP forward has no connections, only datagrams.
 public final class ForwardStats {
     public enum Kind: String, Sendable {
-        case tcp = "TCP", udp = "UDP", remoteTCP = "remote TCP", remoteUDP = "remote UDP"
+        case tcp = "TCP", udp = "UDP", remoteTCP = "remote TCP", remoteUDP = "remote UDP", proxy = "proxy"
     }
 
     public let kind: Kind

@@ -42,7 +42,7 @@ extension Forwarder {
         let proxy: ProxyListen?
         unowned let forwarder: Forwarder
         var paused = false
-        /// A port forward's counters; nil for a proxy.
+        /// The forward's (or proxy's) counters.
         let stats: ForwardStats?
 
         init(fd: Int32, forward: TCPForward, index: Int, proxy: ProxyListen? = nil, forwarder: Forwarder) {
@@ -51,7 +51,7 @@ extension Forwarder {
             self.index = index
             self.proxy = proxy
             self.forwarder = forwarder
-            stats = proxy == nil ? ForwardStats(kind: .tcp, description: forward.description) : nil
+            stats = ForwardStats(kind: proxy == nil ? .tcp : .proxy, description: forward.description)
         }
     }
 
@@ -260,13 +260,13 @@ extension Forwarder {
             uv_close(handle(client.handle), Self.closed)
             return
         }
+        // Counted until its socket closes (`closed`), whatever happens to it.
+        client.stats = listener.stats
+        listener.stats?.opened += 1
         if let proxy = listener.proxy {
             acceptProxyClient(client, proxy, now: now)
             return
         }
-        // Counted until its socket closes (`closed`), whatever happens to it.
-        client.stats = listener.stats
-        listener.stats?.opened += 1
         if let name = forward.destinationName {
             acceptNamedForwardClient(client, forward, name, now: now)
             return

@@ -205,7 +205,7 @@ import Logging
         let connected = forwards.filter(\.hasConnections)
         out.family(
             "onetun_forward_open_connections", .gauge,
-            help: "Connections open: a TCP forward's clients, a remote TCP forward's connections, a remote UDP forward's flows.", connected
+            help: "Connections open: a TCP forward's or a proxy's clients, a remote TCP forward's connections, a remote UDP forward's flows.", connected
         ) { (name($0), $0.open) }
         out.family("onetun_forward_connections_total", .counter, help: "Connections (or remote UDP flows) since start, refused ones included.", connected) {
             (name($0), $0.opened)

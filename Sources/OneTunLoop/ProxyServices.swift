@@ -99,6 +99,7 @@ extension Forwarder {
     /// A proxy's new client: counted against the connection limit, then its handshake is read.
     func acceptProxyClient(_ client: Client, _ proxy: ProxyListen, now: Instant) {
         guard underLimit("client of the proxy on \(proxy.description)", now: now) else {
+            client.stats?.refused += 1
             closeReset(client.handle)
             return
         }
@@ -450,6 +451,7 @@ extension Forwarder {
         if let head = client.head {
             let offset = copyToSendBuffer(connection, UnsafeRawBufferPointer(rebasing: head[0..<client.headCount]))
             client.bytesUp += offset
+            client.stats?.bytesSent += offset
             // A fresh connection's send buffer takes a handshake buffer's worth at once.
             assert(offset == client.headCount)
             head.deallocate()
@@ -470,6 +472,7 @@ extension Forwarder {
     /// Tells the client why its request failed (a SOCKS5 reply), then closes it.
     func proxyFailed(_ client: Client, _ code: Socks5ReplyCode, _ why: String, http: HTTPUpstreamFailure? = nil) {
         guard !client.closing else { return }
+        client.stats?.refused += 1
         if case .forwardResolving = client.proxy {
             if let held = connectTimeoutWarnings.allow(TunnelLoop.now()) {
                 logger.warning("client of the forward to \(client.target) reset: \(why)\(Throttle.note(held))")
