@@ -559,13 +559,8 @@ final class SocksAssociation {
     var clientAddress: UDPEndpoint?
     /// The virtual port its datagrams leave the tunnel address from.
     var port: UInt16 = 0
-    /// Names already resolved for it, and datagrams waiting for a name (a few, then dropped).
-    var names: [String: IPAddress] = [:]
-    var waiting: [(name: String, port: UInt16, payload: [UInt8])] = []
-    var resolving: Set<String> = []
+    var names = AssociationNames()
     var closed = false
-    static let maximumWaiting = 64
-    static let maximumNames = 256
 
     init(forwarder: Forwarder, control: Forwarder.Client, clientIP: IPAddress, statedPort: UInt16) {
         self.forwarder = forwarder
@@ -575,6 +570,41 @@ final class SocksAssociation {
     }
 
     deinit { handle.deallocate() }
+}
+
+/// The names a SOCKS5 UDP association's datagrams are addressed to (in either direction): those already
+/// resolved, and datagrams waiting for a name being resolved (a few, then dropped).
+struct AssociationNames {
+    private var known: [String: IPAddress] = [:]
+    private var waiting: [(name: String, port: UInt16, payload: [UInt8])] = []
+    private var resolving: Set<String> = []
+    static let maximumWaiting = 64
+    static let maximumNames = 256
+
+    enum Route {
+        case known(IPAddress)
+        /// Kept until the name is known; `resolve` for the first datagram to it.
+        case waiting(resolve: Bool)
+        /// Too many datagrams waiting, or too many names.
+        case dropped
+    }
+
+    /// A datagram to `name`: its address if known, else it waits (copied) for the name's answer.
+    mutating func route(_ name: String, port: UInt16, payload: UnsafeRawBufferPointer) -> Route {
+        if let address = known[name] { return .known(address) }
+        guard waiting.count < Self.maximumWaiting, known.count < Self.maximumNames else { return .dropped }
+        waiting.append((name, port, Array(payload)))
+        return .waiting(resolve: resolving.insert(name).inserted)
+    }
+
+    /// `name`'s answer (nil: it did not resolve): remembered, and the datagrams that waited for it.
+    mutating func answer(_ name: String, _ address: IPAddress?) -> [(port: UInt16, payload: [UInt8])] {
+        resolving.remove(name)
+        if let address { known[name] = address }
+        let ready = waiting.filter { $0.name == name }.map { (port: $0.port, payload: $0.payload) }
+        waiting.removeAll { $0.name == name }
+        return ready
+    }
 }
 
 extension Forwarder {
@@ -672,17 +702,11 @@ extension Forwarder {
         case .address(let address, let port):
             sendAssociated(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
         case .name(let name, let port):
-            if let address = association.names[name] {
-                sendAssociated(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
-                return
+            switch association.names.route(name, port: port, payload: datagram.payload) {
+            case .known(let address): sendAssociated(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
+            case .waiting(let resolve): if resolve { resolveForAssociation(association, name) }
+            case .dropped: socksDatagramsDropped += 1
             }
-            guard association.waiting.count < SocksAssociation.maximumWaiting, association.names.count < SocksAssociation.maximumNames else {
-                socksDatagramsDropped += 1
-                return
-            }
-            association.waiting.append((name, port, Array(datagram.payload)))
-            guard association.resolving.insert(name).inserted else { return }
-            resolveForAssociation(association, name)
         }
     }
 
@@ -703,11 +727,8 @@ extension Forwarder {
     /// machine; the datagrams waiting for it go once it is known.
     func resolveForAssociation(_ association: SocksAssociation, _ name: String) {
         let done: (IPAddress?) -> Void = { [unowned self] address in
-            association.resolving.remove(name)
             guard !association.closed else { return }
-            if let address { association.names[name] = address }
-            let ready = association.waiting.filter { $0.name == name }
-            association.waiting.removeAll { $0.name == name }
+            let ready = association.names.answer(name, address)
             for item in ready {
                 guard let address else {
                     socksDatagramsDropped += 1

@@ -262,25 +262,22 @@ extension Forwarder {
         case .address(let address, let port):
             sendFromTunnelAssociation(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
         case .name(let name, let port):
-            if let address = association.names[name] {
+            switch association.names.route(name, port: port, payload: datagram.payload) {
+            case .known(let address):
                 sendFromTunnelAssociation(association, to: UDPEndpoint(address: address, port: port), datagram.payload)
                 return
-            }
-            guard association.waiting.count < SocksAssociation.maximumWaiting, association.names.count < SocksAssociation.maximumNames else {
+            case .waiting(let resolve):
+                if !resolve { return }
+            case .dropped:
                 socksDatagramsDropped += 1
                 return
             }
-            association.waiting.append((name, port, Array(datagram.payload)))
-            guard association.resolving.insert(name).inserted else { return }
             // Names resolve on this machine, as the destinations of CONNECT from the tunnel do; an IPv4
             // address first (a host may have AAAA records and no IPv6 route).
             resolveHere(name, socketType: SOCK_DGRAM) { [unowned self] addresses in
-                association.resolving.remove(name)
                 guard !association.closed else { return }
                 let address = addresses.first(where: \.isV4) ?? addresses.first
-                if let address { association.names[name] = address }
-                let ready = association.waiting.filter { $0.name == name }
-                association.waiting.removeAll { $0.name == name }
+                let ready = association.names.answer(name, address)
                 for item in ready {
                     guard let address else {
                         socksDatagramsDropped += 1
@@ -393,10 +390,7 @@ final class TunnelSocksAssociation {
     var clientPort: UInt16?
     /// IPv4 and IPv6 sockets towards destinations.
     var sockets: [UnsafeMutablePointer<uv_udp_t>?] = [nil, nil]
-    /// Names already resolved for it, and datagrams waiting for a name (a few, then dropped).
-    var names: [String: IPAddress] = [:]
-    var waiting: [(name: String, port: UInt16, payload: [UInt8])] = []
-    var resolving: Set<String> = []
+    var names = AssociationNames()
     var closed = false
 
     init(forwarder: Forwarder, relayPort: UInt16, clientIP: IPAddress, statedPort: UInt16) {
