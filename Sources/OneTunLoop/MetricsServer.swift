@@ -1,6 +1,7 @@
 import CUV
 import Glibc
 import Logging
+import OneTunCore
 
 /// A small HTTP/1.1 server on the libuv loop for `/metrics` and the health endpoints: one request per
 /// connection (`Connection: close`), GET and HEAD only. It is bounded so it can never hurt the forwarder:
@@ -139,19 +140,18 @@ import Logging
         }
         connection.count += nread
         let bytes = UnsafeRawBufferPointer(rebasing: connection.head[0..<connection.count])
-        guard let end = Self.endOfHead(bytes) else {
+        let request = Self.parseRequest(bytes)
+        if request == .incomplete {
             if connection.count >= Self.maxHead { answer(connection, 431, "text/plain; charset=utf-8", "request head too large\n", head: false) }
             return
         }
         requests += 1
-        let request = Self.parseRequestLine(UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
         switch request {
-        case nil:
+        case nil, .incomplete?:
             answer(connection, 400, "text/plain; charset=utf-8", "bad request\n", head: false)
-        case let (method, path)? where method != "GET" && method != "HEAD":
-            _ = path
+        case .request(let method, _)? where method != "GET" && method != "HEAD":
             answer(connection, 405, "text/plain; charset=utf-8", "only GET and HEAD\n", head: false, extra: "Allow: GET, HEAD\r\n")
-        case let (method, path)?:
+        case .request(let method, let path)?:
             if let (status, type, body) = respond(path) {
                 answer(connection, status, type, body, head: method == "HEAD")
             } else {
@@ -160,28 +160,27 @@ import Logging
         }
     }
 
-    /// Where the head ends (after its blank line), if it has.
-    static func endOfHead(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        var i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "\n") {
-                if i + 1 < bytes.count && bytes[i + 1] == UInt8(ascii: "\n") { return i + 2 }
-                if i + 2 < bytes.count && bytes[i + 1] == UInt8(ascii: "\r") && bytes[i + 2] == UInt8(ascii: "\n") { return i + 3 }
-            }
-            i += 1
-        }
-        return nil
+    /// What a request head asks for, through the core's request-head parser (the HTTP proxy's, fuzzed):
+    /// `.incomplete` until its empty line has come; nil for a malformed head; else the method and the
+    /// target's path (its query dropped; a target that is not a path is malformed here).
+    enum Request: Equatable {
+        case incomplete
+        case request(method: String, path: String)
     }
 
-    /// "METHOD SP request-target SP HTTP/1.x": the method and the target's path (its query dropped).
-    static func parseRequestLine(_ head: UnsafeRawBufferPointer) -> (method: String, path: String)? {
-        guard let lineEnd = head.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
-        var line = String(decoding: head[0..<lineEnd], as: UTF8.self)
-        if line.hasSuffix("\r") { line.removeLast() }
-        let parts = line.split(separator: " ", omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, parts[2].hasPrefix("HTTP/1."), parts[1].hasPrefix("/") else { return nil }
-        let path = parts[1].split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
-        return (String(parts[0]), String(path))
+    static func parseRequest(_ bytes: UnsafeRawBufferPointer) -> Request? {
+        let head: HTTPRequestHead
+        do {
+            head = try HTTPRequestHead(validating: bytes)
+        } catch .incomplete {
+            return .incomplete
+        } catch {
+            return nil
+        }
+        let target = head.targetString
+        guard target.hasPrefix("/") else { return nil }
+        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        return .request(method: head.methodString, path: String(path))
     }
 
     static func reason(_ status: Int) -> String {

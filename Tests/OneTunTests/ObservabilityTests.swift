@@ -315,17 +315,16 @@ import Testing
     }
 
     @Test func requestLinesAreParsed() {
-        func parse(_ text: String) -> (String, String)? {
-            Array(text.utf8).withUnsafeBytes { MetricsServer.parseRequestLine($0) }.map { ($0.method, $0.path) }
+        func parse(_ text: String) -> MetricsServer.Request? {
+            Array(text.utf8).withUnsafeBytes { MetricsServer.parseRequest($0) }
         }
-        #expect(parse("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")! == ("GET", "/metrics"))
-        #expect(parse("HEAD /readyz?verbose=1 HTTP/1.0\n\n")! == ("HEAD", "/readyz"))
+        #expect(parse("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == .request(method: "GET", path: "/metrics"))
+        #expect(parse("HEAD /readyz?verbose=1 HTTP/1.0\n\n") == .request(method: "HEAD", path: "/readyz"))
+        #expect(parse("GET / HTTP/1.1\r\nA: b\r\n\r\nrest") == .request(method: "GET", path: "/"))
+        #expect(parse("GET / HTTP/1.1\r\n") == .incomplete)
         #expect(parse("GET  /metrics HTTP/1.1\r\n\r\n") == nil)
         #expect(parse("GET metrics HTTP/1.1\r\n\r\n") == nil)
         #expect(parse("GET /metrics SPDY/3\r\n\r\n") == nil)
-        let head = Array("GET / HTTP/1.1\r\nA: b\r\n\r\nrest".utf8)
-        #expect(head.withUnsafeBytes { MetricsServer.endOfHead($0) } == head.count - 4)
-        #expect(Array("GET / HTTP/1.1\r\n".utf8).withUnsafeBytes { MetricsServer.endOfHead($0) } == nil)
         #expect(Observability.bytes(1023) == "1023 B")
         #expect(Observability.bytes(4 << 20) == "4.00 MiB")
         #expect(Observability.bytes(1536) == "1.50 KiB")
