@@ -42,9 +42,11 @@ fuzz-build: deps
 fuzz: fuzz-build
 	bash fuzz/run.sh -s $(FUZZ_SECONDS)
 
-# Each target until FUZZ_LONG_RUNS executions or FUZZ_LONG_SECONDS, whichever comes first.
+# Each target until FUZZ_LONG_RUNS executions or FUZZ_LONG_SECONDS, whichever comes first (FUZZ_TARGETS:
+# a comma-separated subset).
+FUZZ_TARGETS ?=
 fuzz-long: fuzz-build
-	bash fuzz/run.sh -r $(FUZZ_LONG_RUNS) -s $(FUZZ_LONG_SECONDS)
+	bash fuzz/run.sh -r $(FUZZ_LONG_RUNS) -s $(FUZZ_LONG_SECONDS) $(if $(FUZZ_TARGETS),-t $(FUZZ_TARGETS))
 
 # Part of `make test`: the targets built the plain way (debug) must each execute inputs for a few seconds.
 fuzz-check: deps

@@ -5,21 +5,24 @@
 #   -b DIR  the binaries (default .build/release, what `make fuzz-build` makes)
 #   -w DIR  the working corpora, one directory per target, which libFuzzer grows (default corpus-run,
 #           kept between runs; the seeds in corpus/ are only copied from)
+#   -t LIST only these targets (comma-separated names), e.g. to run several instances side by side
 set -euo pipefail
 cd "$(dirname "$0")"
-seconds=60 runs=-1 bin=.build/release work=corpus-run
-while getopts s:r:b:w: opt; do
+seconds=60 runs=-1 bin=.build/release work=corpus-run only=
+while getopts s:r:b:w:t: opt; do
     case $opt in
         s) seconds=$OPTARG ;;
         r) runs=$OPTARG ;;
         b) bin=$OPTARG ;;
         w) work=$OPTARG ;;
+        t) only=,$OPTARG, ;;
         *) exit 2 ;;
     esac
 done
 export SWIFT_BACKTRACE=enable=no
 status=0
 for target in $(sed -n 's/^ *"\(Fuzz[A-Za-z0-9]*\)",$/\1/p' Package.swift); do
+    if [ -n "$only" ] && [[ "$only" != *",$target,"* ]]; then continue; fi
     mkdir -p "$work/$target"
     [ -d corpus/$target ] && cp -n corpus/$target/* "$work/$target"/ 2>/dev/null || true
     log=$(mktemp)
