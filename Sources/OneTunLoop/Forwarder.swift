@@ -92,6 +92,8 @@ public final class Forwarder {
     var socksAssociationOfPort: [UInt16: SocksAssociation] = [:]
     /// `--remote-socks5` UDP associations by their relay port in the tunnel (RemoteSocks5.swift).
     var tunnelAssociationOfPort: [UInt16: TunnelSocksAssociation] = [:]
+    /// `resolveHere`'s lookups in flight, cancelled at shutdown.
+    var resolvingHere: Set<UnsafeMutablePointer<uv_getaddrinfo_t>> = []
     lazy var socksUDPBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536 + 22, alignment: 16)
     public internal(set) var socksDatagramsDropped = 0
     /// Who waits for each name the tunnel's resolver works on.
@@ -235,6 +237,11 @@ public final class Forwarder {
         for client in Array(proxyClients.values) { teardown(client, reset: false, reason: "shutting down") }
         if let stdio, !stdio.finished { stdio.fail("interrupted") }
         for flow in Array(remoteFlows.values) { closeFlow(flow) }
+        // One already running on libuv's thread pool cannot be cancelled and would hold the loop for the
+        // resolver's time-out: the loop then ends with this iteration.
+        for request in resolvingHere where uv_cancel(UnsafeMutableRawPointer(request).assumingMemoryBound(to: uv_req_t.self)) != 0 {
+            uv_stop(driver.loop)
+        }
         negotiating = []
         for case let timer? in [trimTimer, acceptRetryTimer, flowTimer, negotiationTimer, shutdownTimer] {
             uv_timer_stop(timer)

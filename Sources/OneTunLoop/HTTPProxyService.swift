@@ -145,10 +145,7 @@ extension Forwarder {
     /// Lets go of the upstream connection (its events would be taken for the next one's).
     func closeUpstream(_ client: Client) {
         guard client.id >= 0 else { return }
-        if client.id < clients.count, clients[client.id] === client {
-            clients[client.id] = nil
-            core.release(client.id)
-        }
+        if client.id < clients.count, clients[client.id] === client { releaseConnection(client) }
         client.id = -1
         client.upstreamEndReported = false
         client.passOwed = 0

@@ -74,7 +74,7 @@ extension Forwarder {
         var pending: UnsafeMutableRawBufferPointer?
         var bytesUp = 0
         var bytesDown = 0
-        /// Its forward's counters (a port forward's client; nil for a proxy's), bumped with `bytesUp` and
+        /// Its forward's counters (a port forward's client; a proxy's too), bumped with `bytesUp` and
         /// `bytesDown` and when its socket closes.
         var stats: ForwardStats?
         /// How much one read from the client may take: 4 KiB at first, doubled each time a read fills it,
@@ -516,16 +516,20 @@ extension Forwarder {
             let seconds = Double(TunnelLoop.now().since(client.opened)) / 1e9
             logger.debug("connection \(client.id): \(reason) after \((seconds * 1000).rounded() / 1000) s, \(client.bytesUp) bytes up, \(client.bytesDown) bytes down\(tcp)")
         }
-        if owned {
-            let stats = core.connection(client.id).stats
-            departedRetransmissions += stats.retransmittedSegments
-            departedTimeouts += stats.timeouts
-            clients[client.id] = nil
-            core.release(client.id)
-        }
+        if owned { releaseConnection(client) }
         connectionsClosed += 1
         closedSinceTrim += 1
         if listeners.contains(where: { $0.paused }) { resumeAccepting() }
+    }
+
+    /// Lets go of the client's connection in the tunnel (it must hold it), keeping its retransmissions
+    /// and time-outs in the totals `/metrics` reports (counters never go down).
+    func releaseConnection(_ client: Client) {
+        let stats = core.connection(client.id).stats
+        departedRetransmissions += stats.retransmittedSegments
+        departedTimeouts += stats.timeouts
+        clients[client.id] = nil
+        core.release(client.id)
     }
 
     /// Closes with a RST; libuv refuses that (UV_EINVAL) while a shutdown request is in flight, and then

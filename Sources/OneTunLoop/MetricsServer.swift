@@ -57,11 +57,18 @@ import OneTunCore
         self.respond = respond
     }
 
-    deinit { listener.deallocate() }
+    /// The listener went to libuv (`uv_tcp_init`): its close callback frees it then, not `deinit` (the
+    /// loop may still hold it when the server is let go).
+    var listenerInitialized = false
+
+    deinit { if !listenerInitialized { listener.deallocate() } }
+
+    static let closeListener: uv_close_cb = { handle in UnsafeMutableRawPointer(handle!).deallocate() }
 
     /// Binds and listens; throws naming the address when it cannot.
     public func listen(on address: sockaddr_storage, description: String) throws(LoopError) {
         uv_tcp_init(loop, listener)
+        listenerInitialized = true
         listener.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         var address = address
         var rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_bind(listener, $0, 0) } }
@@ -72,7 +79,7 @@ import OneTunCore
             }
         }
         guard rc == 0 else {
-            uv_close(UnsafeMutableRawPointer(listener).assumingMemoryBound(to: uv_handle_t.self), nil)
+            uv_close(UnsafeMutableRawPointer(listener).assumingMemoryBound(to: uv_handle_t.self), Self.closeListener)
             closed = true
             throw LoopError("cannot serve metrics on \(description): \(String(cString: uv_strerror(rc)))")
         }
@@ -83,7 +90,7 @@ import OneTunCore
     public func close() {
         guard !closed else { return }
         closed = true
-        uv_close(UnsafeMutableRawPointer(listener).assumingMemoryBound(to: uv_handle_t.self), nil)
+        if listenerInitialized { uv_close(UnsafeMutableRawPointer(listener).assumingMemoryBound(to: uv_handle_t.self), Self.closeListener) }
         for connection in Array(connections.values) { finish(connection) }
     }
 

@@ -224,9 +224,14 @@ extension Forwarder {
         if !client.shutdownSent {
             client.shutdownSent = true
             client.shutdownRequest.pointee.data = client.handle.pointee.data
-            uv_shutdown(client.shutdownRequest, stream(client.handle)) { _, _ in }
+            // A client that already half-closed (while its connection opened) is done with once the
+            // reply and our FIN are out; any other sends until it closes, read and dropped.
+            uv_shutdown(client.shutdownRequest, stream(client.handle)) { request, _ in
+                let client = Unmanaged<Client>.fromOpaque(request!.pointee.data).takeUnretainedValue()
+                if client.clientEOF && !client.closing { client.forwarder.teardown(client, reset: false, reason: "refused") }
+            }
         }
-        if !client.reading { readHandshake(client) }
+        if !client.reading && !client.clientEOF { readHandshake(client) }
     }
 
     /// A few bytes for the client (a reply): written at once if the socket takes them, else copied as
@@ -490,8 +495,7 @@ extension Forwarder {
         logger.debug("proxy client for \(client.target.isEmpty ? "?" : client.target): \(why)")
         sendSmall(client, Socks5Reply(code).bytes)
         if client.id >= 0, client.id < clients.count, clients[client.id] === client {
-            clients[client.id] = nil
-            core.release(client.id)
+            releaseConnection(client)
             client.id = -1
         }
         refuse(client, why)
@@ -755,19 +759,22 @@ extension Forwarder {
         final class Box {
             let done: ([IPAddress]) -> Void
             let flush: () -> Void
-            init(_ done: @escaping ([IPAddress]) -> Void, flush: @escaping () -> Void) {
+            let finished: (UnsafeMutablePointer<uv_getaddrinfo_t>) -> Void
+            init(_ done: @escaping ([IPAddress]) -> Void, flush: @escaping () -> Void, finished: @escaping (UnsafeMutablePointer<uv_getaddrinfo_t>) -> Void) {
                 self.done = done
                 self.flush = flush
+                self.finished = finished
             }
         }
         let request = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
-        let box = Box(done, flush: { [unowned self] in driver.flush() })
+        let box = Box(done, flush: { [unowned self] in driver.flush() }, finished: { [unowned self] in resolvingHere.remove($0) })
         request.pointee.data = Unmanaged.passRetained(box).toOpaque()
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(socketType.rawValue)
         let rc = uv_getaddrinfo(driver.loop, request, { request, status, result in
             let box = Unmanaged<Box>.fromOpaque(request!.pointee.data).takeRetainedValue()
+            box.finished(request!)
             var addresses: [IPAddress] = []
             var info = status == 0 ? result : nil
             while let i = info {
@@ -783,6 +790,8 @@ extension Forwarder {
             Unmanaged<Box>.fromOpaque(request.pointee.data).release()
             request.deallocate()
             done([])
+        } else {
+            resolvingHere.insert(request)
         }
     }
 

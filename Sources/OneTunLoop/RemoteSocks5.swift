@@ -75,7 +75,7 @@ extension Forwarder {
                 }
             }
         case .remoteSocks5Closing:
-            if connection.hasEnded { teardown(client, reset: false, reason: client.tunnelAssociation == nil ? "refused" : "UDP association ended") }
+            if connection.hasEnded { teardown(client, reset: false, reason: "SOCKS5 from the tunnel ended") }
         case .remoteSocks5Associated:
             // What the control connection carries is read and dropped; its end ends the association.
             var dropped = 0
@@ -218,6 +218,10 @@ extension Forwarder {
             remoteSocksFailed(client, .generalFailure, "UDP ASSOCIATE: \(maxConnections) connections open (--max-connections)")
             return
         }
+        guard tunnelAssociationOfPort.count < Self.maximumRemoteFlows else {
+            remoteSocksFailed(client, .generalFailure, "UDP ASSOCIATE: \(Self.maximumRemoteFlows) associations from the tunnel open already")
+            return
+        }
         guard let port = core.udpPorts.reserveFree() else {
             remoteSocksFailed(client, .generalFailure, "UDP ASSOCIATE: no free UDP port on the tunnel address")
             return
@@ -306,17 +310,19 @@ extension Forwarder {
     func associationSocket(_ association: TunnelSocksAssociation, v4: Bool) -> UnsafeMutablePointer<uv_udp_t>? {
         let slot = v4 ? 0 : 1
         if let socket = association.sockets[slot] { return socket }
+        // One that could not be opened is not tried again for every datagram.
+        guard !association.socketFailed[slot] else { return nil }
         let socket = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
         var rc = uv_udp_init_ex(driver.loop, socket, UInt32(v4 ? AF_INET : AF_INET6))
         guard rc == 0 else {
             // Never initialized, so never closed.
             socket.deallocate()
+            association.socketFailed[slot] = true
             logger.debug("SOCKS5 UDP association from the tunnel: cannot open a UDP socket: \(String(cString: uv_strerror(rc)))")
             return nil
         }
-        // Retained until the handle has closed (closeTunnelAssociation).
+        // Retained until the handle has closed (closeTunnelAssociation, or below).
         socket.pointee.data = Unmanaged.passRetained(association).toOpaque()
-        association.sockets[slot] = socket
         var any = SocketAddressConversion.storage(UDPEndpoint(address: v4 ? .v4(.unspecified) : .v6(.unspecified), port: 0))
         rc = withUnsafePointer(to: &any) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(socket, $0, 0) } }
         if rc == 0 {
@@ -334,8 +340,11 @@ extension Forwarder {
         }
         guard rc == 0 else {
             logger.debug("SOCKS5 UDP association from the tunnel: cannot read its UDP socket: \(String(cString: uv_strerror(rc)))")
+            association.socketFailed[slot] = true
+            uv_close(UnsafeMutableRawPointer(socket).assumingMemoryBound(to: uv_handle_t.self), Self.closeAssociationSocket)
             return nil
         }
+        association.sockets[slot] = socket
         return socket
     }
 
@@ -365,12 +374,14 @@ extension Forwarder {
         core.udpPorts.release(association.relayPort)
         for case let socket? in association.sockets {
             uv_udp_recv_stop(socket)
-            uv_close(UnsafeMutableRawPointer(socket).assumingMemoryBound(to: uv_handle_t.self)) { handle in
-                Unmanaged<TunnelSocksAssociation>.fromOpaque(handle!.pointee.data).release()
-                handle!.deallocate()
-            }
+            uv_close(UnsafeMutableRawPointer(socket).assumingMemoryBound(to: uv_handle_t.self), Self.closeAssociationSocket)
         }
         association.sockets = [nil, nil]
+    }
+
+    static let closeAssociationSocket: uv_close_cb = { handle in
+        Unmanaged<TunnelSocksAssociation>.fromOpaque(handle!.pointee.data).release()
+        UnsafeMutableRawPointer(handle!).deallocate()
     }
 }
 
@@ -388,8 +399,9 @@ final class TunnelSocksAssociation {
     let clientIP: IPAddress
     let statedPort: UInt16
     var clientPort: UInt16?
-    /// IPv4 and IPv6 sockets towards destinations.
+    /// IPv4 and IPv6 sockets towards destinations, and whether one could not be opened.
     var sockets: [UnsafeMutablePointer<uv_udp_t>?] = [nil, nil]
+    var socketFailed = [false, false]
     var names = AssociationNames()
     var closed = false
 

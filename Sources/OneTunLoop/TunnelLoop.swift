@@ -355,9 +355,10 @@ public final class TunnelLoop {
                 // on the error queue. So may a read that found nothing (not the end of a batch, which
                 // hands the buffer back): an error queued after its error was taken by a send makes
                 // the socket report EPOLLERR until the queue is drained.
-                // Every wake-up ends with such an empty read; after one that brought datagrams the queue
-                // is left alone (a system call per wake-up otherwise): were an error waiting, EPOLLERR
-                // would wake the loop again at once, with nothing to read, and that read drains it.
+                // A wake-up ends with such an empty read (unless libuv's limit of reads ended it first);
+                // after datagrams came the queue is left alone (a system call per wake-up otherwise):
+                // were an error waiting, EPOLLERR would wake the loop again at once, with nothing to
+                // read, and that read drains it.
                 if nread < 0 {
                     me.readErrors()
                     return

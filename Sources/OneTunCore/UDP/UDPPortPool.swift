@@ -112,7 +112,7 @@ public final class UDPPortPool {
         return port
     }
 
-    /// Gives a port `reserveFree()` (or `reserve(_:)`) took back to the pool.
+    /// Gives a port `reserveFree()` took back to the pool (not for `reserve(_:)`'s, which are for good).
     public func release(_ port: UInt16) {
         guard reservedPorts.remove(port) != nil, !entryOfPort.isEmpty else { return }
         entryOfPort[Int(port - range.lowerBound)] = Self.free
