@@ -1,6 +1,6 @@
 # onetun in Swift. The two commands a fresh Debian machine needs (as root): `make demo` and `make test`.
 PREFIX ?= /usr/local
-APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 iputils-ping pkg-config python3 curl procps iperf3 tshark dnsmasq-base openssh-server openssh-client
+APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 iputils-ping pkg-config python3 curl procps iperf3 tshark dnsmasq-base openssh-server openssh-client binutils dpkg-dev lintian systemd bash-completion
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 FUZZ_CHECK_SECONDS ?= 3
