@@ -98,10 +98,10 @@ bench-instr: deps
 docs: deps
 	$(SWIFT) package generate-documentation --target OneTunCore --warnings-as-errors
 
+# The binary, the manual page, the bash, zsh (site-functions) and fish completions, and the systemd unit
+# (PREFIX/lib/systemd/system/onetun@.service, running PREFIX/bin/onetun).
 install: release
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 755 .build/release/onetun $(DESTDIR)$(PREFIX)/bin/onetun
-	install -m 644 man/onetun.1 $(DESTDIR)$(PREFIX)/share/man/man1/onetun.1
+	bash scripts/install-files.sh .build/release/onetun "$(DESTDIR)$(PREFIX)" "$(PREFIX)"
 
 clean:
 	rm -rf .build fuzz/.build Benchmarks/.build
