@@ -7,7 +7,7 @@ FUZZ_CHECK_SECONDS ?= 3
 FUZZ_LONG_RUNS ?= 10000000
 FUZZ_LONG_SECONDS ?= 3600
 
-.PHONY: all deps build release test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood bench-handshakes soak docs install clean
+.PHONY: all deps build release dist test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood bench-handshakes soak docs install clean
 
 all: build
 
@@ -25,10 +25,18 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-# The end-to-end tests run the release onetun (ONETUN_BINARY): they move hundreds of MiB. Then the fuzz check.
+# onetun for machines without Swift (.build/dist/onetun): the Swift standard library, libuv, libsodium,
+# libstdc++ and libgcc linked statically, only glibc left; packed with the manual page, the completions,
+# the systemd unit and README.md into onetun-VERSION-linux-ARCH.tar.gz (a /usr/local tree).
+dist: deps
+	SWIFT=$(SWIFT) bash scripts/dist.sh
+
+# The end-to-end tests run the release onetun (ONETUN_BINARY): they move hundreds of MiB. The packaging
+# tests take the tarball of `make dist` from here. Then the fuzz check.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) build -c release --product onetun
+	$(MAKE) --no-print-directory dist
 	ONETUN_BINARY=$(CURDIR)/.build/release/onetun $(SWIFT) test
 	$(MAKE) --no-print-directory fuzz-check
 
@@ -105,3 +113,4 @@ install: release
 
 clean:
 	rm -rf .build fuzz/.build Benchmarks/.build
+	rm -f onetun-*-linux-*.tar.gz
