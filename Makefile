@@ -7,7 +7,7 @@ FUZZ_CHECK_SECONDS ?= 3
 FUZZ_LONG_RUNS ?= 10000000
 FUZZ_LONG_SECONDS ?= 3600
 
-.PHONY: all deps build release dist test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood bench-handshakes soak docs install clean
+.PHONY: all deps build release dist deb test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood bench-handshakes soak docs install clean
 
 all: build
 
@@ -31,12 +31,16 @@ release: deps
 dist: deps
 	SWIFT=$(SWIFT) bash scripts/dist.sh
 
+# A Debian package of that binary (dpkg-deb): onetun_VERSION-REVISION_ARCH.deb.
+deb: dist
+	bash scripts/deb.sh
+
 # The end-to-end tests run the release onetun (ONETUN_BINARY): they move hundreds of MiB. The packaging
-# tests take the tarball of `make dist` from here. Then the fuzz check.
+# tests take the tarball and the package of `make deb` from here. Then the fuzz check.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) build -c release --product onetun
-	$(MAKE) --no-print-directory dist
+	$(MAKE) --no-print-directory deb
 	ONETUN_BINARY=$(CURDIR)/.build/release/onetun $(SWIFT) test
 	$(MAKE) --no-print-directory fuzz-check
 
@@ -113,4 +117,4 @@ install: release
 
 clean:
 	rm -rf .build fuzz/.build Benchmarks/.build
-	rm -f onetun-*-linux-*.tar.gz
+	rm -f onetun-*-linux-*.tar.gz onetun_*.deb
