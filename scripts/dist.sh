@@ -78,7 +78,8 @@ trap 'rm -rf "$stage"' EXIT
 umask 022
 bash scripts/install-files.sh "$binary" "$stage/$name" /usr/local
 install -D -m 644 README.md "$stage/$name/share/doc/onetun/README.md"
-# Reproducible: fixed owner, order and times (the last commit's, when there is a git history).
+# Fixed owner, order and times (the last commit's, when there is a git history): the tarball changes only
+# when its files do.
 mtime=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$mtime" -C "$stage" -cf - "$name" \
     | gzip -9n >"$name.tar.gz"
