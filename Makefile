@@ -1,13 +1,13 @@
 # onetun in Swift. The two commands a fresh Debian machine needs (as root): `make demo` and `make test`.
 PREFIX ?= /usr/local
-APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 iputils-ping pkg-config python3 curl procps iperf3 tshark dnsmasq-base openssh-server openssh-client prometheus
+APT_PACKAGES := libuv1-dev libsodium-dev wireguard-go wireguard-tools iproute2 iputils-ping pkg-config python3 curl procps iperf3 tshark dnsmasq-base openssh-server openssh-client binutils dpkg-dev lintian systemd bash-completion prometheus
 SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 FUZZ_CHECK_SECONDS ?= 3
 FUZZ_LONG_RUNS ?= 10000000
 FUZZ_LONG_SECONDS ?= 3600
 
-.PHONY: all deps build release test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood bench-handshakes soak docs install clean
+.PHONY: all deps build release dist deb test demo fuzz fuzz-build fuzz-check fuzz-long bench bench-net bench-micro bench-memory bench-instr bench-flood bench-handshakes soak docs install clean
 
 all: build
 
@@ -25,10 +25,22 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-# The end-to-end tests run the release onetun (ONETUN_BINARY): they move hundreds of MiB. Then the fuzz check.
+# onetun for machines without Swift (.build/dist/onetun): the Swift standard library, libuv, libsodium,
+# libstdc++ and libgcc linked statically, only glibc left; packed with the manual page, the completions,
+# the systemd unit and README.md into onetun-VERSION-linux-ARCH.tar.gz (a /usr/local tree).
+dist: deps
+	SWIFT=$(SWIFT) bash scripts/dist.sh
+
+# A Debian package of that binary (dpkg-deb): onetun_VERSION-REVISION_ARCH.deb.
+deb: dist
+	bash scripts/deb.sh
+
+# The end-to-end tests run the release onetun (ONETUN_BINARY): they move hundreds of MiB. The packaging
+# tests take the tarball and the package of `make deb` from here. Then the fuzz check.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) build -c release --product onetun
+	$(MAKE) --no-print-directory deb
 	ONETUN_BINARY=$(CURDIR)/.build/release/onetun $(SWIFT) test
 	$(MAKE) --no-print-directory fuzz-check
 
@@ -100,10 +112,11 @@ bench-instr: deps
 docs: deps
 	$(SWIFT) package generate-documentation --target OneTunCore --warnings-as-errors
 
+# The binary, the manual page, the bash, zsh (site-functions) and fish completions, and the systemd unit
+# (PREFIX/lib/systemd/system/onetun@.service, running PREFIX/bin/onetun).
 install: release
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 755 .build/release/onetun $(DESTDIR)$(PREFIX)/bin/onetun
-	install -m 644 man/onetun.1 $(DESTDIR)$(PREFIX)/share/man/man1/onetun.1
+	bash scripts/install-files.sh .build/release/onetun "$(DESTDIR)$(PREFIX)" "$(PREFIX)"
 
 clean:
 	rm -rf .build fuzz/.build Benchmarks/.build
+	rm -f onetun-*-linux-*.tar.gz onetun_*.deb
