@@ -242,14 +242,10 @@ import Logging
                 rttCount += 1
             }
         }
-        out.family("onetun_tcp_connections", .gauge, help: "TCP connections in the tunnel's stack (TIME-WAIT included).")
-        out.sample("onetun_tcp_connections", [], core.tcp.count)
-        out.family("onetun_tcp_retransmitted_segments_total", .counter, help: "TCP segments sent again (fast retransmit, SACK recovery, after a time-out).")
-        out.sample("onetun_tcp_retransmitted_segments_total", [], retransmissions)
-        out.family("onetun_tcp_rto_expirations_total", .counter, help: "TCP retransmission time-outs (RTO expiries).")
-        out.sample("onetun_tcp_rto_expirations_total", [], timeouts)
-        out.family("onetun_tcp_smoothed_rtt_seconds", .gauge, help: "Mean smoothed RTT (RFC 6298 SRTT) of the open forwarded connections with a measurement; 0 without one.")
-        out.sample("onetun_tcp_smoothed_rtt_seconds", [], rttCount == 0 ? 0 : Double(rttSum / rttCount) / 1e9)
+        out.single("onetun_tcp_connections", .gauge, help: "TCP connections in the tunnel's stack (TIME-WAIT included).", core.tcp.count)
+        out.single("onetun_tcp_retransmitted_segments_total", .counter, help: "TCP segments sent again (fast retransmit, SACK recovery, after a time-out).", retransmissions)
+        out.single("onetun_tcp_rto_expirations_total", .counter, help: "TCP retransmission time-outs (RTO expiries).", timeouts)
+        out.single("onetun_tcp_smoothed_rtt_seconds", .gauge, help: "Mean smoothed RTT (RFC 6298 SRTT) of the open forwarded connections with a measurement; 0 without one.", rttCount == 0 ? 0 : Double(rttSum / rttCount) / 1e9)
 
         // Drops, by reason: the WireGuard layer's (each datagram or packet counted once), then the interface's.
         let wg = core.stats.wireGuard
@@ -273,41 +269,28 @@ import Logging
         ] {
             out.sample("onetun_interface_dropped_total", [("reason", reason)], count)
         }
-        out.family("onetun_wireguard_handshake_initiations_sent_total", .counter, help: "Handshake initiations sent to every peer.")
-        out.sample("onetun_wireguard_handshake_initiations_sent_total", [], wg.handshakeInitiationsSent)
+        out.single("onetun_wireguard_handshake_initiations_sent_total", .counter, help: "Handshake initiations sent to every peer.", wg.handshakeInitiationsSent)
         out.family("onetun_endpoint_datagrams_total", .counter, help: "Datagrams on the endpoint socket, by direction.")
         out.sample("onetun_endpoint_datagrams_total", [("direction", "received")], loop.datagramsReceived)
         out.sample("onetun_endpoint_datagrams_total", [("direction", "sent")], loop.datagramsSent)
-        out.family("onetun_endpoint_send_failures_total", .counter, help: "Datagrams to the endpoints the socket did not take (full buffer, unreachable).")
-        out.sample("onetun_endpoint_send_failures_total", [], loop.sendFailures)
+        out.single("onetun_endpoint_send_failures_total", .counter, help: "Datagrams to the endpoints the socket did not take (full buffer, unreachable).", loop.sendFailures)
 
-        out.family("onetun_udp_ports_in_use", .gauge, help: "Virtual UDP ports of the port pool held by local UDP clients.")
-        out.sample("onetun_udp_ports_in_use", [], core.udpPorts.count)
-        out.family("onetun_udp_ports_capacity", .gauge, help: "Virtual UDP ports the pool can hand out.")
-        out.sample("onetun_udp_ports_capacity", [], core.udpPorts.capacity)
+        out.single("onetun_udp_ports_in_use", .gauge, help: "Virtual UDP ports of the port pool held by local UDP clients.", core.udpPorts.count)
+        out.single("onetun_udp_ports_capacity", .gauge, help: "Virtual UDP ports the pool can hand out.", core.udpPorts.capacity)
 
         if let dns = core.dnsStats {
-            out.family("onetun_dns_queries_total", .counter, help: "DNS queries sent through the tunnel.")
-            out.sample("onetun_dns_queries_total", [], dns.queriesSent)
-            out.family("onetun_dns_cache_hits_total", .counter, help: "Names answered from the resolver's cache.")
-            out.sample("onetun_dns_cache_hits_total", [], dns.cacheHits)
-            out.family("onetun_dns_timeouts_total", .counter, help: "DNS queries that got no answer in time.")
-            out.sample("onetun_dns_timeouts_total", [], dns.timeouts)
+            out.single("onetun_dns_queries_total", .counter, help: "DNS queries sent through the tunnel.", dns.queriesSent)
+            out.single("onetun_dns_cache_hits_total", .counter, help: "Names answered from the resolver's cache.", dns.cacheHits)
+            out.single("onetun_dns_timeouts_total", .counter, help: "DNS queries that got no answer in time.", dns.timeouts)
         }
 
         let process = ProcessStats.read()
-        out.family("process_open_fds", .gauge, help: "Number of open file descriptors.")
-        out.sample("process_open_fds", [], process.openDescriptors)
-        out.family("process_max_fds", .gauge, help: "Maximum number of open file descriptors.")
-        out.sample("process_max_fds", [], process.maxDescriptors)
-        out.family("process_resident_memory_bytes", .gauge, help: "Resident memory size in bytes.")
-        out.sample("process_resident_memory_bytes", [], process.residentBytes)
-        out.family("process_virtual_memory_bytes", .gauge, help: "Virtual memory size in bytes.")
-        out.sample("process_virtual_memory_bytes", [], process.virtualBytes)
-        out.family("process_cpu_seconds_total", .counter, help: "Total user and system CPU time spent in seconds.")
-        out.sample("process_cpu_seconds_total", [], process.cpuSeconds)
-        out.family("process_start_time_seconds", .gauge, help: "Start time of the process since unix epoch in seconds.")
-        out.sample("process_start_time_seconds", [], startTime)
+        out.single("process_open_fds", .gauge, help: "Number of open file descriptors.", process.openDescriptors)
+        out.single("process_max_fds", .gauge, help: "Maximum number of open file descriptors.", process.maxDescriptors)
+        out.single("process_resident_memory_bytes", .gauge, help: "Resident memory size in bytes.", process.residentBytes)
+        out.single("process_virtual_memory_bytes", .gauge, help: "Virtual memory size in bytes.", process.virtualBytes)
+        out.single("process_cpu_seconds_total", .counter, help: "Total user and system CPU time spent in seconds.", process.cpuSeconds)
+        out.single("process_start_time_seconds", .gauge, help: "Start time of the process since unix epoch in seconds.", startTime)
         return out.text
     }
 

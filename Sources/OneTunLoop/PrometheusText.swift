@@ -22,6 +22,17 @@
         text += "# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) \(kind.rawValue)\n"
     }
 
+    /// A family of one unlabelled sample.
+    public mutating func single(_ name: String, _ kind: Kind, help: String, _ value: Int) {
+        family(name, kind, help: help)
+        sample(name, [], value)
+    }
+
+    public mutating func single(_ name: String, _ kind: Kind, help: String, _ value: Double) {
+        family(name, kind, help: help)
+        sample(name, [], value)
+    }
+
     /// One sample of the current family.
     public mutating func sample(_ name: String, _ labels: [(String, String)] = [], _ value: Int) {
         sample(name, labels, valueText: String(value))

@@ -103,7 +103,7 @@ struct OneTunCommand: ParsableCommand {
     var httpProxy: [String] = []
 
     @Option(help: ArgumentHelp(
-        "A SOCKS5 proxy (CONNECT) on this port of our tunnel address, for the peers: they reach whatever this machine reaches (ONETUN_REMOTE_SOCKS5). Off by default.",
+        "A SOCKS5 server (CONNECT and UDP ASSOCIATE) on this port of our tunnel address, for the peers: they reach whatever this machine reaches (ONETUN_REMOTE_SOCKS5). Off by default.",
         valueName: "port"))
     var remoteSocks5: String?
 
