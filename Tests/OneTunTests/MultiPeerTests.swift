@@ -152,18 +152,8 @@ import Testing
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(2)))
     func aNamedPeerIsResolvedAgainAndAnUncalledPeerRefusesAtOnce() throws {
         try withForwardSession { s in
-            let hostsDirectory = "/etc/netns/\(s.namespace.name)"
-            let hosts = hostsDirectory + "/hosts"
-            try FileManager.default.createDirectory(atPath: hostsDirectory, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: hostsDirectory) }
-            // `ip netns exec` bind-mounts this file over /etc/hosts, so it must be rewritten in place.
-            func point(to address: String) throws {
-                let handle = try #require(FileHandle(forWritingAtPath: hosts))
-                try handle.truncate(atOffset: 0)
-                try handle.write(contentsOf: Data("127.0.0.1 localhost\n\(address) wg-a.test\n".utf8))
-                try handle.close()
-            }
-            FileManager.default.createFile(atPath: hosts, contents: nil)
+            defer { s.namespace.removeHosts() }
+            func point(to address: String) throws { try s.namespace.setHosts("\(address) wg-a.test\n") }
             try point(to: "10.88.0.1")
             try s.namespace.run(["ip", "addr", "add", "10.88.0.1/32", "dev", "lo"])
             try s.namespace.run(["ip", "addr", "add", "10.88.0.2/32", "dev", "lo"])

@@ -20,14 +20,6 @@ import Testing
         throw HarnessError("the HTTP server did not answer within 10 s")
     }
 
-    /// Names for the namespace's resolver (`ip netns exec` bind-mounts this file over /etc/hosts).
-    func hosts(_ s: ForwardSession, _ lines: String) throws -> String {
-        let directory = "/etc/netns/\(s.namespace.name)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try "127.0.0.1 localhost\n\(lines)".write(toFile: directory + "/hosts", atomically: false, encoding: .utf8)
-        return directory
-    }
-
     func curl(_ s: ForwardSession, _ arguments: String, timeout: Double = 60) throws -> Command.Outcome {
         try Command.execute(["ip", "netns", "exec", s.namespace.name, "sh", "-c", "curl -sS --max-time 50 \(arguments)"], timeout: timeout)
     }
@@ -38,8 +30,8 @@ import Testing
     func curlThroughSocks5() throws {
         try withForwardSession { s in
             let (_, digest) = try s.randomFile("big.bin", size: 16 << 20)
-            let directory = try hosts(s, "192.168.4.1 web.test\nfd00:4::1 web6.test\n")
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try s.namespace.setHosts("192.168.4.1 web.test\nfd00:4::1 web6.test\n")
+            defer { s.namespace.removeHosts() }
             try startHTTPServer(s)
             try s.startOnetun(s.onetunArguments([], source: "192.168.4.3,fd00:4::3", extra: ["--socks5", "11080", "--log", "debug"]))
             for (flag, url) in [
@@ -83,8 +75,8 @@ import Testing
     @Test(.enabled(if: needsNamespaces, TestNamespace.skipReason), .timeLimit(.minutes(1)))
     func socks5ErrorReplies() throws {
         try withForwardSession { s in
-            let directory = try hosts(s, "192.168.4.1 web.test\n")
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try s.namespace.setHosts("192.168.4.1 web.test\n")
+            defer { s.namespace.removeHosts() }
             try s.startServer(addresses: ["192.168.4.1"])
             // Only IPv4 in the tunnel, and only 192.168.4.0/24 through the peer.
             let conf = s.directory.appendingPathComponent("peer.conf")
@@ -257,8 +249,8 @@ import Testing
         try withForwardSession { s in
             let (_, digest) = try s.randomFile("big.bin", size: 16 << 20)
             _ = try s.randomFile("small.bin", size: 1000)
-            let directory = try hosts(s, "192.168.4.1 web.test\n")
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try s.namespace.setHosts("192.168.4.1 web.test\n")
+            defer { s.namespace.removeHosts() }
             try startHTTPServer(s)
             try s.startOnetun(s.onetunArguments([], extra: ["--http-proxy", "18080", "--log", "debug"]))
             for (flags, what) in [("", "GET"), ("--proxytunnel", "CONNECT")] {

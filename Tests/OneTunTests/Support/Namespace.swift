@@ -374,3 +374,21 @@ enum GNU {
     /// pipe2(2).
     static let pipe2 = symbol("pipe2", as: Pipe2.self)
 }
+
+extension TestNamespace {
+    /// The namespace's own /etc/hosts (`ip netns exec` bind-mounts /etc/netns/NAME/hosts over it):
+    /// localhost, then `lines`. Rewritten in place, so that a mount a running process holds sees it.
+    func setHosts(_ lines: String) throws {
+        let directory = "/etc/netns/\(name)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = directory + "/hosts"
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let handle = FileHandle(forWritingAtPath: path) else { throw HarnessError("cannot write \(path)") }
+        try handle.truncate(atOffset: 0)
+        try handle.write(contentsOf: Data("127.0.0.1 localhost\n\(lines)".utf8))
+        try handle.close()
+    }
+
+    /// Removes what `setHosts` made.
+    func removeHosts() { try? FileManager.default.removeItem(atPath: "/etc/netns/\(name)") }
+}
