@@ -733,13 +733,7 @@ extension Forwarder {
         let done: (IPAddress?) -> Void = { [unowned self] address in
             guard !association.closed else { return }
             let ready = association.names.answer(name, address)
-            for item in ready {
-                guard let address else {
-                    socksDatagramsDropped += 1
-                    continue
-                }
-                item.payload.withUnsafeBytes { sendAssociated(association, to: UDPEndpoint(address: address, port: item.port), $0) }
-            }
+            sendWaiting(ready, to: address) { sendAssociated(association, to: $0, $1) }
             logger.debug("SOCKS5 UDP association: \(name) is \(address.map { "\($0)" } ?? "unknown"); \(ready.count) datagrams waited for it")
         }
         // Only an address a datagram can go to (nothing tells the client of a refusal).
@@ -751,6 +745,16 @@ extension Forwarder {
             return
         }
         resolveHere(name, socketType: SOCK_DGRAM) { done(usable($0)) }
+    }
+
+    /// The datagrams that waited for a name, sent now that its answer came; dropped (and counted) when it
+    /// did not resolve.
+    func sendWaiting(_ ready: [(port: UInt16, payload: [UInt8])], to address: IPAddress?, _ send: (UDPEndpoint, UnsafeRawBufferPointer) -> Void) {
+        guard let address else {
+            socksDatagramsDropped += ready.count
+            return
+        }
+        for item in ready { item.payload.withUnsafeBytes { send(UDPEndpoint(address: address, port: item.port), $0) } }
     }
 
     /// Resolves `name` on this machine without blocking the loop (uv_getaddrinfo) and hands its addresses

@@ -282,13 +282,7 @@ extension Forwarder {
                 guard !association.closed else { return }
                 let address = addresses.first(where: \.isV4) ?? addresses.first
                 let ready = association.names.answer(name, address)
-                for item in ready {
-                    guard let address else {
-                        socksDatagramsDropped += 1
-                        continue
-                    }
-                    item.payload.withUnsafeBytes { sendFromTunnelAssociation(association, to: UDPEndpoint(address: address, port: item.port), $0) }
-                }
+                sendWaiting(ready, to: address) { sendFromTunnelAssociation(association, to: $0, $1) }
                 logger.debug("SOCKS5 UDP association from the tunnel: \(name) is \(address.map { "\($0)" } ?? "unknown"); \(ready.count) datagrams waited for it")
             }
         }
