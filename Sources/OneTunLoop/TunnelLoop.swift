@@ -215,6 +215,8 @@ public final class TunnelLoop {
     /// AF_INET or AF_INET6: the addresses the socket can send to.
     var socketFamily = sa_family_t(AF_INET)
     var armedDeadline: UInt64 = .max
+    /// When the loop last said that it ran late (at most one line a minute).
+    var lastLatenessReport = Instant.zero
     var stopped = false
 
     /// The first peer's current address, as resolved or as it roamed: where datagrams go when the core
@@ -927,6 +929,7 @@ public final class TunnelLoop {
 
     func rearm(_ now: Instant) {
         let deadline = core.nextDeadline()?.nanoseconds ?? .max
+        if deadline != .max { noteLateness(deadline, now) }
         guard deadline != armedDeadline else { return }
         armedDeadline = deadline
         if deadline == .max {
@@ -937,8 +940,20 @@ public final class TunnelLoop {
         let ms = (deadline.subtractingReportingOverflow(now.nanoseconds).overflow ? 0 : deadline - now.nanoseconds + 999_999) / 1_000_000
         uv_timer_start(timer, { handle in
             let me = Unmanaged<TunnelLoop>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+            let now = TunnelLoop.now()
+            me.noteLateness(me.armedDeadline, now)
             me.armedDeadline = .max
-            me.core.handleTimeout(now: TunnelLoop.now())
+            me.core.handleTimeout(now: now)
         }, ms, 0)
+    }
+
+    /// A deadline of the core more than a second past means the loop did not run when it should have:
+    /// the process was stopped or starved of CPU, or a call blocked the loop thread. Said at warning (once
+    /// a minute at most), as it explains late retransmissions, time-outs and watchdog misses.
+    func noteLateness(_ deadline: UInt64, _ now: Instant) {
+        guard deadline < now.nanoseconds, now.nanoseconds - deadline > Nanos.second,
+              lastLatenessReport == .zero || now.since(lastLatenessReport) >= 60 * Nanos.second else { return }
+        lastLatenessReport = now
+        logger.warning("the event loop ran \(fixed(now.nanoseconds - deadline)) s late: the process was stopped or starved of CPU, or something blocked it")
     }
 }

@@ -597,7 +597,8 @@ final class ForwardSession {
     func client(_ port: UInt16, _ check: String, _ args: [String] = [], host: String = "127.0.0.1", timeout: Double = 60) throws -> CheckResult {
         let outcome = try peer.execute(["python3", script.path, "client", host, String(port), check] + args, timeout: timeout)
         guard outcome.status == 0, let line = outcome.stdout.split(separator: "\n").last else {
-            throw HarnessError("client \(check) on port \(port) failed (\(outcome.status)): \(outcome.stderr.trimmed)\nonetun: \(onetunLog)")
+            let state = onetun.map { $0.isRunning ? "\nonetun's threads now:\n\($0.stateReport)" : "" } ?? ""
+            throw HarnessError("client \(check) on port \(port) failed (\(outcome.status)): \(outcome.stderr.trimmed)\nonetun: \(onetunLog)\(state)")
         }
         return try CheckResult(line: String(line))
     }

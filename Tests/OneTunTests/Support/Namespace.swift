@@ -185,6 +185,23 @@ final class ChildProcess {
 
     var isRunning: Bool { !reap(blocking: false) }
 
+    /// What the kernel says the process is doing, for a test's failure message when it seems stuck: per
+    /// thread its state, CPU ticks (user, system) and kernel stack. A loop asleep in `epoll_wait` with no
+    /// timer armed, one spinning, and one blocked in another system call look different here.
+    var stateReport: String {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        guard !tasks.isEmpty else { return "process \(pid): gone" }
+        return tasks.sorted().map { tid -> String in
+            let base = "/proc/\(pid)/task/\(tid)"
+            let stat = (try? String(contentsOfFile: base + "/stat", encoding: .utf8)) ?? ""
+            let fields = stat.split(separator: ")").last.map { $0.split(separator: " ") } ?? []
+            let state = fields.count > 13 ? "\(fields[0]) utime \(fields[11]) stime \(fields[12])" : "?"
+            let stack = ((try? String(contentsOfFile: base + "/stack", encoding: .utf8)) ?? "")
+                .split(separator: "\n").prefix(6).joined(separator: " < ")
+            return "thread \(tid): \(state); \(stack)"
+        }.joined(separator: "\n")
+    }
+
     /// What the process wrote so far (stdout and stderr together).
     var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
