@@ -20,14 +20,14 @@ namespaces of its own that are torn down before the next row starts:
              wireguard-go at 192.168.5.1; AllowedIPs route 192.168.4.1/32 to B and 192.168.5.1/32 to C.
              iperf3 1-stream upload and download to B alone, then to B and C at the same time (two iperf3
              clients started together); the row shows the sum of the two, and the ratio to B alone.
-  proxies    (direct path only) onetun as in `onetun`, with a forward to a bulk server in B (helper _bulk,
+  proxies    (paths direct and wan) onetun as in `onetun`, with a forward to a bulk server in B (helper _bulk,
              port 7008) and to the echo server, plus --socks5 127.0.0.1:11080 and --http-proxy
              127.0.0.1:18080. iperf3 speaks neither proxy, so one Python client (helper _proxies) measures
              all three ways in, in one run: one kept connection per way in (SOCKS5 CONNECT or HTTP CONNECT
              to 192.168.4.1:7008, each handshake step waiting for its answer), then rounds until about
              27 x --seconds have passed, each round in a rotating order: a 16 MiB upload and a 16 MiB
-             download per way in (timed to the receiver's last byte) and 0.25 s of connections per second
-             per way in (connect, the handshake, a 1-byte echo, close). The medians, each proxy's median
+             download per way in (timed to the receiver's last byte) and 0.25 s (wan: 2 s) of connections
+             per second per way in (connect, the handshake, a 1-byte echo, close). The medians, each proxy's median
              per-round ratio to the plain forward (targets: throughput >= 0.95, conn/s >= 0.90; PASS or
              FAIL printed, the exit status unchanged), the client's and onetun's CPU per GiB and per
              connection.
@@ -93,6 +93,7 @@ SOCKS5_PORT = 11080
 HTTP_PROXY_PORT = 18080
 PROXY_BYTES = 16 << 20  # one transfer, up or down, on a way in's bulk connection
 PROXY_CPS_SLICE = 0.25  # seconds of connections per second through one way in, in a round
+PROXY_CPS_SLICE_RELAYED = 2.0  # the same through the relay (about 20 connections at 50 ms RTT)
 PROXY_SHARE = 3         # each way in gets about PROXY_SHARE x --seconds of each measurement
 PROXY_MODES = (("plain", "onetun plain forward (same client)"), ("socks5", "onetun via SOCKS5"),
                ("http", "onetun via HTTP CONNECT"))
@@ -1138,7 +1139,7 @@ def row_peers(td, seconds, onetun, onetun_log):
     return row
 
 
-def row_proxies(td, seconds, onetun, onetun_log):
+def row_proxies(td, seconds, onetun, onetun_log, path="direct", relay=None):
     """onetun with a port forward to a bulk server and the echo server in B, a SOCKS5 proxy and an HTTP
     proxy; one client program (helper _proxies) through each of the three to the same servers: 1-stream
     upload and download (PROXY_BYTES transfers on one kept connection per way in) and connections per
@@ -1146,7 +1147,7 @@ def row_proxies(td, seconds, onetun, onetun_log):
     rotating from round to round), so that the machine's drift hits all three alike. Per way in the median
     of its samples; per proxy the median over the rounds of its sample's ratio to the forward's in the same
     round."""
-    row = new_row("proxies")
+    row = new_row("proxies", path)
     ns_a, ns_b = make_pair(td, "xproxies")
     for ns in (ns_a, ns_b):
         # Each connection idles while the others take their turn: no slow start again after it.
@@ -1162,11 +1163,11 @@ def row_proxies(td, seconds, onetun, onetun_log):
            "127.0.0.1:%d:%s:%d" % (FWD_BULK_PORT, TUN_B, BULK_PORT),
            "127.0.0.1:%d:%s:%d" % (FWD_ECHO_PORT, TUN_B, ECHO_PORT),
            "--socks5", "127.0.0.1:%d" % SOCKS5_PORT, "--http-proxy", "127.0.0.1:%d" % HTTP_PROXY_PORT,
-           "--endpoint-addr", "%s:%d" % (VETH_B, WG_PORT), "--endpoint-public-key", pub_b,
+           "--endpoint-addr", endpoint_for(td, ns_b, path, relay), "--endpoint-public-key", pub_b,
            "--source-peer-ip", TUN_A, "--keep-alive", "10", "--log", onetun_log]
     log("  " + " ".join(cmd[4:]))
-    proc = td.popen(cmd, "onetun", "onetun-proxies.log", env=env)
-    logpath = os.path.join(td.workdir, "onetun-proxies.log")
+    proc = td.popen(cmd, "onetun", "onetun-proxies-%s.log" % path, env=env)
+    logpath = os.path.join(td.workdir, "onetun-proxies-%s.log" % path)
     row["process"] = "onetun"
     ports = (FWD_BULK_PORT, FWD_ECHO_PORT, SOCKS5_PORT, HTTP_PROXY_PORT)
     ok = wait_until(lambda: proc.poll() is not None or all(listening(proc.pid, p) for p in ports), 10)
@@ -1181,14 +1182,16 @@ def row_proxies(td, seconds, onetun, onetun_log):
                          % (why, "done" if latest_handshake(ns_b, if_b) else "none", tail(logpath)))
     modes = [m for m, _ in PROXY_MODES]
     budget = 3 * len(modes) * PROXY_SHARE * seconds
-    spec = {"pid": proc.pid, "modes": modes, "target": TUN_B, "bytes": PROXY_BYTES, "cps_slice": PROXY_CPS_SLICE,
+    # A connection takes two round trips of the path: on a slow one a slice must hold enough of them.
+    cps_slice = PROXY_CPS_SLICE if path == "direct" else PROXY_CPS_SLICE_RELAYED
+    spec = {"pid": proc.pid, "modes": modes, "target": TUN_B, "bytes": PROXY_BYTES, "cps_slice": cps_slice,
             "bulk_port": {"plain": FWD_BULK_PORT, "socks5": SOCKS5_PORT, "http": HTTP_PROXY_PORT},
             "echo_port": {"plain": FWD_ECHO_PORT, "socks5": SOCKS5_PORT, "http": HTTP_PROXY_PORT},
             "bulk_target_port": BULK_PORT, "echo_target_port": ECHO_PORT, "budget_s": budget,
             "min_rounds": 5, "max_rounds": 10000}
     log("  rounds of: a %d MiB upload, a %d MiB download, %.2f s of connections per second through each of "
         "the forward, SOCKS5 and HTTP CONNECT; about %d s" % (PROXY_BYTES >> 20, PROXY_BYTES >> 20,
-                                                               PROXY_CPS_SLICE, budget))
+                                                               cps_slice, budget))
     r = helper(ns_a, ["_proxies", json.dumps(spec)], timeout=budget + 300)
     if proc.poll() is not None:
         raise BenchError("onetun exited (%s) during the row:\n%s" % (proc.returncode, tail(logpath)))
@@ -1246,11 +1249,12 @@ def row_proxies(td, seconds, onetun, onetun_log):
 
 def print_proxies(row, seconds):
     print()
-    print("proxies (direct path): one Python client for all three ways in to the same servers in B. Rounds, each")
+    print("proxies (%s): one Python client for all three ways in to the same servers in B. Rounds, each"
+          % PATH_TITLES[row["path"]])
     print("through every way in (the order rotating): a %d MiB upload and a %d MiB download on one kept"
           % (PROXY_BYTES >> 20, PROXY_BYTES >> 20))
     print("connection (%d KiB sendall / recv_into, timed to the receiver's last byte), and %.2f s of conn/s"
-          % (STREAM_BUF >> 10, PROXY_CPS_SLICE))
+          % (STREAM_BUF >> 10, PROXY_CPS_SLICE if row["path"] == "direct" else PROXY_CPS_SLICE_RELAYED))
     print("(connect, the proxy's handshake, a 1-byte echo, close). Medians over the rounds; under each proxy")
     print("the median of its per-round ratios to the plain forward's sample of the same round.")
     titles = dict(PROXY_MODES)
@@ -1382,8 +1386,7 @@ def print_table(rows, seconds):
                 b, c = res["each_" + name + "_mbps"]
                 print("two peers, 1-stream %s: B alone %.1f Mbit/s; B and C at once %.1f + %.1f = %.1f Mbit/s, "
                       "%.2fx B alone" % (way, alone, b, c, both, both / alone))
-    proxies = next((r for r in rows if r["name"] == "proxies"), None)
-    if proxies:
+    for proxies in (r for r in rows if r["name"] == "proxies"):
         print_proxies(proxies, seconds)
     onetun = next((r for r in rows if r["name"] == "onetun" and r["path"] == "direct" and not r["skipped"]), None)
     if onetun and onetun["results"].get("up4_peak_rss_mib") is not None:
@@ -1462,7 +1465,8 @@ def main():
             if path not in paths_wanted:
                 continue
             for name in ALL_ROWS:
-                if name not in rows_wanted or (name in ("loopback", "peers", "proxies") and path != "direct"):
+                if name not in rows_wanted or (name in ("loopback", "peers") and path != "direct") \
+                        or (name == "proxies" and path not in ("direct", "wan")):
                     continue
                 log("== %s, path %s" % (TITLES[name], path))
                 if name in ("onetun", "peers", "proxies"):
@@ -1482,7 +1486,7 @@ def main():
                     elif name == "peers":
                         row = row_peers(td, args.seconds, onetun, args.onetun_log)
                     elif name == "proxies":
-                        row = row_proxies(td, args.seconds, onetun, args.onetun_log)
+                        row = row_proxies(td, args.seconds, onetun, args.onetun_log, path, relay)
                     else:
                         row = row_onetun(td, args.seconds, onetun, args.onetun_log, path, relay)
                 except BenchError as e:
