@@ -1289,6 +1289,8 @@ def print_proxies(row, seconds):
                 r["cps_client_cpu_us"], r.get("cps_onetun_cpu_us", float("nan"))))
         if parts:
             print("%s, CPU: %s" % (title, "; ".join(parts)))
+    if row.get("relay"):
+        print("%s: relay: %s" % (TITLES["proxies"], row["relay"]))
     for name, why in row["errors"].items():
         print("%s: %s: %s" % (TITLES["proxies"], name, why.splitlines()[0] if why else why))
     drops = ", ".join("%s %s %d" % (side, k, v) for side, d in sorted((row.get("drops") or {}).items())

@@ -7,8 +7,11 @@ import OneTunCore
 /// connection (`Connection: close`), GET and HEAD only. It is bounded so it can never hurt the forwarder:
 /// at most `maxConnections` at once (one more is closed as soon as it is accepted), a request head of at
 /// most `maxHead` bytes (431 past it), `readTimeout` for the head to arrive. The answer is generated into
-/// one buffer and written with `uv_write`, which never blocks the loop; the connection closes once it is
-/// written (or when the time-out ends a client that does not read it).
+/// one buffer and written with `uv_write`, which never blocks the loop. Once it is written the server
+/// half-closes and reads what the client still sends, dropping it, until the client's end (at most
+/// `lingerTimeout`): closing with unread input would send a reset, which can destroy the answer before the
+/// client has read it (a 431 to a client still sending its head). The time-outs end a client that does
+/// not read or does not close.
 @_spi(OneTunInternals) public final class MetricsServer {
     /// An answer for a path: status, content type, body; nil for 404.
     public typealias Responder = (_ path: String) -> (status: Int, contentType: String, body: String)?
@@ -17,6 +20,8 @@ import OneTunCore
     static let maxHead = 8192
     /// Milliseconds for the head to come and the answer to be taken.
     static let readTimeout: UInt64 = 10_000
+    /// Milliseconds a connection stays half-closed after its answer, for the client's end.
+    static let lingerTimeout: UInt64 = 2_000
 
     let loop: UnsafeMutablePointer<uv_loop_t>
     let logger: Logger
@@ -31,10 +36,13 @@ import OneTunCore
         let handle = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
         let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
         let writeRequest = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
+        let shutdownRequest = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         let head = UnsafeMutableRawBufferPointer.allocate(byteCount: MetricsServer.maxHead, alignment: 1)
         var count = 0
         var answer: UnsafeMutableRawBufferPointer?
         var answering = false
+        /// Answered and half-closed: what comes is dropped until the client's end.
+        var lingering = false
         var closing = false
         /// Handles still to close (the socket and the timer) before the memory goes.
         var open = 2
@@ -46,6 +54,7 @@ import OneTunCore
             handle.deallocate()
             timer.deallocate()
             writeRequest.deallocate()
+            shutdownRequest.deallocate()
             head.deallocate()
             answer?.deallocate()
         }
@@ -115,6 +124,10 @@ import OneTunCore
             let connection = Unmanaged<Connection>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
             connection.server.finish(connection)
         }, Self.readTimeout, 0)
+        startReading(connection)
+    }
+
+    func startReading(_ connection: Connection) {
         uv_read_start(
             stream(connection.handle),
             { handle, _, buf in
@@ -136,6 +149,11 @@ import OneTunCore
     }
 
     func read(_ connection: Connection, _ nread: Int) {
+        if connection.lingering {
+            // Dropped; the client's end (or an error) closes.
+            if nread < 0 { finish(connection) } else { connection.count = 0 }
+            return
+        }
         guard !connection.answering, !connection.closing else { return }
         if nread == Int(UV_ENOBUFS.rawValue) {
             answer(connection, 431, "text/plain; charset=utf-8", "request head too large\n", head: false)
@@ -215,9 +233,29 @@ import OneTunCore
         connection.answer = buffer
         var buf = uv_buf_init(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(count))
         connection.writeRequest.pointee.data = connection.handle.pointee.data
-        let rc = uv_write(connection.writeRequest, stream(connection.handle), &buf, 1) { request, _ in
+        let rc = uv_write(connection.writeRequest, stream(connection.handle), &buf, 1) { request, status in
             let connection = Unmanaged<Connection>.fromOpaque(request!.pointee.data).takeUnretainedValue()
-            connection.server.finish(connection)
+            if status < 0 { connection.server.finish(connection) } else { connection.server.linger(connection) }
+        }
+        if rc != 0 { finish(connection) }
+    }
+
+    /// The answer is written: our FIN goes after it, and what the client still sends is read and
+    /// dropped until its own FIN, so that the close sends no reset.
+    func linger(_ connection: Connection) {
+        guard !connection.closing else { return }
+        connection.shutdownRequest.pointee.data = connection.handle.pointee.data
+        let rc = uv_shutdown(connection.shutdownRequest, stream(connection.handle)) { request, status in
+            let connection = Unmanaged<Connection>.fromOpaque(request!.pointee.data).takeUnretainedValue()
+            guard !connection.closing else { return }
+            guard status == 0 else { return connection.server.finish(connection) }
+            connection.lingering = true
+            connection.count = 0
+            uv_timer_start(connection.timer, { timer in
+                let connection = Unmanaged<Connection>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+                connection.server.finish(connection)
+            }, MetricsServer.lingerTimeout, 0)
+            connection.server.startReading(connection)
         }
         if rc != 0 { finish(connection) }
     }

@@ -217,6 +217,9 @@ public final class TunnelLoop {
     var armedDeadline: UInt64 = .max
     /// When the loop last said that it ran late (at most one line a minute).
     var lastLatenessReport = Instant.zero
+    /// When `run` started: deadlines before it (set up while start-up work still blocked) are not the
+    /// loop's lateness.
+    var runStarted: UInt64 = .max
     var stopped = false
 
     /// The first peer's current address, as resolved or as it roamed: where datagrams go when the core
@@ -707,6 +710,7 @@ public final class TunnelLoop {
 
     /// Runs until `stop()` and every handle has closed.
     public func run() {
+        runStarted = Self.now().nanoseconds
         uv_run(loop, UV_RUN_DEFAULT)
     }
 
@@ -951,7 +955,7 @@ public final class TunnelLoop {
     /// the process was stopped or starved of CPU, or a call blocked the loop thread. Said at warning (once
     /// a minute at most), as it explains late retransmissions, time-outs and watchdog misses.
     func noteLateness(_ deadline: UInt64, _ now: Instant) {
-        guard deadline < now.nanoseconds, now.nanoseconds - deadline > Nanos.second,
+        guard deadline >= runStarted, deadline < now.nanoseconds, now.nanoseconds - deadline > Nanos.second,
               lastLatenessReport == .zero || now.since(lastLatenessReport) >= 60 * Nanos.second else { return }
         lastLatenessReport = now
         logger.warning("the event loop ran \(fixed(now.nanoseconds - deadline)) s late: the process was stopped or starved of CPU, or something blocked it")

@@ -191,7 +191,7 @@ final class ChildProcess {
     var stateReport: String {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
         guard !tasks.isEmpty else { return "process \(pid): gone" }
-        return tasks.sorted().map { tid -> String in
+        return tasks.sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }.map { tid -> String in
             let base = "/proc/\(pid)/task/\(tid)"
             let stat = (try? String(contentsOfFile: base + "/stat", encoding: .utf8)) ?? ""
             let fields = stat.split(separator: ")").last.map { $0.split(separator: " ") } ?? []
