@@ -76,6 +76,7 @@ bench-net: release
 # strangers and from the peer's forged address) during an iperf3 upload through it: throughput against a
 # baseline, onetun's CPU and RSS, the session checked after each. Root; about 3 minutes; not part of `make test`.
 bench-flood: release
+	python3 scripts/flood.py --against wireguard-go
 	python3 scripts/flood.py --onetun .build/release/onetun
 
 # A listening onetun takes the handshakes of 100 wireguard-go peers at once (root, under a minute).

@@ -2,14 +2,17 @@
 """Flood benchmark: what datagrams from strangers (and forged ones from the peer's address) at onetun's
 endpoint socket cost a working tunnel.
 
-    python3 scripts/flood.py [--onetun PATH] [--seconds N] [--rate DATAGRAMS_PER_S] [--procs N]
-                             [--kinds garbage,init-1port,...] [--onetun-log LEVEL] [--json FILE] [--logs DIR]
+    python3 scripts/flood.py [--onetun PATH] [--against onetun|wireguard-go] [--seconds N]
+                             [--rate DATAGRAMS_PER_S] [--procs N] [--kinds garbage,init-1port,...]
+                             [--onetun-log LEVEL] [--json FILE] [--logs DIR]
 
 Needs root, iperf3, wireguard-go, wg and ip. Python standard library only; the namespaces, the
 wireguard-go peer, the servers and the measurements are bench.py's (imported). onetun runs in namespace A,
 the peer (wireguard-go, 10.77.0.2:51820) in B, as in bench.py's onetun row. onetun's endpoint socket is
 not connected: it receives from anyone, and its port is the peer's view of onetun's endpoint (`wg show
-IF endpoints`).
+IF endpoints`). With `--against wireguard-go` the reference faces the same floods instead: wireguard-go
+in A (its socket at 10.77.0.1:51820) and an iperf3 upload over the kernel's TCP through its interface, the
+rest the same (no exit count: that is onetun's log line).
 
 Every row runs one iperf3 upload (1 stream, --seconds) through onetun's TCP forward while a flood process
 in B sends datagrams at that socket through a raw socket (IP_HDRINCL), which also lets it forge the peer's
@@ -286,6 +289,10 @@ def last_json(path):
 class Setup:
     """onetun in A, wireguard-go in B, the servers in B; everything registered with `td`."""
 
+    name = "onetun"
+    upload = ("127.0.0.1", bench.FWD_IPERF_PORT)
+    echo = ("127.0.0.1", bench.FWD_ECHO_PORT)
+
     def __init__(self, td, onetun, onetun_log):
         self.td = td
         self.ns_a, self.ns_b = bench.make_pair(td, "flood")
@@ -347,7 +354,7 @@ class Setup:
         if not wait_ready(cap, path, 5):
             raise BenchError("the capture did not start")
         try:
-            bench.iperf(self.ns_a, "127.0.0.1", bench.FWD_IPERF_PORT, 1, 1, True)
+            bench.iperf(self.ns_a, self.upload[0], self.upload[1], 1, 1, True)
         except BenchError as e:
             log("    capture's download: %s" % e)
             self.restart_iperf()
@@ -363,13 +370,49 @@ class Setup:
         return out
 
 
+class ReferenceSetup(Setup):
+    """The reference in A instead of onetun: wireguard-go (its socket at 10.77.0.1:51820) and the kernel's
+    TCP through its interface, to the same peer, servers and floods."""
+
+    name = "wireguard-go"
+    upload = (bench.TUN_B, bench.IPERF_PORT)
+    echo = (bench.TUN_B, bench.ECHO_PORT)
+
+    def __init__(self, td):
+        self.td = td
+        self.ns_a, self.ns_b = bench.make_pair(td, "flood")
+        self.veth_b = "obfvb%d" % os.getpid()
+        if_a = "obfwa%d" % os.getpid()
+        self.proc = bench.start_wireguard_go(td, self.ns_a, if_a)
+        self.logpath = os.path.join(td.workdir, if_a + ".log")
+        key_a, _, pub_a = bench.genkey(td.workdir, if_a)
+        self.if_b, _, pub_b = bench.wg_peer_b(td, self.ns_b, "flood", pub_a)
+        run(["ip", "netns", "exec", self.ns_a, "wg", "set", if_a, "private-key", key_a, "listen-port",
+             str(bench.WG_PORT), "peer", pub_b, "allowed-ips", bench.TUN_B + "/32", "endpoint",
+             "%s:%d" % (bench.VETH_B, bench.WG_PORT), "persistent-keepalive", "10"])
+        run(["ip", "-n", self.ns_a, "addr", "add", bench.TUN_A + "/24", "dev", if_a])
+        run(["ip", "-n", self.ns_a, "link", "set", if_a, "up"])
+        self.restart_iperf = bench.servers(td, self.ns_b, "0.0.0.0")
+        why = bench.probe_echo(self.ns_a, bench.TUN_B, bench.ECHO_PORT, 15)
+        if why:
+            raise BenchError("no echo through the wireguard-go tunnel within 15 s (%s)" % why)
+        self.port = bench.WG_PORT
+        log("  wireguard-go %s (pid %d) works; its socket is %s:%d" % (if_a, self.proc.pid, bench.VETH_A, self.port))
+        self.sampler = bench.Sampler(self.proc.pid)
+        self.sampler.start()
+        self.log_offset = 0
+
+    def new_log(self):
+        return []
+
+
 def flood_row(st, kind, args, seq):
     """One iperf3 upload with the flood `kind` (None: baseline); returns the row's dict."""
     row = {"kind": kind or "baseline", "errors": []}
     spec = next((k for k in KINDS if k[0] == kind), None)
     row["title"] = spec[3] if spec else "no flood"
     if not st.alive():
-        row["errors"].append("onetun is not running")
+        row["errors"].append("%s is not running" % st.name)
         return row
     capture = None
     if spec and spec[1] in ("realidx", "replay"):
@@ -418,7 +461,7 @@ def flood_row(st, kind, args, seq):
     _, cpu0 = proc_figures(st.proc.pid)
     t0 = time.monotonic()
     try:
-        row["mbps"] = bench.iperf(st.ns_a, "127.0.0.1", bench.FWD_IPERF_PORT, args.seconds, 1, False)
+        row["mbps"] = bench.iperf(st.ns_a, st.upload[0], st.upload[1], args.seconds, 1, False)
     except BenchError as e:
         row["errors"].append(str(e))
         st.restart_iperf()
@@ -462,29 +505,29 @@ def flood_row(st, kind, args, seq):
     row["rss_peak_mib"] = peak / 1024 if peak else None
     row["rcvbuf_drops"] = rcvbuf_errors(st.ns_a) - drops0
     if not st.alive():
-        row["check"] = "onetun exited (%s)" % st.proc.returncode
+        row["check"] = "%s exited (%s)" % (st.name, st.proc.returncode)
         row["errors"].append(row["check"] + ": " + bench.tail(st.logpath, 5))
     else:
-        why = bench.probe_echo(st.ns_a, "127.0.0.1", bench.FWD_ECHO_PORT, 10)
+        why = bench.probe_echo(st.ns_a, st.echo[0], st.echo[1], 10)
         row["check"] = "ok" if why is None else "echo failed: " + why
     row["log"] = st.new_log()
     return row
 
 
-def print_table(rows, args):
+def print_table(rows, args, name="onetun"):
     base = [r["mbps"] for r in rows if r["kind"] == "baseline" and r.get("mbps")]
     ref = sum(base) / len(base) if base else None
     print()
-    print("onetun under floods at its endpoint socket: an iperf3 upload (1 stream, %d s) through it per row, with %d"
-          % (args.seconds, args.procs))
+    print("%s under floods at its endpoint socket: an iperf3 upload (1 stream, %d s) through it per row, with %d"
+          % (name, args.seconds, args.procs))
     print("flood process%s aiming at %s datagrams/s in all. ratio: against the mean of the baselines (%s Mbit/s)."
           % ("" if args.procs == 1 else "es", "%d" % args.rate if args.rate else "as many",
              "%.1f" % ref if ref else "-"))
-    print("idle %%: onetun's CPU (utime + stime) over %.1f s of the flood alone, before the upload; µs/dg: that CPU time"
-          % IDLE_SECONDS)
-    print("per flood datagram onetun read (sent less its socket's overflows); dg/wk: those datagrams per voluntary")
-    print("context switch. CPU %: onetun's over the upload. RSS MiB: before / peak during / after. rcvbuf: UDP")
-    print("receive-buffer overflows in onetun's namespace over the row (sink: the sink's). check: onetun alive and an")
+    print("idle %%: %s's CPU (utime + stime) over %.1f s of the flood alone, before the upload; µs/dg: that CPU time"
+          % (name, IDLE_SECONDS))
+    print("per flood datagram it read (sent less its socket's overflows); dg/wk: those datagrams per voluntary")
+    print("context switch. CPU %%: %s's over the upload. RSS MiB: before / peak during / after. rcvbuf: UDP" % name)
+    print("receive-buffer overflows in its namespace over the row (sink: the sink's). check: %s alive and an" % name)
     print("echo through it afterwards.")
     print()
     head = ("%-36s %7s %6s %6s %6s %6s %5s %5s %17s %7s  %s"
@@ -525,6 +568,9 @@ def main():
         return 0
     ap = argparse.ArgumentParser(description="onetun under floods at its endpoint socket.")
     ap.add_argument("--onetun", default=".build/release/onetun", help="the onetun binary")
+    ap.add_argument("--against", choices=("onetun", "wireguard-go"), default="onetun",
+                    help="what faces the floods in A: onetun (default), or the reference, wireguard-go with the "
+                         "kernel's TCP")
     ap.add_argument("--seconds", type=int, default=8, help="seconds per iperf3 upload (default 8)")
     ap.add_argument("--rate", type=int, default=100000,
                     help="flood datagrams per second, all processes together; 0: as fast as they can (default 100000)")
@@ -563,17 +609,18 @@ def main():
     status = 0
     summary = None
     try:
-        log("== setting up: onetun in A, wireguard-go in B")
-        st = Setup(td, onetun, args.onetun_log)
+        log("== setting up: %s in A, wireguard-go in B" % args.against)
+        st = Setup(td, onetun, args.onetun_log) if args.against == "onetun" else ReferenceSetup(td)
         order = [k for k in ORDER if k == "baseline" or k in kinds]
         for seq, kind in enumerate(order):
             log("== %s" % kind)
             row = flood_row(st, None if kind == "baseline" else kind, args, seq)
             rows.append(row)
-            log("   %s Mbit/s, flood %s datagrams/s, onetun CPU %s %%, check %s" % (
+            log("   %s Mbit/s, flood %s datagrams/s, %s CPU %s %%, check %s" % (
                 "%.1f" % row["mbps"] if row.get("mbps") else "-", "%.0f" % row["rate"] if row.get("rate") else "-",
+                st.name,
                 "%.0f" % row["cpu_pct"] if row.get("cpu_pct") is not None else "-", row.get("check")))
-        if st.alive():
+        if st.alive() and st.name == "onetun":
             bench.stop_process(st.proc, "onetun")
             m = re.search(r"shutting down after .*", open(st.logpath, errors="replace").read())
             summary = m.group(0) if m else None
@@ -603,7 +650,7 @@ def main():
                        "onetun_exit": summary}, f, indent=2)
             f.write("\n")
     if rows:
-        print_table(rows, args)
+        print_table(rows, args, args.against)
     if summary:
         print("onetun at exit: " + summary)
         delivered = sum(r.get("rate", 0) * r.get("flood_seconds", 0) - r.get("rcvbuf_drops", 0)
