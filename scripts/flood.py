@@ -258,12 +258,16 @@ def proc_figures(pid):
 
 
 def wakeups(pid):
-    """Voluntary context switches of `pid` so far: how often it slept waiting for work."""
+    """Voluntary context switches of `pid`'s threads so far: how often they slept waiting for work (one
+    thread for onetun; wireguard-go's goroutines run on several)."""
+    total = 0
     try:
-        with open("/proc/%d/status" % pid) as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
     except (OSError, StopIteration, ValueError):
         return None
+    return total
 
 
 def rcvbuf_errors(ns):
@@ -647,7 +651,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seconds": args.seconds, "rate": args.rate, "procs": args.procs, "rows": rows,
-                       "onetun_exit": summary}, f, indent=2)
+                       "against": args.against, "onetun_exit": summary}, f, indent=2)
             f.write("\n")
     if rows:
         print_table(rows, args, args.against)

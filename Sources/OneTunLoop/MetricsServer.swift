@@ -220,7 +220,8 @@ import OneTunCore
         }
     }
 
-    /// Writes the whole answer (one buffer, one uv_write) and closes once it is written.
+    /// Writes the whole answer (one buffer, one uv_write); once it is written the connection lingers
+    /// (`linger`).
     func answer(_ connection: Connection, _ status: Int, _ type: String, _ body: String, head: Bool, extra: String = "") {
         connection.answering = true
         uv_read_stop(stream(connection.handle))
@@ -250,6 +251,8 @@ import OneTunCore
             guard !connection.closing else { return }
             guard status == 0 else { return connection.server.finish(connection) }
             connection.lingering = true
+            // The head buffer is read into from the start again (after a 431 it is full: an empty
+            // buffer would make libuv report ENOBUFS, taken for the client's end).
             connection.count = 0
             uv_timer_start(connection.timer, { timer in
                 let connection = Unmanaged<Connection>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
