@@ -217,6 +217,8 @@ public final class TunnelLoop {
     var armedDeadline: UInt64 = .max
     /// When the loop last said that it ran late (at most one line a minute).
     var lastLatenessReport = Instant.zero
+    /// The clock read for the recvmmsg batch being delivered (nil between batches).
+    var batchNow: Instant?
     /// When `run` started: deadlines before it (set up while start-up work still blocked) are not the
     /// loop's lateness.
     var runStarted: UInt64 = .max
@@ -364,6 +366,7 @@ public final class TunnelLoop {
                 // after datagrams came the queue is left alone (a system call per wake-up otherwise):
                 // were an error waiting, EPOLLERR would wake the loop again at once, with nothing to
                 // read, and that read drains it.
+                if nread <= 0 { me.batchNow = nil }
                 if nread < 0 {
                     me.readErrors()
                     return
@@ -382,7 +385,15 @@ public final class TunnelLoop {
                 me.datagramsReceived += 1
                 me.receivedSinceEmptyRead = true
                 let chunk = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(base), count: Int(buf!.pointee.len))
-                me.receive(chunk, length: nread, from: addr)
+                // One clock reading per recvmmsg batch: its datagrams all arrived before the call.
+                let now: Instant
+                if flags & UInt32(UV_UDP_MMSG_CHUNK.rawValue) != 0, let batchNow = me.batchNow {
+                    now = batchNow
+                } else {
+                    now = TunnelLoop.now()
+                    me.batchNow = flags & UInt32(UV_UDP_MMSG_CHUNK.rawValue) != 0 ? now : nil
+                }
+                me.receive(chunk, length: nread, from: addr, now: now)
             })
         guard rc == 0 else { throw .uv("receiving on the endpoint socket", rc) }
 
@@ -529,9 +540,9 @@ public final class TunnelLoop {
         return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { describe($0) } }
     }
 
-    func receive(_ chunk: UnsafeMutableRawBufferPointer, length: Int, from addr: UnsafePointer<sockaddr>) {
+    func receive(_ chunk: UnsafeMutableRawBufferPointer, length: Int, from addr: UnsafePointer<sockaddr>, now: Instant) {
         let source = isEndpoint(addr) ? endpointAddress : Self.endpointAddress(addr)
-        guard core.handleDatagram(chunk, length: length, from: source, now: Self.now()) else { return }
+        guard core.handleDatagram(chunk, length: length, from: source, now: now) else { return }
         // A peer's packet authenticated from a new address: it roamed (paper §2.1). The loop keeps its own
         // record of the first peer's (the one it resolves and names in its log); others' are the core's.
         // With several peers every move is said by `report` (.endpointChanged), naming the peer.
@@ -750,6 +761,7 @@ public final class TunnelLoop {
     public func flush() {
         guard !stopped else { return }
         moreWork = false
+        batchNow = nil
         beforeTransmit?()
         let now = Self.now()
         var budget = 16_384
