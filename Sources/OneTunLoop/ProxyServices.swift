@@ -377,13 +377,7 @@ extension Forwarder {
             proxyFailed(client, .hostUnreachable, "cannot resolve \(client.target): \(String(cString: uv_strerror(status)))", http: .nameNotResolved)
             return
         }
-        var addresses: [IPAddress] = []
-        var candidate = result
-        while let info = candidate {
-            if let addr = info.pointee.ai_addr, let endpoint = SocketAddressConversion.endpoint(addr) { addresses.append(endpoint.address) }
-            candidate = info.pointee.ai_next
-        }
-        if let address = usableAddress(addresses) {
+        if let address = usableAddress(SocketAddressConversion.endpoints(result).map(\.address)) {
             connect(client, to: address, port: client.destinationPort)  // refused there, with the reason, if unusable
         } else {
             proxyFailed(client, .hostUnreachable, "\(client.target) has no IPv4 or IPv6 address", http: .nameNotResolved)
@@ -779,12 +773,7 @@ extension Forwarder {
         let rc = uv_getaddrinfo(driver.loop, request, { request, status, result in
             let box = Unmanaged<Box>.fromOpaque(request!.pointee.data).takeRetainedValue()
             box.finished(request!)
-            var addresses: [IPAddress] = []
-            var info = status == 0 ? result : nil
-            while let i = info {
-                if let a = i.pointee.ai_addr, let e = SocketAddressConversion.endpoint(a) { addresses.append(e.address) }
-                info = i.pointee.ai_next
-            }
+            let addresses = SocketAddressConversion.endpoints(status == 0 ? result : nil).map(\.address)
             if let result { uv_freeaddrinfo(result) }
             request!.deallocate()
             box.done(addresses)

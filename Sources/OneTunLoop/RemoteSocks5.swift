@@ -143,16 +143,8 @@ extension Forwarder {
                 defer { if let result { uv_freeaddrinfo(result) } }
                 guard !client.closing else { return }
                 // An IPv4 address first (a host may have AAAA records and no IPv6 route), else the first.
-                var chosen: UDPEndpoint?
-                var info = status == 0 ? result : nil
-                while let i = info {
-                    if let a = i.pointee.ai_addr, let e = SocketAddressConversion.endpoint(a) {
-                        if e.address.isV4 { chosen = e; break }
-                        chosen = chosen ?? e
-                    }
-                    info = i.pointee.ai_next
-                }
-                guard var endpoint = chosen else {
+                let endpoints = SocketAddressConversion.endpoints(status == 0 ? result : nil)
+                guard var endpoint = endpoints.first(where: { $0.address.isV4 }) ?? endpoints.first else {
                     client.forwarder.remoteSocksFailed(client, .hostUnreachable, "cannot resolve it: \(String(cString: uv_strerror(status)))", flush: true)
                     return
                 }

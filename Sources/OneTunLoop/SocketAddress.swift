@@ -4,6 +4,17 @@ import OneTunCore
 
 /// Conversions between socket addresses and the core's endpoints.
 enum SocketAddressConversion {
+    /// The IPv4 and IPv6 addresses of a getaddrinfo answer, in its order (nil: none).
+    static func endpoints(_ list: UnsafeMutablePointer<addrinfo>?) -> [UDPEndpoint] {
+        var endpoints: [UDPEndpoint] = []
+        var info = list
+        while let i = info {
+            if let a = i.pointee.ai_addr, let e = endpoint(a) { endpoints.append(e) }
+            info = i.pointee.ai_next
+        }
+        return endpoints
+    }
+
     static func endpoint(_ addr: UnsafePointer<sockaddr>) -> UDPEndpoint? {
         switch Int32(addr.pointee.sa_family) {
         case AF_INET:
