@@ -950,6 +950,16 @@ def row_loopback(td, seconds):
     return row
 
 
+def configure_reference_a(ns_a, if_a, key_a, pub_b, endpoint):
+    """wireguard-go `if_a` in A as the reference's end: key `key_a`, WG_PORT, B (`pub_b`) as its peer at
+    `endpoint` for TUN_B, TUN_A on the interface, up."""
+    run(["ip", "netns", "exec", ns_a, "wg", "set", if_a, "private-key", key_a, "listen-port", str(WG_PORT),
+         "peer", pub_b, "allowed-ips", TUN_B + "/32", "endpoint", endpoint,
+         "persistent-keepalive", "10"])
+    run(["ip", "-n", ns_a, "addr", "add", TUN_A + "/24", "dev", if_a])
+    run(["ip", "-n", ns_a, "link", "set", if_a, "up"])
+
+
 def row_kernel(td, seconds, path="direct", relay=None):
     row = new_row("kernel", path)
     ns_a, ns_b = make_pair(td, "kernel")
@@ -958,12 +968,7 @@ def row_kernel(td, seconds, path="direct", relay=None):
     wg_a = start_wireguard_go(td, ns_a, if_a)
     key_a, _, pub_a = genkey(td.workdir, if_a)
     if_b, _, pub_b = wg_peer_b(td, ns_b, "kernel", pub_a)
-    endpoint = endpoint_for(td, ns_b, path, relay)
-    run(["ip", "netns", "exec", ns_a, "wg", "set", if_a, "private-key", key_a, "listen-port", str(WG_PORT),
-         "peer", pub_b, "allowed-ips", TUN_B + "/32", "endpoint", endpoint,
-         "persistent-keepalive", "10"])
-    run(["ip", "-n", ns_a, "addr", "add", TUN_A + "/24", "dev", if_a])
-    run(["ip", "-n", ns_a, "link", "set", if_a, "up"])
+    configure_reference_a(ns_a, if_a, key_a, pub_b, endpoint_for(td, ns_b, path, relay))
     row["restart_iperf"] = servers(td, ns_b, "0.0.0.0")
     sampler = Sampler(wg_a.pid)
     sampler.start()

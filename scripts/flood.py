@@ -327,7 +327,11 @@ class Setup:
             raise BenchError("the peer does not know onetun's endpoint: %r" % out)
         self.port = int(m.group(2))
         log("  onetun (pid %d) works; its endpoint socket is %s:%d" % (p.pid, bench.VETH_A, self.port))
-        self.sampler = bench.Sampler(p.pid)
+        self.start_sampling()
+
+    def start_sampling(self):
+        """RSS and CPU of the process facing the floods, sampled from now on; its log read from the start."""
+        self.sampler = bench.Sampler(self.proc.pid)
         self.sampler.start()
         self.log_offset = 0
 
@@ -391,20 +395,14 @@ class ReferenceSetup(Setup):
         self.logpath = os.path.join(td.workdir, if_a + ".log")
         key_a, _, pub_a = bench.genkey(td.workdir, if_a)
         self.if_b, _, pub_b = bench.wg_peer_b(td, self.ns_b, "flood", pub_a)
-        run(["ip", "netns", "exec", self.ns_a, "wg", "set", if_a, "private-key", key_a, "listen-port",
-             str(bench.WG_PORT), "peer", pub_b, "allowed-ips", bench.TUN_B + "/32", "endpoint",
-             "%s:%d" % (bench.VETH_B, bench.WG_PORT), "persistent-keepalive", "10"])
-        run(["ip", "-n", self.ns_a, "addr", "add", bench.TUN_A + "/24", "dev", if_a])
-        run(["ip", "-n", self.ns_a, "link", "set", if_a, "up"])
+        bench.configure_reference_a(self.ns_a, if_a, key_a, pub_b, "%s:%d" % (bench.VETH_B, bench.WG_PORT))
         self.restart_iperf = bench.servers(td, self.ns_b, "0.0.0.0")
         why = bench.probe_echo(self.ns_a, bench.TUN_B, bench.ECHO_PORT, 15)
         if why:
             raise BenchError("no echo through the wireguard-go tunnel within 15 s (%s)" % why)
         self.port = bench.WG_PORT
         log("  wireguard-go %s (pid %d) works; its socket is %s:%d" % (if_a, self.proc.pid, bench.VETH_A, self.port))
-        self.sampler = bench.Sampler(self.proc.pid)
-        self.sampler.start()
-        self.log_offset = 0
+        self.start_sampling()
 
     def new_log(self):
         return []

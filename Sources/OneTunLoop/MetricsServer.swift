@@ -120,10 +120,7 @@ import OneTunCore
             return
         }
         connections[ObjectIdentifier(connection)] = connection
-        uv_timer_start(connection.timer, { timer in
-            let connection = Unmanaged<Connection>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
-            connection.server.finish(connection)
-        }, Self.readTimeout, 0)
+        uv_timer_start(connection.timer, Self.timedOut, Self.readTimeout, 0)
         startReading(connection)
     }
 
@@ -140,6 +137,12 @@ import OneTunCore
                 let connection = Unmanaged<Connection>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
                 connection.server.read(connection, nread)
             })
+    }
+
+    /// A connection's timer ran out (its head did not come, or it did not close after its answer).
+    static let timedOut: uv_timer_cb = { timer in
+        let connection = Unmanaged<Connection>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
+        connection.server.finish(connection)
     }
 
     /// Closes a connection that never got into the table.
@@ -254,10 +257,7 @@ import OneTunCore
             // The head buffer is read into from the start again (after a 431 it is full: an empty
             // buffer would make libuv report ENOBUFS, taken for the client's end).
             connection.count = 0
-            uv_timer_start(connection.timer, { timer in
-                let connection = Unmanaged<Connection>.fromOpaque(timer!.pointee.data).takeUnretainedValue()
-                connection.server.finish(connection)
-            }, MetricsServer.lingerTimeout, 0)
+            uv_timer_start(connection.timer, MetricsServer.timedOut, MetricsServer.lingerTimeout, 0)
             connection.server.startReading(connection)
         }
         if rc != 0 { finish(connection) }

@@ -387,11 +387,13 @@ public final class TunnelLoop {
                 let chunk = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(base), count: Int(buf!.pointee.len))
                 // One clock reading per recvmmsg batch: its datagrams all arrived before the call.
                 let now: Instant
-                if flags & UInt32(UV_UDP_MMSG_CHUNK.rawValue) != 0, let batchNow = me.batchNow {
+                if flags & UInt32(UV_UDP_MMSG_CHUNK.rawValue) == 0 {
+                    now = TunnelLoop.now()
+                } else if let batchNow = me.batchNow {
                     now = batchNow
                 } else {
                     now = TunnelLoop.now()
-                    me.batchNow = flags & UInt32(UV_UDP_MMSG_CHUNK.rawValue) != 0 ? now : nil
+                    me.batchNow = now
                 }
                 me.receive(chunk, length: nread, from: addr, now: now)
             })
