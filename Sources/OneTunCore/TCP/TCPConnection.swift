@@ -665,6 +665,7 @@ public final class TCPConnection {
             pending.insert(.ack)
             return
         }
+        let hadHoles = !assembler.isEmpty
         let kept = receiveBuffer.write(at: offset, from: data)
         if kept > 0, assembler.add(offset: offset, length: kept) {
             let ready = assembler.removeFront()
@@ -676,8 +677,9 @@ public final class TCPConnection {
         stats.bytesReceived += kept
         if offset > 0 { stats.outOfOrderSegments += 1 }
         if budget?.isExhausted != true { autotuner.update(rtt: rtt.hasSample ? rtt.srtt : nil, now: now) }
-        if offset > 0 || !assembler.isEmpty {
-            // Out of order, or filling a hole: ACK at once so the sender learns fast (RFC 5681 §4.2).
+        if offset > 0 || hadHoles {
+            // Out of order, or filling a hole (in part or the last of them): ACK at once so the sender
+            // learns fast (RFC 5681 §4.2).
             pending.insert(.ack)
         } else {
             fullSegmentsUnacked += payload.count >= effectiveMSS ? 1 : 0

@@ -45,6 +45,22 @@ import Testing
         #expect(full.contains { $0.1.count == wire.a.effectiveMSS }, "\(full.map { $0.1.count })")
     }
 
+    /// RFC 5681 §4.2: a segment that fills a gap is acknowledged at once, the last gap too (the receive
+    /// queue then holds nothing out of order), not after the delayed-ACK timer or a second full segment:
+    /// the sender in recovery waits for exactly that ACK.
+    @Test func segmentFillingTheLastHoleIsAcknowledgedAtOnce() throws {
+        let wire = establishedPair()
+        let base = wire.b.sndNxt
+        let mss = wire.a.effectiveMSS
+        fromB(wire, seq: base + mss, payload: [UInt8](repeating: 2, count: mss))
+        let dupAck = wire.collect(wire.a)
+        #expect(dupAck.count == 1 && dupAck[0].0.acknowledgmentNumber == base.rawValue, "out of order: a duplicate ACK at once")
+        fromB(wire, seq: base, payload: [UInt8](repeating: 1, count: mss))
+        #expect(wire.a.assembler.isEmpty)
+        let acks = wire.collect(wire.a)
+        #expect(acks.map { $0.0.acknowledgmentNumber } == [(base + 2 * mss).rawValue], "the hole filled: one ACK of both, at once")
+    }
+
     /// b SACKs a's first segment but its cumulative ACK never covers it (RFC 2018 §8: a receiver may
     /// renege): at the first timeout a resends from SND.UNA, that segment included, instead of skipping it
     /// for three backed-off timeouts.
