@@ -193,6 +193,14 @@ public final class Forwarder {
         }
     }
 
+    /// Process-wide, once at start: blocks of 256 KiB and more (a fast connection's TCP buffers) get
+    /// mappings of their own, returned to the system when freed. glibc's default threshold rises to the
+    /// largest block freed, so buffers that grow step by step came from the heap, and its holes outlived
+    /// them. For the program that owns the process; an embedder decides its allocator's policy itself.
+    public static func mapLargeBlocksSeparately() {
+        mallopt(M_MMAP_THRESHOLD, 256 << 10)
+    }
+
     /// A second after many connections closed or idle ones gave back 8 MiB of buffers, gives the heap's
     /// free pages back to the system: glibc
     /// keeps them otherwise, and a wave of ten thousand connections would leave the process that much

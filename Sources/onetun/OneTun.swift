@@ -154,6 +154,7 @@ enum OneTun {
         // A closed pipe (a --pcap FIFO whose reader left, stderr piped into a pager) is a write error to
         // handle, not a reason to die; client sockets already report EPIPE through libuv.
         signal(SIGPIPE, SIG_IGN)
+        Forwarder.mapLargeBlocksSeparately()
         if let status = KeyTools.run(Array(CommandLine.arguments.dropFirst())) { exit(status) }
         let command: OneTunCommand
         do {

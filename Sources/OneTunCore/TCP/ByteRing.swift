@@ -9,8 +9,10 @@
 /// never sees sequence numbers and never wraps in sequence space.
 ///
 /// Memory follows data in flight: no storage until the first write, then 4 KiB, doubling on demand up to
-/// `capacityLimit` (the last step clamped to the limit so an idle-but-open connection never holds more than
-/// its window). `compact()` gives memory back when the data has drained. Storage is one manually managed
+/// 1 MiB and growing by a quarter (in 64 KiB units) past it, up to `capacityLimit` (the last step clamped to
+/// the limit so an idle-but-open connection never holds more than its window). A ring touches every page of
+/// its storage as it wraps, so storage is resident memory: doubling all the way would make a connection that
+/// needs 2.2 MiB hold 4 MiB. `compact()` gives memory back when the data has drained. Storage is one manually managed
 /// allocation; no operation allocates except growth.
 ///
 /// A final class rather than a struct: a connection mutates its buffers in place on every segment, and a
@@ -175,10 +177,16 @@ final class ByteRing {
 
     // MARK: Internals
 
-    /// 4 KiB doubled until it holds `needed`, clamped to `limit` (but never below `needed`).
+    /// Past this, storage grows by a quarter rather than doubling.
+    static let doublingLimit = 1 << 20
+
+    /// 4 KiB doubled until it holds `needed` (past `doublingLimit`: grown by a quarter, rounded up to 64 KiB),
+    /// clamped to `limit` (but never below `needed`).
     static func steppedCapacity(for needed: Int, limit: Int) -> Int {
         var c = initialCapacity
-        while c < needed { c <<= 1 }
+        while c < needed {
+            c = c < doublingLimit ? c << 1 : (c + c / 4 + 0xFFFF) & ~0xFFFF
+        }
         return max(min(c, limit), needed)
     }
 

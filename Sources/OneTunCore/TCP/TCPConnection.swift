@@ -150,10 +150,9 @@ public final class TCPConnection {
 
     // MARK: Application side
 
-    /// Bytes the application may write now: the send buffer's room, within twice the congestion window
-    /// (at least `minimumSendSpace`), after Linux's tcp_sndbuf_expand (which only ever grows; here the
-    /// space follows the window down too). More queued than the window can carry in two round trips only
-    /// holds memory: four uploads at 4 MiB each made 16 MiB of a forwarder's resident size.
+    /// Bytes the application may write now: the send buffer's room, within `sendSpace`. More queued than
+    /// the window can carry in two round trips only holds memory: four uploads at 4 MiB each made 16 MiB of
+    /// a forwarder's resident size.
     public var writableBytes: Int {
         switch state {
         case .synSent, .synReceived, .established, .closeWait:
@@ -164,10 +163,16 @@ public final class TCPConnection {
 
     static let minimumSendSpace = 256 << 10
 
-    /// What the send buffer may hold: two congestion windows, at least 256 KiB; once the stack's buffers
-    /// exhaust their budget, no more than it has already (at least 16 KiB, so every connection moves).
+    /// What the send buffer may hold (acknowledged-not-yet plus unsent bytes), at least 256 KiB: twice the
+    /// congestion window for Reno, after Linux's tcp_sndbuf_expand (which only ever grows; here the space
+    /// follows the window down too), so that new data can still go out while recovery halves the window.
+    /// BBR's window is already twice the bandwidth-delay product and does not halve on loss: one and a half
+    /// of it (three BDPs: one in flight, two queued) keeps the pipe full with a quarter less memory — 2.1 MB
+    /// instead of 2.75 a connection at 110 Mbit/s and 50 ms. Once the stack's buffers exhaust their budget, no
+    /// more than it has already (at least 16 KiB, so every connection moves).
     var sendSpace: Int {
-        let wanted = max(Self.minimumSendSpace, 2 * cwnd)
+        let window = cc.algorithm == .bbr ? cwnd + cwnd / 2 : 2 * cwnd
+        let wanted = max(Self.minimumSendSpace, window)
         guard let budget, budget.isExhausted else { return wanted }
         return min(wanted, max(sendBuffer.capacity, 16 << 10))
     }

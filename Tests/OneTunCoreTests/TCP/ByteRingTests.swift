@@ -108,6 +108,19 @@ import Testing
         #expect(ring.writableRegion(maxBytes: 1 << 20).count == ring.free)
     }
 
+    /// Past 1 MiB storage grows by a quarter (64 KiB units), not to the next power of two: 2.2 MB held
+    /// takes 2.5 MiB of a 4 MiB limit, not all of it.
+    @Test func growthPastOneMiBIsByAQuarter() {
+        #expect(ByteRing.steppedCapacity(for: 1 << 20, limit: 4 << 20) == 1 << 20)
+        #expect(ByteRing.steppedCapacity(for: (1 << 20) + 1, limit: 4 << 20) == 1_310_720)
+        let ring = ByteRing(limit: 4 << 20)
+        tcpBufWrite(ring, tcpBufStream(0..<2_200_000))
+        #expect(ring.capacity == 2_621_440)
+        #expect(tcpBufContents(ring) == tcpBufStream(0..<2_200_000))
+        #expect(ByteRing.steppedCapacity(for: 4_000_000, limit: 4 << 20) == 4_128_768)
+        #expect(ByteRing.steppedCapacity(for: 4_150_000, limit: 4 << 20) == 4 << 20)  // the last step clamped
+    }
+
     @Test func compactShrinksAndFrees() {
         let ring = ByteRing(limit: 1 << 20)
         tcpBufWrite(ring, tcpBufStream(0..<100_000))
