@@ -673,7 +673,7 @@ def latest_handshake(ns, ifname):
 
 class Sampler(threading.Thread):
     """Samples a process every 50 ms: VmRSS, VmHWM and utime + stime. A window (start_window/end_window)
-    records the peak VmRSS inside it."""
+    records the peak VmRSS inside it and the CPU seconds spent in it."""
 
     def __init__(self, pid):
         super().__init__(daemon=True)
@@ -684,6 +684,8 @@ class Sampler(threading.Thread):
         self.cpu_s = 0.0
         self.window = None  # peak VmRSS (KiB) while a window is open
         self.window_peak = {}
+        self.window_cpu0 = 0.0
+        self.window_cpu = {}
 
     def sample(self):
         try:
@@ -716,12 +718,15 @@ class Sampler(threading.Thread):
         with self.lock:
             self.window = 0
         self.sample()
+        with self.lock:
+            self.window_cpu0 = self.cpu_s
 
     def end_window(self, name):
         self.sample()
         with self.lock:
             self.window_peak[name] = self.window
             self.window = None
+            self.window_cpu[name] = self.cpu_s - self.window_cpu0
 
     def finish(self):
         self.sample()
@@ -843,17 +848,20 @@ def measure(row, ns, iperf_host, iperf_port, echo_host, echo_port, seconds, samp
 
 def finish_row(row, sampler, seconds, path):
     """The sampler's figures: peak RSS during each measurement, and CPU seconds per GiB the iperf3 runs
-    moved (receiver's rate times duration, or the bytes of a sized run)."""
+    moved (receiver's rate times duration, or the bytes of a sized run): the CPU spent during those runs
+    only, not during the row's set-up, connections per second or round trips, which move no data."""
     if sampler.window_peak.get("up4") and path == "direct":
         row["results"]["up4_peak_rss_mib"] = sampler.window_peak["up4"] / 1024
     row["rss_peaks_mib"] = {k: round(v / 1024, 1) for k, v in sampler.window_peak.items() if v}
     moved = 0.0
+    cpu = 0.0
     for name, _, _, nbytes in PATHS[path][1]:
         mbps = row["results"].get(name + "_mbps")
-        if mbps:
+        if mbps and name in sampler.window_cpu:
             moved += nbytes if nbytes else mbps * 1e6 / 8 * seconds
-    if moved and row["results"].get("cpu_s") is not None:
-        row["results"]["cpu_s_per_gib"] = row["results"]["cpu_s"] / (moved / (1 << 30))
+            cpu += sampler.window_cpu[name]
+    if moved:
+        row["results"]["cpu_s_per_gib"] = cpu / (moved / (1 << 30))
 
 
 def new_row(name, path="direct"):
@@ -1343,9 +1351,10 @@ def print_table(rows, seconds):
     print()
     print("Throughput in Mbit/s (iperf3, %d s, 1 or 4 streams); 64M s = seconds for 64 MiB; RTT in µs (%d-byte"
           % (seconds, RTT_SIZE))
-    print("ping-pong); RSS in MiB; CPU s = utime + stime of the client side's process over its row. Under each")
-    print("onetun row its ratio to the kernel row of the same path, oriented so that above 1 is better. Kernel")
-    print("TCP congestion control: %s." % KERNEL_CC[0])
+    print("ping-pong); RSS in MiB; CPU s = utime + stime of the client side's process over its row; CPU s/GiB =")
+    print("its CPU during the iperf3 runs over the bytes they moved. Under each onetun row its ratio to the kernel")
+    print("row of the same path, oriented so that above 1 is better. Kernel TCP congestion control: %s."
+          % KERNEL_CC[0])
     for path in PATHS:
         prow = [r for r in rows if r["path"] == path and r["name"] != "proxies"]
         if not prow:
