@@ -705,7 +705,8 @@ class Sampler(threading.Thread):
         cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15
         with self.lock:
             self.hwm_kib = max(self.hwm_kib, hwm, rss)
-            self.cpu_s = cpu
+            # The sampling thread and a window's start or end read /proc outside the lock: never go back.
+            self.cpu_s = max(self.cpu_s, cpu)
             if self.window is not None:
                 self.window = max(self.window, rss)
 

@@ -24,7 +24,7 @@
 /// - beyond them, bytes placed by `write(at:from:)` that become contiguous only when `commit(_:)` says so
 ///   (the `Assembler` knows which ones have arrived).
 final class ByteRing {
-    /// The first allocation; later ones double it.
+    /// The first allocation; later ones double it up to `doublingLimit`, then add a quarter.
     static let initialCapacity = 4096
 
     private var storage: UnsafeMutableRawPointer?

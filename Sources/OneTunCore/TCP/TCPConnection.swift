@@ -151,8 +151,8 @@ public final class TCPConnection {
     // MARK: Application side
 
     /// Bytes the application may write now: the send buffer's room, within `sendSpace`. More queued than
-    /// the window can carry in two round trips only holds memory: four uploads at 4 MiB each made 16 MiB of
-    /// a forwarder's resident size.
+    /// the window can carry soon only holds memory: four uploads at 4 MiB each made 16 MiB of a forwarder's
+    /// resident size.
     public var writableBytes: Int {
         switch state {
         case .synSent, .synReceived, .established, .closeWait:
@@ -163,15 +163,19 @@ public final class TCPConnection {
 
     static let minimumSendSpace = 256 << 10
 
-    /// What the send buffer may hold (acknowledged-not-yet plus unsent bytes), at least 256 KiB: twice the
-    /// congestion window for Reno, after Linux's tcp_sndbuf_expand (which only ever grows; here the space
-    /// follows the window down too), so that new data can still go out while recovery halves the window.
-    /// BBR's window is already twice the bandwidth-delay product and does not halve on loss: one and a half
-    /// of it (three BDPs: one in flight, two queued) keeps the pipe full with a quarter less memory — 2.1 MB
-    /// instead of 2.75 a connection at 110 Mbit/s and 50 ms. Once the stack's buffers exhaust their budget, no
-    /// more than it has already (at least 16 KiB, so every connection moves).
+    /// What the send buffer may hold (sent-not-yet-acknowledged plus unsent bytes), at least 256 KiB: twice
+    /// the congestion window for Reno, after Linux's tcp_sndbuf_expand (which only ever grows; here the
+    /// space follows the window down too), so that new data can still go out while recovery halves the
+    /// window. BBR's window is already about twice the bandwidth-delay product (more in startup, plus the
+    /// ACK-aggregation allowance) and does not halve on loss: one and a half of it keeps a lossless pipe full
+    /// with a quarter less memory (2.1 MB instead of 2.75 a connection at 110 Mbit/s and 50 ms). While a
+    /// hole holds SND.UNA back, the bytes SACKed beyond it stay in the buffer though they are no longer in
+    /// flight, so the space is also at least what is outstanding plus half a window: new data keeps going
+    /// out while the hole is repaired (Linux provisions three windows for BBR for the same reason). Once
+    /// the stack's buffers exhaust their budget, no more than it has already (at least 16 KiB, so every
+    /// connection moves).
     var sendSpace: Int {
-        let window = cc.algorithm == .bbr ? cwnd + cwnd / 2 : 2 * cwnd
+        let window = cc.algorithm == .bbr ? max(cwnd + cwnd / 2, (sndNxt - sndUna) + cwnd / 2) : 2 * cwnd
         let wanted = max(Self.minimumSendSpace, window)
         guard let budget, budget.isExhausted else { return wanted }
         return min(wanted, max(sendBuffer.capacity, 16 << 10))
