@@ -196,8 +196,10 @@ public final class Forwarder {
     /// Process-wide, once at start: blocks of 256 KiB and more (a fast connection's TCP buffers) get
     /// mappings of their own, returned to the system when freed. glibc's default threshold rises to the
     /// largest block freed, so buffers that grow step by step came from the heap, and its holes outlived
-    /// them. For the program that owns the process; an embedder decides its allocator's policy itself.
+    /// them. For the program that owns the process; an embedder decides its allocator's policy itself, and
+    /// an operator's `MALLOC_MMAP_THRESHOLD_` (glibc's own setting) is left in force.
     public static func mapLargeBlocksSeparately() {
+        guard getenv("MALLOC_MMAP_THRESHOLD_") == nil else { return }
         mallopt(M_MMAP_THRESHOLD, 256 << 10)
     }
 
