@@ -12,8 +12,8 @@
 /// 1 MiB and growing by a quarter (in 64 KiB units) past it, up to `capacityLimit` (the last step clamped to
 /// the limit so an idle-but-open connection never holds more than its window). A ring touches every page of
 /// its storage as it wraps, so storage is resident memory: doubling all the way would make a connection that
-/// needs 2.2 MiB hold 4 MiB. `compact()` gives memory back when the data has drained. Storage is one manually managed
-/// allocation; no operation allocates except growth.
+/// needs 2.2 MiB hold 4 MiB. `compact()` gives memory back when the data has drained. Storage is one
+/// manually managed allocation; no operation allocates except growth.
 ///
 /// A final class rather than a struct: a connection mutates its buffers in place on every segment, and a
 /// copy-on-write struct held in an enum payload would be copied on each mutation. Not thread-safe; the core

@@ -175,7 +175,7 @@ public final class TCPConnection {
     /// the stack's buffers exhaust their budget, no more than it has already (at least 16 KiB, so every
     /// connection moves).
     var sendSpace: Int {
-        let window = cc.algorithm == .bbr ? max(cwnd + cwnd / 2, (sndNxt - sndUna) + cwnd / 2) : 2 * cwnd
+        let window = cc.algorithm == .bbr ? max(cwnd, sndNxt - sndUna) + cwnd / 2 : 2 * cwnd
         let wanted = max(Self.minimumSendSpace, window)
         guard let budget, budget.isExhausted else { return wanted }
         return min(wanted, max(sendBuffer.capacity, 16 << 10))
